@@ -1,0 +1,183 @@
+# lcm.c build.
+#
+#   make              build ./lcm (CPU backend always; CUDA backend when the toolkit is found)
+#   make test         build and run every test this machine can run; ends with "N passed, N failed"
+#   make asan / tsan  the same tests under AddressSanitizer+UBSan / ThreadSanitizer (CPU build)
+#   make debug        -O0 -g build in build/debug
+#   make bench        CPU step benchmark (toy and medium configs)
+#   make run          train the embedded default config (./lcm train)
+#   make test-gpu     CUDA-vs-CPU checks (needs a GPU)
+#
+# Knobs: CUDA=auto|0|1  CUDA_HOME=/usr/local/cuda  NCCL_HOME=$(CUDA_HOME)  CUDA_ARCH="80 86 89 90"
+#        BUILD=build    CC=cc   EXTRA_CFLAGS=...
+
+CC        ?= cc
+BUILD     ?= build
+CUDA      ?= auto
+CUDA_HOME ?= /usr/local/cuda
+NCCL_HOME ?= $(CUDA_HOME)
+CUDA_ARCH ?= 80 86 89 90
+NVCC      ?= $(CUDA_HOME)/bin/nvcc
+OPT       ?= -O2
+
+VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+GIT_REV := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+# ---- which backends: decided explicitly and said out loud --------------------------------------
+have_nvcc := $(wildcard $(NVCC))
+have_nccl := $(wildcard $(NCCL_HOME)/include/nccl.h)
+ifeq ($(CUDA),0)
+  WITH_CUDA := 0
+  cuda_why  := CUDA=0 given
+else ifeq ($(CUDA),1)
+  ifeq ($(have_nvcc),)
+    $(error CUDA=1 but no nvcc at $(NVCC); set CUDA_HOME to the CUDA toolkit or build with CUDA=0)
+  endif
+  ifeq ($(have_nccl),)
+    $(error CUDA=1 but no nccl.h under $(NCCL_HOME)/include; set NCCL_HOME or build with CUDA=0)
+  endif
+  WITH_CUDA := 1
+  cuda_why  := CUDA=1 given; nvcc $(NVCC), NCCL $(NCCL_HOME)
+else ifeq ($(CUDA),auto)
+  ifeq ($(have_nvcc),)
+    WITH_CUDA := 0
+    cuda_why  := no nvcc at $(NVCC) (set CUDA_HOME, or CUDA=1 to insist)
+  else ifeq ($(have_nccl),)
+    WITH_CUDA := 0
+    cuda_why  := nvcc found but no nccl.h under $(NCCL_HOME)/include (set NCCL_HOME)
+  else
+    WITH_CUDA := 1
+    cuda_why  := found nvcc $(NVCC) and NCCL $(NCCL_HOME)
+  endif
+else
+  $(error CUDA must be auto, 0 or 1, not '$(CUDA)')
+endif
+ifeq ($(MAKELEVEL),0)
+  ifeq ($(WITH_CUDA),1)
+    $(info lcm build: backends cpu + cuda ($(cuda_why); CUDA_ARCH=$(CUDA_ARCH)))
+  else
+    $(info lcm build: backend cpu only ($(cuda_why)))
+  endif
+endif
+
+# ---- flags -------------------------------------------------------------------------------------
+WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wvla
+CPPFLAGS := -Iinclude -D_GNU_SOURCE -DLCM_VERSION='"$(VERSION)"' -DLCM_GIT_REV='"$(GIT_REV)"' \
+            -DLCM_WITH_CUDA=$(WITH_CUDA)
+CFLAGS   := -std=c11 $(OPT) -g $(WARN) -pthread -fno-strict-aliasing -MMD -MP $(EXTRA_CFLAGS)
+LDLIBS   := -liniparser -lopenblas -lm -pthread
+LDFLAGS  := $(EXTRA_LDFLAGS)
+
+NVCCFLAGS := -std=c++17 -O3 -g -Iinclude -DLCM_WITH_CUDA=1 -I$(NCCL_HOME)/include \
+             --expt-relaxed-constexpr -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror,-Wno-unused-parameter \
+             $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) -MMD -MP
+ifeq ($(WITH_CUDA),1)
+  CPPFLAGS += -isystem $(CUDA_HOME)/include -isystem $(NCCL_HOME)/include
+  LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(NCCL_HOME)/lib -Wl,-rpath,$(CUDA_HOME)/lib64 \
+              -lcublasLt -lcublas -lcudart -lnccl -lstdc++
+endif
+
+# ---- sources: each directory of src/ is one concern (see docs/architecture.md) -----------------
+# CUDA-only host files live in directories named cuda/ (src/backend/cuda, src/dist/cuda); the
+# fallbacks that report "built without CUDA" live in src/nocuda/.
+ALL_C    := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
+CUDA_C   := $(filter %/cuda/%,$(ALL_C))
+NOCUDA_C := $(filter src/nocuda/%,$(ALL_C))
+ifeq ($(WITH_CUDA),1)
+  LIB_C  := $(filter-out $(NOCUDA_C),$(ALL_C))
+  LIB_CU := $(shell find src -name '*.cu' | sort)
+else
+  LIB_C  := $(filter-out $(CUDA_C),$(ALL_C))
+  LIB_CU :=
+endif
+LIB_C    := $(sort $(LIB_C))
+LIB_OBJ  := $(LIB_C:%.c=$(BUILD)/%.o) $(LIB_CU:%.cu=$(BUILD)/%.cu.o)
+TEST_C   := $(sort $(wildcard tests/test_*.c))
+TEST_BIN := $(TEST_C:tests/%.c=$(BUILD)/tests/%)
+TEST_CU_C   := $(sort $(wildcard tests/gpu/test_*.c))
+TEST_GPU_BIN := $(TEST_CU_C:tests/gpu/%.c=$(BUILD)/tests/gpu/%)
+CONF_INI := $(sort $(shell find conf -name '*.ini'))
+
+.PHONY: all test asan tsan debug bench run test-gpu clean deps check-deps
+.DEFAULT_GOAL := all
+
+all: lcm
+
+lcm: $(BUILD)/lcm
+	@ln -sf $(BUILD)/lcm lcm
+
+$(BUILD)/lcm: $(BUILD)/src/main.o $(BUILD)/liblcm.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/liblcm.a: $(LIB_OBJ) $(BUILD)/src/conf_embedded.o
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c | $(BUILD)/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
+
+# The conf/ tree is compiled into the binary so that `./lcm train` works from any directory.
+$(BUILD)/src/conf_embedded.c: $(CONF_INI) tools/embed_conf.sh
+	@mkdir -p $(dir $@)
+	sh tools/embed_conf.sh $(CONF_INI) > $@
+$(BUILD)/src/conf_embedded.o: $(BUILD)/src/conf_embedded.c
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+# System packages: installed (or the exact command printed) once per build directory.
+$(BUILD)/.deps-ok: tools/install-deps.sh
+	@mkdir -p $(BUILD)
+	@tools/install-deps.sh
+	@touch $@
+deps: $(BUILD)/.deps-ok
+
+$(BUILD)/tests/%: tests/%.c tests/harness.h $(BUILD)/liblcm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/liblcm.a $(LDFLAGS) $(LDLIBS)
+
+test: $(BUILD)/lcm $(TEST_BIN)
+	@ln -sf $(BUILD)/lcm lcm
+	@LCM_BIN=$(BUILD)/lcm sh tests/run.sh $(TEST_BIN)
+
+SAN_TESTS ?=
+asan:
+	@$(MAKE) --no-print-directory BUILD=build/asan CUDA=0 OPT=-O1 \
+	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  EXTRA_LDFLAGS="-fsanitize=address,undefined" test
+
+tsan:
+	@$(MAKE) --no-print-directory BUILD=build/tsan CUDA=0 OPT=-O1 \
+	  EXTRA_CFLAGS="-fsanitize=thread" EXTRA_LDFLAGS="-fsanitize=thread" test
+
+debug:
+	@$(MAKE) --no-print-directory BUILD=build/debug OPT=-O0 all
+	@ln -sf build/debug/lcm lcm
+
+bench: $(BUILD)/lcm
+	$(BUILD)/lcm bench conf/model/toy.ini trainer.devices=cpu:1
+	$(BUILD)/lcm bench conf/model/medium.ini trainer.devices=cpu:1
+
+run: $(BUILD)/lcm
+	@ln -sf $(BUILD)/lcm lcm
+	./lcm train
+
+ifeq ($(WITH_CUDA),1)
+$(BUILD)/tests/gpu/%: tests/gpu/%.c tests/harness.h $(BUILD)/liblcm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/liblcm.a $(LDFLAGS) $(LDLIBS)
+gpu-tests: $(TEST_GPU_BIN)
+test-gpu: $(BUILD)/lcm $(TEST_GPU_BIN)
+	@LCM_BIN=$(BUILD)/lcm sh tests/run.sh $(TEST_GPU_BIN)
+else
+gpu-tests test-gpu:
+	@echo "test-gpu needs the CUDA backend: $(cuda_why)" >&2; exit 1
+endif
+
+clean:
+	rm -rf build lcm
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

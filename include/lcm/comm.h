@@ -1,0 +1,65 @@
+/* comm.h: collectives between the worker threads of one process.
+ *
+ * A group is created once, on the main thread, for N ranks (one per device); each worker thread then
+ * uses only its own rank's lcm_comm. Two implementations:
+ *  - local: CPU worker threads; buffers are reduced through shared memory in rank order 0..N-1, so the
+ *    result never depends on thread timing.
+ *  - nccl: GPUs; communicators from one ncclCommInitAll, device buffers reduced on the backend's
+ *    communication stream.
+ * Host-side values (loss sums, counts, flags) and barriers always go through shared memory, in both.
+ *
+ * Any rank can abort the group (lcm_group_abort): every rank waiting in a barrier or collective, now or
+ * later, returns LCM_ERR_INTERRUPTED instead of hanging; NCCL communicators are aborted. */
+#ifndef LCM_COMM_H
+#define LCM_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "lcm/error.h"
+
+typedef struct lcm_group lcm_group;
+typedef struct lcm_comm lcm_comm;
+
+typedef enum { LCM_RED_F32, LCM_RED_BF16 } lcm_red_dtype;
+
+typedef struct lcm_comm_ops {
+    /* Sum over ranks, in place, of a DEVICE buffer. NCCL: enqueued on the stream bound with
+     * lcm_comm_bind_stream; local: done when it returns. */
+    int (*allreduce)(lcm_comm *c, void *buf, size_t n, lcm_red_dtype dtype, lcm_error *err);
+    /* NCCL: poll the communicator's asynchronous error (0 when healthy). Local: 0. */
+    int (*check)(lcm_comm *c, lcm_error *err);
+} lcm_comm_ops;
+
+struct lcm_comm {
+    const lcm_comm_ops *ops;
+    lcm_group *group;
+    int rank;
+    int size;
+    void *impl;
+};
+
+/* N ranks of CPU worker threads. */
+int lcm_group_create_local(lcm_group **out, int n, lcm_error *err);
+/* N GPUs (ordinals in gpus[], each at most once) through ncclCommInitAll. Sets NCCL_RUNTIME_CONNECT=0
+ * first unless the user set it. Errors name the failing NCCL call. Needs a CUDA build. */
+int lcm_group_create_nccl(lcm_group **out, int n, const int *gpus, lcm_error *err);
+lcm_comm *lcm_group_comm(lcm_group *g, int rank);
+int lcm_group_size(const lcm_group *g);
+/* Raise the stop flag (first reason wins, kept for the final message) and abort NCCL communicators. */
+void lcm_group_abort(lcm_group *g, const lcm_error *reason);
+int lcm_group_aborted(const lcm_group *g);
+/* The error that caused the abort (code LCM_OK when none). */
+const lcm_error *lcm_group_abort_reason(const lcm_group *g);
+void lcm_group_destroy(lcm_group *g);
+
+/* NCCL ranks: the cudaStream_t (as void *) device collectives are enqueued on. */
+void lcm_comm_bind_stream(lcm_comm *c, void *stream);
+
+/* Host-side collectives (all ranks must call them, in the same order). */
+int lcm_comm_barrier(lcm_comm *c, lcm_error *err);
+/* Sum of n doubles over ranks, in rank order, into every rank's buf. */
+int lcm_comm_sum_f64(lcm_comm *c, double *buf, int n, lcm_error *err);
+/* Rank `root`'s n bytes into every rank's buf. */
+int lcm_comm_broadcast(lcm_comm *c, void *buf, size_t n, int root, lcm_error *err);
+
+#endif

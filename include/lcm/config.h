@@ -1,0 +1,166 @@
+/* config.h: the run configuration, its key schema, INI loading, bases and overrides.
+ *
+ * Every key lives once in the schema table (src/config/schema.c): section, name, type, default, allowed
+ * range or values, a one-line doc, and where its value lands in lcm_config. Loading starts from the
+ * defaults, applies the config file (after the files it names as bases, recursively), then the
+ * command-line overrides `section.key=value` (also `+section.key=value` and `++section.key=value`, the
+ * reference tool's spellings). Unknown keys, bad values and malformed files are errors that name the
+ * file and line (or "command line"), the key, the value and what is allowed. */
+#ifndef LCM_CONFIG_H
+#define LCM_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include "lcm/error.h"
+#include "lcm/fileio.h"
+
+#define LCM_STR_MAX LCM_PATH_MAX
+
+typedef struct lcm_model_config {
+    int sonar_dim;          /* D: concept embedding size */
+    int model_dim;          /* C */
+    int num_layers;         /* L */
+    int num_heads;          /* H; head dim = C / H */
+    int ffn_inner_dim;      /* F; 0 = derive: ffn_multiple_of * ceil(int(4C * 2/3) / ffn_multiple_of) */
+    int ffn_multiple_of;
+    int max_seq_len;        /* longest row the model accepts (RoPE positions) */
+    float dropout;          /* residual dropout p */
+    float rope_theta;
+    float norm_eps;
+    char normalizer[LCM_STR_MAX]; /* "none", "dataset" (normalizer.safetensors beside data.train), or a path */
+} lcm_model_config;
+
+typedef struct lcm_data_config {
+    char train[LCM_STR_MAX];  /* training dataset (.lcmd) */
+    char valid[LCM_STR_MAX];  /* validation dataset (.lcmd); "" = none */
+    int max_seq_len;          /* documents (+EOT) are wrapped into rows of at most this many concepts */
+    int64_t max_tokens;       /* padded concepts (rows x longest row) per micro-batch per device */
+    int bucket_factor;        /* length buckets hold >= bucket_factor * max_tokens concepts */
+    int shuffle;              /* shuffle rows into buckets and batch order, per epoch */
+    int append_eot;           /* append the dataset's end-of-text concept to every document */
+    int synthesize;           /* when data.train does not exist, synthesize it with [synth] */
+    int check_finite;         /* scan the whole dataset for NaN/Inf when opening it for training */
+} lcm_data_config;
+
+typedef struct lcm_synth_config {
+    int dim;                  /* D */
+    char dtype[16];           /* f32, f16, bf16 */
+    int64_t train_docs;
+    int64_t valid_docs;
+    int min_len;              /* concepts per document */
+    int max_len;
+    float mean_len;
+    int latent_dim;           /* dimension of the hidden state that drives each document */
+    float persistence;        /* how much of the latent state carries to the next concept (0..1) */
+    float noise;              /* observation noise, relative to the per-dimension spread */
+    float spread;             /* per-dimension standard deviation of the embeddings (SONAR: ~0.006) */
+    uint64_t seed;
+    int with_text;            /* also write a text side file with a made-up sentence per concept */
+} lcm_synth_config;
+
+typedef struct lcm_trainer_config {
+    char devices[256];        /* auto | cpu | cpu:N | 0,2,3 (GPU ordinals, after CUDA_VISIBLE_DEVICES) */
+    char output_dir[LCM_STR_MAX];
+    int64_t max_steps;
+    int grad_accum;           /* micro-batches per device per step */
+    uint64_t seed;
+    int log_every;
+    int64_t validate_every;   /* 0 = never */
+    int64_t validate_max_batches; /* 0 = the whole validation set */
+    int64_t checkpoint_every; /* 0 = only at the end and on a signal */
+    int keep_last;
+    char resume[LCM_STR_MAX]; /* auto | never | path of a checkpoint directory */
+    char init_from[LCM_STR_MAX]; /* weights (.safetensors) to start from; "" = initialise */
+    int max_bad_steps;        /* NaN/Inf steps in a row before the run stops */
+    char grad_reduce_dtype[8];/* f32 | bf16 */
+    int cpu_threads;          /* BLAS threads in total for CPU workers; 0 = all cores */
+    int plot;                 /* write metrics.png at the end (needs python3 + matplotlib) */
+} lcm_trainer_config;
+
+typedef struct lcm_optim_config {
+    float lr;                 /* peak learning rate */
+    float beta1, beta2, eps;
+    float weight_decay;       /* decoupled, applied to every parameter */
+    float grad_clip;          /* global L2 norm; 0 = no clipping */
+    char schedule[16];        /* cosine | constant */
+    float start_lr;           /* warmup starts here */
+    float final_lr;           /* cosine ends here */
+    int64_t warmup_steps;
+} lcm_optim_config;
+
+typedef struct lcm_bench_config {
+    int warmup_steps;
+    int steps;
+    float peak_tflops;        /* 0 = look the device up in the table */
+} lcm_bench_config;
+
+typedef struct lcm_config {
+    char base[LCM_STR_MAX];   /* [config] base: the file(s) this config extends (as written) */
+    lcm_model_config model;
+    lcm_data_config data;
+    lcm_synth_config synth;
+    lcm_trainer_config trainer;
+    lcm_optim_config optim;
+    lcm_bench_config bench;
+    char source[LCM_STR_MAX]; /* the config file loaded ("<embedded>/default.ini" for the default) */
+} lcm_config;
+
+/* ---- schema ----------------------------------------------------------------------------------- */
+
+typedef enum { LCM_KEY_INT, LCM_KEY_FLOAT, LCM_KEY_BOOL, LCM_KEY_STRING, LCM_KEY_ENUM } lcm_key_type;
+
+typedef struct lcm_key {
+    const char *section;
+    const char *name;
+    lcm_key_type type;
+    size_t offset;        /* offsetof(lcm_config, ...) */
+    int width;            /* bytes of the field: 4 or 8 for ints, 4 for floats, capacity for strings */
+    const char *def;      /* default, as it would be written in an INI file */
+    double min, max;      /* numeric range (inclusive) */
+    const char *choices;  /* LCM_KEY_ENUM: "a|b|c" */
+    const char *doc;
+} lcm_key;
+
+extern const lcm_key lcm_keys[];
+extern const int lcm_num_keys;
+
+const lcm_key *lcm_config_find_key(const char *section, const char *name);
+
+/* ---- loading ---------------------------------------------------------------------------------- */
+
+/* All keys at their defaults. */
+void lcm_config_defaults(lcm_config *cfg);
+
+/* Load `path` (NULL = the embedded conf/default.ini) over the defaults, then apply the overrides.
+ * A path that does not exist on disk is looked up among the embedded conf/ files
+ * (e.g. "model/toy.ini" or "conf/model/toy.ini"). Then validates cross-key rules (C divisible by H,
+ * head dim even for RoPE, ...). */
+int lcm_config_load(lcm_config *cfg, const char *path, int n_overrides, char *const *overrides, lcm_error *err);
+
+/* Apply one override "section.key=value" (or +/++ spellings); `origin` names where it came from. */
+int lcm_config_set(lcm_config *cfg, const char *assignment, const char *origin, lcm_error *err);
+
+/* Cross-key validation (also run by lcm_config_load). */
+int lcm_config_validate(const lcm_config *cfg, lcm_error *err);
+
+/* The effective configuration as an INI file that lcm can load back (every key, with its value). */
+int lcm_config_write(const lcm_config *cfg, FILE *f);
+/* The key reference: section, key, type, default, range/values, doc. markdown = 1 for README tables. */
+void lcm_config_print_keys(FILE *f, int markdown);
+
+/* A hash of the keys that define the model and its data layout (resuming a run with a different
+ * model is refused). */
+uint64_t lcm_config_model_hash(const lcm_config *cfg);
+
+/* Derived sizes. */
+int lcm_model_ffn_dim(const lcm_model_config *m);
+
+/* The conf/ tree compiled into the binary (tools/embed_conf.sh). Terminated by {NULL, NULL, 0}. */
+typedef struct lcm_embedded_file {
+    const char *path;     /* relative to conf/, e.g. "model/toy.ini" */
+    const char *data;
+    size_t size;
+} lcm_embedded_file;
+extern const lcm_embedded_file lcm_embedded_conf[];
+
+#endif

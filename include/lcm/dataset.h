@@ -1,0 +1,86 @@
+/* dataset.h: the concept dataset (.lcmd): a versioned binary file of sentence embeddings grouped into
+ * documents, memory-mapped read-only once per process and shared by every worker thread.
+ * The byte layout is documented in docs/dataset-format.md. Opening validates the header, every table
+ * and the file size before anything is read through the mapping, so a truncated or corrupt file is an
+ * error message, never a SIGBUS. */
+#ifndef LCM_DATASET_H
+#define LCM_DATASET_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include "lcm/error.h"
+#include "lcm/fileio.h"
+
+typedef enum lcm_dtype { LCM_F32 = 1, LCM_F16 = 2, LCM_BF16 = 3 } lcm_dtype;
+
+const char *lcm_dtype_name(lcm_dtype t);            /* "f32", "f16", "bf16" */
+int lcm_dtype_parse(const char *s, lcm_dtype *out); /* 0 on success */
+size_t lcm_dtype_size(lcm_dtype t);
+
+typedef struct lcm_dataset {
+    char path[LCM_PATH_MAX];
+    lcm_mapping map;
+    uint32_t version;
+    lcm_dtype dtype;
+    int dim;
+    uint64_t n_docs;
+    uint64_t n_concepts;
+    const uint64_t *doc_offsets; /* [n_docs + 1]: document i is concepts [doc_offsets[i], doc_offsets[i+1]) */
+    const uint64_t *source_ids;  /* [n_docs], or NULL when the file has none */
+    const float *eot;            /* [dim] end-of-text concept (fp32), or NULL when the file has none */
+    const uint8_t *payload;      /* n_concepts * dim elements of dtype, row-major */
+} lcm_dataset;
+
+int lcm_dataset_open(lcm_dataset *ds, const char *path, lcm_error *err);
+void lcm_dataset_close(lcm_dataset *ds);
+
+static inline uint64_t lcm_dataset_doc_len(const lcm_dataset *ds, uint64_t doc) {
+    return ds->doc_offsets[doc + 1] - ds->doc_offsets[doc];
+}
+
+/* Concepts [first, first + count) converted to fp32 into out[count * dim]. */
+void lcm_dataset_read(const lcm_dataset *ds, uint64_t first, uint64_t count, float *out);
+
+/* Scan every value; a NaN or Inf is an error naming the file, document and concept. */
+int lcm_dataset_check_finite(const lcm_dataset *ds, lcm_error *err);
+
+/* ---- writing (atomic: the file appears complete or not at all) -------------------------------- */
+
+typedef struct lcm_dataset_writer lcm_dataset_writer;
+
+int lcm_dataset_writer_open(lcm_dataset_writer **out, const char *path, lcm_dtype dtype, int dim, lcm_error *err);
+/* Append one document of n concepts given as fp32 (converted to the file's dtype). */
+int lcm_dataset_writer_add(lcm_dataset_writer *w, const float *emb, uint64_t n, lcm_error *err);
+/* Append one document already in the file's dtype (n * dim elements). */
+int lcm_dataset_writer_add_raw(lcm_dataset_writer *w, const void *data, uint64_t n, lcm_error *err);
+/* Per-document source ids: once called, it must be called once per document, after its add. */
+int lcm_dataset_writer_set_source(lcm_dataset_writer *w, uint64_t source_id, lcm_error *err);
+int lcm_dataset_writer_set_eot(lcm_dataset_writer *w, const float *eot, lcm_error *err);
+int lcm_dataset_writer_commit(lcm_dataset_writer *w, lcm_error *err); /* frees w */
+void lcm_dataset_writer_abort(lcm_dataset_writer *w);                 /* frees w, removes the temp file */
+
+/* ---- the SONAR normalizer: xn = (x - center) / scale --------------------------------------------- */
+
+typedef struct lcm_normalizer {
+    int dim;
+    float *center; /* [dim] */
+    float *scale;  /* [dim] */
+} lcm_normalizer;
+
+/* Identity (center 0, scale 1). */
+int lcm_normalizer_identity(lcm_normalizer *n, int dim, lcm_error *err);
+/* center = per-dimension median, scale = 1.349 x per-dimension IQR (the released reference
+ * normalizer's convention; equals the standard deviation for Gaussian data), from up to max_samples
+ * concepts drawn uniformly (seeded). */
+int lcm_normalizer_fit(lcm_normalizer *n, const lcm_dataset *ds, uint64_t max_samples, uint64_t seed, lcm_error *err);
+/* safetensors with F32 tensors "center" and "scale" of shape [dim]. */
+int lcm_normalizer_save(const lcm_normalizer *n, const char *path, lcm_error *err);
+/* Reads "center"/"scale" (or the reference names frontend.sonar_normalizer.{center,scale}).
+ * expect_dim > 0 checks the dimension. */
+int lcm_normalizer_load(lcm_normalizer *n, const char *path, int expect_dim, lcm_error *err);
+void lcm_normalizer_free(lcm_normalizer *n);
+
+/* The file name of the normalizer written beside a dataset ("<dir of dataset>/normalizer.safetensors"). */
+void lcm_normalizer_path_for(const char *dataset_path, char *out, size_t cap);
+
+#endif

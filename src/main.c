@@ -1,0 +1,42 @@
+/* main.c: the lcm binary. Dispatches to a subcommand; everything else lives in src/cli/. */
+#include <stdio.h>
+#include <string.h>
+
+#include "lcm/cli.h"
+
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"info", lcm_cmd_info, "CPU count, visible GPUs, peer access, CUDA and NCCL versions"},
+};
+static const int num_commands = (int)(sizeof commands / sizeof commands[0]);
+
+static void usage(FILE *f) {
+    fprintf(f, "lcm %s: Large Concept Model (Base-LCM) trainer\n\n", LCM_VERSION);
+    fprintf(f, "usage: lcm <command> [config.ini] [section.key=value ...]\n\ncommands:\n");
+    for (int i = 0; i < num_commands; i++) fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n`lcm <command> --help` describes a command. Docs: README.md\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (lcm_cli_is_help(argv[1])) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("lcm %s (%s)\n", LCM_VERSION, LCM_GIT_REV);
+        return 0;
+    }
+    for (int i = 0; i < num_commands; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "lcm: usage error: unknown command '%s'; run `lcm --help` for the list\n", argv[1]);
+    return 2;
+}

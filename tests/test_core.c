@@ -1,0 +1,143 @@
+/* test_core.c: error values, atomic files, mappings, JSON numbers, fp16/bf16 conversion, Philox. */
+#include <errno.h>
+#include <sys/stat.h>
+
+#include "harness.h"
+#include "lcm/fileio.h"
+#include "lcm/half.h"
+#include "lcm/philox.h"
+#include "lcm/sbuf.h"
+
+TEST(error_first_message_wins) {
+    lcm_error err = {0};
+    CHECK(lcm_fail(&err, LCM_ERR_IO, "first %d", 1) == LCM_ERR_IO);
+    lcm_fail(&err, LCM_ERR_DATA, "second");
+    CHECK(err.code == LCM_ERR_IO);
+    CHECK(strcmp(err.msg, "first 1") == 0);
+    lcm_error_context(&err, "reading %s", "x.bin");
+    CHECK(strcmp(err.msg, "reading x.bin: first 1") == 0);
+    CHECK(lcm_exit_status(LCM_ERR_CONFIG) == 2);
+    CHECK(lcm_exit_status(LCM_ERR_IO) == 1);
+}
+
+TEST(atomic_write_replaces_whole_file) {
+    lcm_error err = {0};
+    const char *dir = harness_tmpdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/a.bin", dir);
+    CHECK_OK(lcm_write_file_atomic(path, "old", 3, &err), &err);
+    lcm_afile af;
+    CHECK_OK(lcm_afile_open(&af, path, &err), &err);
+    CHECK_OK(lcm_afile_write(&af, "new-content", 11, &err), &err);
+    /* Not committed yet: the old file is intact. */
+    char *buf = NULL;
+    size_t n = 0;
+    CHECK_OK(lcm_read_file(path, &buf, &n, &err), &err);
+    CHECK(n == 3 && memcmp(buf, "old", 3) == 0);
+    free(buf);
+    lcm_afile_abort(&af);
+    CHECK(!lcm_file_exists(af.tmp));
+    CHECK_OK(lcm_afile_open(&af, path, &err), &err);
+    CHECK_OK(lcm_afile_write(&af, "abc", 3, &err), &err);
+    CHECK_OK(lcm_afile_pad(&af, 8, &err), &err);
+    CHECK_OK(lcm_afile_pwrite(&af, 1, "X", 1, &err), &err);
+    CHECK_OK(lcm_afile_commit(&af, &err), &err);
+    CHECK_OK(lcm_read_file(path, &buf, &n, &err), &err);
+    CHECK(n == 8 && memcmp(buf, "aXc\0\0\0\0\0", 8) == 0);
+    free(buf);
+    CHECK_OK(lcm_rm_rf(dir, &err), &err);
+    CHECK(!lcm_file_exists(dir));
+}
+
+TEST(map_missing_file_is_an_error) {
+    lcm_error err = {0};
+    lcm_mapping m;
+    CHECK_FAILS(lcm_map_file(&m, "/nonexistent/x.lcmd", &err), &err, LCM_ERR_IO, "/nonexistent/x.lcmd");
+}
+
+TEST(mkdir_p_and_paths) {
+    lcm_error err = {0};
+    const char *dir = harness_tmpdir();
+    char deep[512], out[512];
+    snprintf(deep, sizeof deep, "%s/a/b/c", dir);
+    CHECK_OK(lcm_mkdir_p(deep, &err), &err);
+    CHECK(lcm_is_dir(deep));
+    lcm_dirname("a/b/c.ini", out, sizeof out);
+    CHECK(strcmp(out, "a/b") == 0);
+    lcm_dirname("c.ini", out, sizeof out);
+    CHECK(strcmp(out, ".") == 0);
+    CHECK(lcm_path_join(out, sizeof out, "conf", "model/x.ini") == 0 && strcmp(out, "conf/model/x.ini") == 0);
+    CHECK(lcm_path_join(out, sizeof out, "conf", "/abs.ini") == 0 && strcmp(out, "/abs.ini") == 0);
+    lcm_rm_rf(dir, &err);
+}
+
+TEST(json_numbers_round_trip) {
+    lcm_sbuf b = {0};
+    double xs[] = {0.1, 1e-7, 3.0, -2.5e10, 0.30000000000000004};
+    for (size_t i = 0; i < sizeof xs / sizeof xs[0]; i++) {
+        lcm_sbuf_reset(&b);
+        lcm_json_num(&b, xs[i]);
+        CHECK(strtod(b.s, NULL) == xs[i]);
+    }
+    lcm_sbuf_reset(&b);
+    lcm_json_num(&b, NAN);
+    CHECK(strcmp(b.s, "null") == 0);
+    lcm_sbuf_reset(&b);
+    lcm_json_str(&b, "a\"b\n");
+    CHECK(strcmp(b.s, "\"a\\\"b\\n\"") == 0);
+    lcm_sbuf_free(&b);
+}
+
+TEST(half_conversions) {
+    /* Exactly representable values survive both ways. */
+    float exact[] = {0.0f, 1.0f, -2.0f, 0.5f, 65504.0f, 6.103515625e-05f /* min normal */, 5.960464477539063e-08f};
+    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++) {
+        CHECK(lcm_f16_to_f32(lcm_f32_to_f16(exact[i])) == exact[i]);
+    }
+    CHECK(lcm_f32_to_f16(1.0f) == 0x3c00);
+    CHECK(lcm_f32_to_f16(-2.0f) == 0xc000);
+    CHECK(lcm_f32_to_f16(1e6f) == 0x7c00);          /* overflow to inf */
+    CHECK(isnan(lcm_f16_to_f32(lcm_f32_to_f16(NAN))));
+    /* Round to nearest even: 1 + 2^-11 is halfway between 1 and 1 + 2^-10 -> 1. */
+    CHECK(lcm_f32_to_f16(1.0f + 0.00048828125f) == 0x3c00);
+    CHECK(lcm_f32_to_f16(1.0f + 3 * 0.00048828125f) == 0x3c02);
+    /* f16 -> f32 is exact for every finite f16: check round trip over all of them. */
+    int bad = 0;
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        if ((h & 0x7c00) == 0x7c00) continue;
+        if (lcm_f32_to_f16(lcm_f16_to_f32((uint16_t)h)) != h) bad++;
+    }
+    CHECK(bad == 0);
+    CHECK(lcm_f32_to_bf16(1.0f) == 0x3f80);
+    CHECK(lcm_bf16_to_f32(0x3f80) == 1.0f);
+    CHECK(lcm_f32_to_bf16(1.0f + 1.0f / 256) == 0x3f80);  /* halfway, to even */
+    CHECK(lcm_f32_to_bf16(1.0f + 3.0f / 256) == 0x3f82);
+    CHECK(isnan(lcm_bf16_to_f32(lcm_f32_to_bf16(NAN))));
+}
+
+TEST(philox_known_answer) {
+    /* Random123's published known-answer vectors for Philox4x32-10. */
+    lcm_u32x4 r = lcm_philox4x32(0, 0, 0, 0, 0);
+    CHECK(r.v[0] == 0x6627e8d5u && r.v[1] == 0xe169c58du && r.v[2] == 0xbc57ac4cu && r.v[3] == 0x9b00dbd8u);
+    r = lcm_philox4x32(0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffffffffffull);
+    CHECK(r.v[0] == 0x408f276du && r.v[1] == 0x41c83b0eu && r.v[2] == 0xa20bc7c6u && r.v[3] == 0x6d5451fdu);
+}
+
+TEST(dropout_mask_rate_and_independence) {
+    lcm_dropout_key k = {.seed = 1, .step = 7, .microbatch = 2, .layer = 3, .site = 1};
+    uint32_t thr = lcm_dropout_threshold(0.1f);
+    int kept = 0, same = 0, n = 200000;
+    lcm_dropout_key k2 = k;
+    k2.site = 0;
+    for (int i = 0; i < n; i++) {
+        int a = lcm_dropout_keep(k, (uint64_t)i, thr);
+        kept += a;
+        same += a == lcm_dropout_keep(k2, (uint64_t)i, thr);
+    }
+    /* Binomial(n, 0.9): std = sqrt(n * 0.09) ~ 134; 5 sigma. */
+    CHECK(abs(kept - (int)(0.9 * n)) < 700);
+    /* Two sites agree where both keep or both drop: 0.82 of the time if independent. */
+    CHECK(abs(same - (int)(0.82 * n)) < 1000);
+    CHECK(lcm_dropout_threshold(0.0f) == 0);
+    for (int i = 0; i < 1000; i++) CHECK(lcm_dropout_keep(k, (uint64_t)i, 0));
+}
