@@ -22,8 +22,16 @@ void cpu_linear_backward(float *restrict dinp, float *restrict dw, float *restri
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1.0f, dout, OC, w, IC, 0.0f,
                     dinp, IC);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dw, IC);
-    for (int n = 0; n < N; n++) {
-        const float *d = dout + (size_t)n * OC;
-        for (int j = 0; j < OC; j++) dbias[j] += d[j];
+    /* Column sums in double over strips of columns, added to dbias once: one rounding per element
+     * whatever N, while each row still reads contiguous memory. */
+    enum { STRIP = 64 };
+    for (int o0 = 0; o0 < OC; o0 += STRIP) {
+        int width = OC - o0 < STRIP ? OC - o0 : STRIP;
+        double acc[STRIP] = {0};
+        for (int n = 0; n < N; n++) {
+            const float *d = dout + (size_t)n * OC + o0;
+            for (int j = 0; j < width; j++) acc[j] += d[j];
+        }
+        for (int j = 0; j < width; j++) dbias[o0 + j] += (float)acc[j];
     }
 }
