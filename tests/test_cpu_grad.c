@@ -25,7 +25,7 @@
 #include "lcm/philox.h"
 
 static const double roundoff_u = 1.0 / 16777216.0; /* 2^-24 */
-static const double tol_k = 64.0;
+static const double tol_k = 16.0;
 
 /* ---- small helpers ---------------------------------------------------------------------------- */
 
