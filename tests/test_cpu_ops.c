@@ -98,6 +98,20 @@ TEST(alloc_failure_names_what_and_how_much) {
     lcm_backend_destroy(be);
 }
 
+/* The one op that can fail on CPU (growing attention's scratch) reports through sync and query, as an
+ * asynchronous device error would. T = 2^30 asks for 2^62 bytes; the op fails before touching any
+ * buffer, so none are passed. */
+TEST(failed_op_is_reported_by_sync_and_query) {
+    lcm_error err = {0};
+    lcm_backend *be = new_backend(0);
+    int32_t lens[1] = {1};
+    be->ops->attention_backward(be, NULL, NULL, NULL, NULL, NULL, lens, 1, 1 << 30, 64, 1);
+    CHECK_FAILS(be->ops->sync(be, &err), &err, LCM_ERR_NOMEM, "attention scratch");
+    CHECK(be->ops->query(be, &err) < 0);
+    CHECK(err.code == LCM_ERR_NOMEM);
+    lcm_backend_destroy(be);
+}
+
 TEST(copies_zero_and_conversions) {
     lcm_error err = {0};
     lcm_backend *be = new_backend(0);

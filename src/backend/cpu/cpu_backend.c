@@ -17,7 +17,7 @@
 
 typedef struct cpu_backend {
     lcm_backend be;
-    lcm_error failed;     /* first failure of an op, reported by the next sync/query */
+    lcm_error failed;     /* first failure of an op; every later sync/query reports it */
     float *scratch;       /* attention backward's (T, T) buffer, grown on demand, never shrunk */
     size_t scratch_floats;
 } cpu_backend;

@@ -3,7 +3,9 @@
  * These are the readable ground truth of the op table in include/lcm/backend.h: plain fp32 arrays,
  * explicit outputs before inputs, integer shapes, the same conventions (parameter gradients +=,
  * activation gradients =, except rmsnorm's dinp +=). cpu_backend.c wraps them into the table. Nothing
- * here allocates or keeps state, so any number of threads may call them at once. */
+ * here allocates or keeps state, so any number of threads may call them at once.
+ * Outputs must not overlap inputs (the definitions use restrict), except where a comment says so:
+ * dropout_add's h_out may be h_in, RoPE works in place, mse_loss's dy may be y. */
 #ifndef LCM_CPU_OPS_H
 #define LCM_CPU_OPS_H
 
