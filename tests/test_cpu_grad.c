@@ -96,8 +96,8 @@ static void gc_compare(const gc_op *op, const float *xp, const float *xm, const 
 
 /* Directional checks along `dirs` random directions, then (when per_element) one check per input
  * coordinate. `grad` is dL/dx from the backward under test. */
-static void gradcheck(const gc_op *op, const float *x, const float *grad, const float *G, int dirs, int per_element,
-                      uint64_t seed) {
+static void gradcheck(const gc_op *op, const float *x, const float *grad, const float *G, int dirs,
+                      int per_element, uint64_t seed) {
     double h = op->smooth ? 1e-2 : 0.5;
     float *xp = fbuf(op->nx), *xm = fbuf(op->nx), *yp = fbuf(op->ny), *ym = fbuf(op->ny), *v = fbuf(op->nx);
     lcm_rng r;
@@ -318,9 +318,11 @@ static void check_attention(int B, int T, int C, int H, const int32_t *lens, int
     int hd = C / H;
     for (int b = 0; b < B; b++)
         for (int t = lens[b]; t < T; t++)
-            for (int i = C; i < 3 * C; i++)
-                CHECKF(dqkv[((size_t)b * T + t) * 3 * C + i] == 0.0f, "attention: dk/dv of padded b=%d t=%d "
-                       "col %d (head %d) is %g, not 0", b, t, i, (i % C) / hd, dqkv[((size_t)b * T + t) * 3 * C + i]);
+            for (int i = C; i < 3 * C; i++) {
+                float g = dqkv[((size_t)b * T + t) * 3 * C + i];
+                CHECKF(g == 0.0f, "attention: dk/dv of padded b=%d t=%d col %d (head %d) is %g, not 0", b, t, i,
+                       (i % C) / hd, g);
+            }
 
     attention_ctx c = {be, lens, fbuf(ns), B, T, C, H};
     gc_op op = {"attention dqkv", attention_fwd, &c, n, no, 1};

@@ -402,7 +402,8 @@ TEST(dropout_mask_is_lcm_dropout_keep_and_scales) {
     size_t n = 1003; /* not a multiple of 4 */
     float p = 0.3f;
     /* Large field values exercise every bit of the counter layout. */
-    lcm_dropout_key key = {.seed = 0x1234567890abcdefull, .step = 123456, .microbatch = 77, .layer = 31, .site = 1};
+    lcm_dropout_key key = {
+        .seed = 0x1234567890abcdefull, .step = 123456, .microbatch = 77, .layer = 31, .site = 1};
     float *h_in = fbuf(n), *branch = fbuf(n), *h_out = fbuf(n), *dh = fbuf(n), *db = fbuf(n);
     fill_uniform(&r, h_in, n, -1, 1);
     fill_uniform(&r, branch, n, -1, 1);
@@ -498,7 +499,8 @@ TEST(mse_loss_matches_reference_and_ignores_non_targets) {
                     double d = y[at] - target;
                     ref += d * d;
                     /* the fp32 target and difference: a few u of |y| + |target| */
-                    CHECK_NEAR(dy[at], 2 * d * grad_scale, 2 * grad_scale * 4 * roundoff_u * (fabs(y[at]) + fabs(target)));
+                    double tol = 2 * grad_scale * 4 * roundoff_u * (fabs(y[at]) + fabs(target));
+                    CHECK_NEAR(dy[at], 2 * d * grad_scale, tol);
                 } else {
                     CHECKF(dy[at] == 0.0f, "dy at b=%d t=%d (lens %d) is %g, not 0", b, t, lens[b], dy[at]);
                 }

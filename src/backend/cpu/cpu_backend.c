@@ -290,7 +290,8 @@ static const lcm_backend_ops cpu_backend_ops = {
 int lcm_cpu_backend_create(lcm_backend **out, int worker, lcm_error *err) {
     *out = NULL;
     cpu_backend *cb = calloc(1, sizeof *cb);
-    if (!cb) return lcm_fail(err, LCM_ERR_NOMEM, "out of host memory creating the CPU backend for worker %d", worker);
+    if (!cb)
+        return lcm_fail(err, LCM_ERR_NOMEM, "out of host memory creating the CPU backend for worker %d", worker);
     cb->be.ops = &cpu_backend_ops;
     cb->be.name = "cpu";
     cb->be.act_bytes = sizeof(float);
