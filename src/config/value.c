@@ -299,7 +299,7 @@ int lcm_config_set(lcm_config *cfg, const char *assignment, const char *origin, 
     char section[64], name[128];
     size_t ns = (size_t)(dot - s), nn = (size_t)(eq - dot - 1);
     if (ns >= sizeof section || nn >= sizeof name)
-        return lcm_config_unknown_key(err, "?", assignment, origin);
+        return lcm_fail(err, LCM_ERR_CONFIG, "%s: unknown key %.*s; `lcm config keys` lists the keys", origin, (int)(eq - s), s);
     for (size_t i = 0; i < ns; i++) section[i] = (char)tolower((unsigned char)s[i]);
     for (size_t i = 0; i < nn; i++) name[i] = (char)tolower((unsigned char)dot[1 + i]);
     section[ns] = name[nn] = '\0';
