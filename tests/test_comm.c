@@ -594,7 +594,7 @@ TEST(nccl_allreduce_and_abort_on_gpus) {
     int count = 0;
     if (lcm_cuda_device_count(&count, &err) != 0 || count == 0) SKIP("no GPU visible");
     alarm(HANG_GUARD_S);
-    nccl_job job = {{0}};
+    nccl_job job = {.g = NULL};
     int n = count < MAX_RANKS ? count : MAX_RANKS;
     for (int r = 0; r < n; r++) job.gpus[r] = r;
     CHECK_OK(lcm_group_create_nccl(&job.g, n, job.gpus, &err), &err);

@@ -16,7 +16,7 @@ typedef struct lcm_coll_slot {
     int kind;      /* which collective and element type (local.c) */
     void *buf;
     long long n;   /* element count (bytes for broadcast), as the caller passed it */
-    int root;      /* broadcast only */
+    int root;      /* broadcast: the root; an all-reduce of unknown dtype: that dtype (for the message) */
 } lcm_coll_slot;
 
 /* What an implementation adds to the shared group. NULL entries: nothing to do. */

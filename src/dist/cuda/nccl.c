@@ -36,12 +36,12 @@ typedef struct nccl_rank {
 
 /* NCCL calls may change the calling thread's current device (a destroy or abort switches to the
  * communicator's GPU); the thread that called us keeps working on its own, so put it back. */
-static void abort_comm(nccl_rank *nr) {
+static void abort_comm(ncclComm_t comm) {
     int dev = -1;
     int have_dev = cudaGetDevice(&dev) == cudaSuccess;
     /* Nothing to report an abort failure to: the group is already stopping with its own reason, and
      * the communicator must not be touched again whatever the outcome. */
-    (void)ncclCommAbort(nr->comm);
+    (void)ncclCommAbort(comm);
     if (have_dev) (void)cudaSetDevice(dev);
 }
 
@@ -60,13 +60,17 @@ static int nccl_allreduce(lcm_comm *c, void *buf, size_t n, lcm_red_dtype dtype,
                         nr->gpu, c->rank);
     LCM_TRY(rank_enter(c, nr, "NCCL all-reduce", err));
     ncclResult_t r = ncclAllReduce(buf, buf, n, type, ncclSum, nr->comm, nr->stream);
-    const char *last = r == ncclSuccess ? NULL : ncclGetLastError(nr->comm);
-    if (r != ncclSuccess)
-        lcm_fail(err, LCM_ERR_DEVICE, "ncclAllReduce of %zu %s elements on GPU %d (rank %d) failed: %s (%s)", n,
-                 dtype == LCM_RED_F32 ? "f32" : "bf16", nr->gpu, c->rank, ncclGetErrorString(r),
-                 last && last[0] ? last : "no detail from NCCL");
+    int rc = 0;
+    if (r != ncclSuccess) {
+        const char *last = ncclGetLastError(nr->comm);
+        rc = lcm_fail(err, LCM_ERR_DEVICE, "ncclAllReduce of %zu %s elements on GPU %d (rank %d) failed: %s (%s)", n,
+                      dtype == LCM_RED_F32 ? "f32" : "bf16", nr->gpu, c->rank, ncclGetErrorString(r),
+                      last && last[0] ? last : "no detail from NCCL");
+    }
     rank_leave(nr);
-    return r == ncclSuccess ? 0 : LCM_ERR_DEVICE;
+    /* An abort during the call cuts the enqueued all-reduce short: its result is not to be used. */
+    if (rc == 0 && lcm_group_aborted(c->group)) rc = lcm_group_interrupted(c->group, c->rank, "NCCL all-reduce", err);
+    return rc;
 }
 
 static int nccl_check(lcm_comm *c, lcm_error *err) {
@@ -108,7 +112,7 @@ static void rank_leave(nccl_rank *nr) {
     if (atomic_compare_exchange_strong(&nr->state, &expected, RANK_IDLE)) return;
     /* ABORT_PENDING: an abort came while this thread was inside NCCL; finishing it is ours. */
     atomic_store(&nr->state, RANK_ABORTED);
-    abort_comm(nr);
+    abort_comm(nr->comm);
 }
 
 /* Abort every communicator that is not in use now; leave the others to their threads. */
@@ -119,7 +123,7 @@ static void abort_idle_comms(lcm_group *g) {
         for (;;) {
             if (s == RANK_IDLE) {
                 if (atomic_compare_exchange_strong(&ranks[r].state, &s, RANK_ABORTED)) {
-                    abort_comm(&ranks[r]);
+                    abort_comm(ranks[r].comm);
                     break;
                 }
             } else if (s == RANK_IN_CALL) {
@@ -210,8 +214,6 @@ int lcm_group_create_nccl(lcm_group **out, int n, const int *gpus, lcm_error *er
         return lcm_fail(err, LCM_ERR_NOMEM, "out of host memory for %d NCCL communicators", n);
     }
 
-    int dev = -1;
-    int have_dev = cudaGetDevice(&dev) == cudaSuccess;
     ncclResult_t r = ncclCommInitAll(comms, n, gpus);
     if (r != ncclSuccess) {
         const char *last = ncclGetLastError(NULL);
@@ -221,14 +223,12 @@ int lcm_group_create_nccl(lcm_group **out, int n, const int *gpus, lcm_error *er
         lcm_fail(err, LCM_ERR_DEVICE, "ncclCommInitAll for GPUs %s failed: %s (%s); NCCL_DEBUG=WARN shows more",
                  list, ncclGetErrorString(r), last && last[0] ? last : "no detail from NCCL");
         for (int i = 0; i < n; i++)
-            if (comms[i]) (void)ncclCommAbort(comms[i]); /* already failing; the init error is the one to report */
-        if (have_dev) (void)cudaSetDevice(dev);
+            if (comms[i]) abort_comm(comms[i]); /* already failing: the init error is the one to report */
         free(comms);
         free(ranks);
         lcm_group_destroy(g);
         return LCM_ERR_DEVICE;
     }
-    if (have_dev) (void)cudaSetDevice(dev);
 
     for (int i = 0; i < n; i++) {
         ranks[i].comm = comms[i];
