@@ -585,6 +585,9 @@ TEST(st_rejects_corrupt_files) {
     expect_reject(dir, "bad_json.safetensors",
                   "{\"a\":{\"dtype\":\"F32\" \"shape\":[2],\"data_offsets\":[0,8]}}", 8,
                   "header JSON (byte 0 is file byte 8): byte 20: expected ',' or '}' in object", NULL);
+    /* Without an error record the status still comes back. */
+    join(path, sizeof path, dir, "bad_json.safetensors");
+    CHECK(lcm_st_open(&f, path, NULL) == LCM_ERR_FORMAT);
     expect_reject(dir, "not_utf8.safetensors", "{\"\xff\":{}}", 0, "byte 2: invalid UTF-8", NULL);
     expect_reject(dir, "not_object.safetensors", "[]", 0, "does not start with '{'", NULL);
     expect_reject(dir, "leading_space.safetensors", " {}", 0, "does not start with '{'", NULL);

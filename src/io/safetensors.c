@@ -276,9 +276,12 @@ static int read_file(lcm_st_file *f, lcm_error *err) {
         return lcm_fail(err, LCM_ERR_FORMAT, "%s: the header does not start with '{' (not a safetensors file?)",
                         f->path);
     lcm_json *root = NULL;
-    if (lcm_json_parse(header, (size_t)n, &root, err) != 0)
-        return lcm_error_context(err, "%s: header JSON (byte 0 is file byte 8)", f->path);
-    int rc = read_header(f, root, n, err);
+    int rc = lcm_json_parse(header, (size_t)n, &root, err);
+    if (rc != 0) {
+        lcm_error_context(err, "%s: header JSON (byte 0 is file byte 8)", f->path);
+        return rc;
+    }
+    rc = read_header(f, root, n, err);
     lcm_json_free(root);
     return rc;
 }
