@@ -16,6 +16,7 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include "lcm/config.h"
 #include "lcm/dataset.h"
 #include "lcm/error.h"
 
@@ -36,6 +37,10 @@ typedef struct lcm_plan_config {
     int append_eot;
     uint64_t seed;
 } lcm_plan_config;
+
+/* The settings a run uses: the data.* keys, seed = trainer.seed; shuffle applies to TRAIN only. Training,
+ * evaluation and `lcm data batches` all take them from here, so the printed plan is the trained one. */
+void lcm_plan_config_from(lcm_plan_config *pc, const lcm_config *cfg, lcm_plan_mode mode);
 
 typedef struct lcm_microbatch {
     uint64_t epoch;
