@@ -480,3 +480,52 @@ TEST(fuzzed_headers_never_crash) {
     lcm_rm_rf(g.dir, &err);
     (void)opened;
 }
+
+/* ---- the text side file ----------------------------------------------------------------------- */
+
+TEST(text_round_trip_and_damage) {
+    lcm_error err = {0};
+    const char *dir = harness_tmpdir();
+    char path[512], other[512];
+    lcm_text_path_for("data/train.lcmd", other, sizeof other);
+    CHECK(strcmp(other, "data/train.text") == 0);
+    lcm_text_path_for("x.bin", other, sizeof other);
+    CHECK(strcmp(other, "x.bin.text") == 0);
+    snprintf(path, sizeof path, "%s/t.text", dir);
+    const char *s[4] = {"Hello world.", "", "Grüße, 世界 🙂", "End of text."};
+    lcm_text_writer *w;
+    CHECK_OK(lcm_text_writer_open(&w, path, &err), &err);
+    for (int i = 0; i < 4; i++) CHECK_OK(lcm_text_writer_add(w, s[i], strlen(s[i]), &err), &err);
+    CHECK_FAILS(lcm_text_writer_add(w, "bad \xc3\x28", 6, &err), &err, LCM_ERR_DATA, "sentence 4 is not valid UTF-8 (at byte 4)");
+    CHECK_FAILS(lcm_text_writer_add(w, "\xed\xa0\x80", 3, &err), &err, LCM_ERR_DATA, "not valid UTF-8"); /* surrogate */
+    CHECK_FAILS(lcm_text_writer_add(w, "\xc0\xaf", 2, &err), &err, LCM_ERR_DATA, "not valid UTF-8");     /* overlong */
+    CHECK_OK(lcm_text_writer_commit(w, &err), &err);
+    lcm_text t;
+    CHECK_OK(lcm_text_open(&t, path, 4, &err), &err);
+    CHECK(t.n == 4);
+    for (uint64_t i = 0; i < t.n && i < 4; i++) {
+        size_t n;
+        const char *got = lcm_text_get(&t, i, &n);
+        CHECK(n == strlen(s[i]) && memcmp(got, s[i], n) == 0);
+    }
+    lcm_text_close(&t);
+    CHECK_FAILS(lcm_text_open(&t, path, 5, &err), &err, LCM_ERR_FORMAT, "holds 4 sentences but its dataset has 5 concepts");
+
+    char *b;
+    size_t size;
+    CHECK_OK(lcm_read_file(path, &b, &size, &err), &err);
+    CHECK_OK(lcm_write_file_atomic(path, b, size - 3, &err), &err);
+    CHECK_FAILS(lcm_text_open(&t, path, 0, &err), &err, LCM_ERR_FORMAT, "truncated");
+    b[70] ^= 1; /* a text byte */
+    CHECK_OK(lcm_write_file_atomic(path, b, size, &err), &err);
+    CHECK_FAILS(lcm_text_open(&t, path, 0, &err), &err, LCM_ERR_FORMAT, "corrupt contents");
+    b[70] ^= 1;
+    b[17] ^= 1; /* the sentence count */
+    CHECK_OK(lcm_write_file_atomic(path, b, size, &err), &err);
+    CHECK_FAILS(lcm_text_open(&t, path, 0, &err), &err, LCM_ERR_FORMAT, "corrupt header");
+    b[0] = 'X';
+    CHECK_OK(lcm_write_file_atomic(path, b, size, &err), &err);
+    CHECK_FAILS(lcm_text_open(&t, path, 0, &err), &err, LCM_ERR_FORMAT, "not an lcm text file");
+    free(b);
+    lcm_rm_rf(dir, &err);
+}
