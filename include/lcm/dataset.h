@@ -69,9 +69,9 @@ typedef struct lcm_normalizer {
 
 /* Identity (center 0, scale 1). */
 int lcm_normalizer_identity(lcm_normalizer *n, int dim, lcm_error *err);
-/* center = per-dimension median, scale = 1.349 x per-dimension IQR (the released reference
- * normalizer's convention; equals the standard deviation for Gaussian data), from up to max_samples
- * concepts drawn uniformly (seeded). */
+/* center = per-dimension median, scale = per-dimension IQR / 1.349 (the reference implementation's
+ * "gaussian_robust" convention, sklearn RobustScaler(unit_variance=True); equals the standard
+ * deviation for Gaussian data), from up to max_samples concepts drawn uniformly (seeded; 0 = all). */
 int lcm_normalizer_fit(lcm_normalizer *n, const lcm_dataset *ds, uint64_t max_samples, uint64_t seed, lcm_error *err);
 /* safetensors with F32 tensors "center" and "scale" of shape [dim]. */
 int lcm_normalizer_save(const lcm_normalizer *n, const char *path, lcm_error *err);
