@@ -529,3 +529,117 @@ TEST(text_round_trip_and_damage) {
     free(b);
     lcm_rm_rf(dir, &err);
 }
+
+/* ---- the normalizer fit ----------------------------------------------------------------------- */
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* numpy.quantile(v, q) with the default "linear" method, by sorting. */
+static double np_quantile(const float *v, size_t n, double q) {
+    float *s = malloc(n * sizeof *s);
+    memcpy(s, v, n * sizeof *s);
+    qsort(s, n, sizeof *s, cmp_float);
+    double pos = q * (double)(n - 1);
+    size_t k = (size_t)floor(pos);
+    double r = k + 1 < n ? s[k] + (pos - (double)k) * ((double)s[k + 1] - s[k]) : s[k];
+    free(s);
+    return r;
+}
+
+TEST(normalizer_fit_matches_sorted_quantiles) {
+    lcm_error err = {0};
+    const char *dir = harness_tmpdir();
+    char path[512], np[512];
+    snprintf(path, sizeof path, "%s/n.lcmd", dir);
+    lcm_normalizer_path_for(path, np, sizeof np);
+    char want_np[512];
+    snprintf(want_np, sizeof want_np, "%s/normalizer.safetensors", dir);
+    CHECK(strcmp(np, want_np) == 0);
+    lcm_normalizer_path_for("train.lcmd", np, sizeof np);
+    CHECK(strcmp(np, "normalizer.safetensors") == 0);
+
+    /* Sizes that exercise every interpolation case: n - 1 divisible by 4 or not, tiny n, ties. */
+    const uint64_t sizes[] = {1, 2, 3, 4, 5, 10, 101, 1000};
+    const int dim = 5;
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        uint64_t n = sizes[si];
+        float *x = random_data(n, dim, 10 + si);
+        for (uint64_t i = 0; i < n; i++) {
+            x[i * dim + 1] = (float)(i % 3);     /* many ties */
+            x[i * dim + 4] = 0.25f;              /* constant: no spread */
+            x[i * dim + 2] = x[i * dim + 2] * 100 + (float)(i % 2 ? 1 : -1); /* bimodal */
+        }
+        lcm_dataset_writer *w;
+        CHECK_OK(lcm_dataset_writer_open(&w, path, LCM_F32, dim, &err), &err);
+        CHECK_OK(lcm_dataset_writer_add(w, x, n, &err), &err);
+        CHECK_OK(lcm_dataset_writer_commit(w, &err), &err);
+        lcm_dataset ds;
+        CHECK_OK(lcm_dataset_open(&ds, path, &err), &err);
+        lcm_normalizer nz;
+        CHECK_OK(lcm_normalizer_fit(&nz, &ds, 0, 1, &err), &err);
+        float *col = malloc(n * sizeof *col);
+        for (int d = 0; d < dim && !err.code; d++) {
+            for (uint64_t i = 0; i < n; i++) col[i] = x[i * dim + d];
+            double med = np_quantile(col, n, 0.5);
+            double iqr = np_quantile(col, n, 0.75) - np_quantile(col, n, 0.25);
+            /* fp32 storage of values computed in double: agree to float rounding. */
+            CHECKF(fabs(nz.center[d] - med) <= 1e-6 * (1 + fabs(med)), "n %llu dim %d center %g want %g",
+                   (unsigned long long)n, d, nz.center[d], med);
+            double want_scale = iqr > 0 ? iqr / 1.3489795003921634 : 1.0;
+            CHECKF(fabs(nz.scale[d] - want_scale) <= 1e-6 * (1 + want_scale), "n %llu dim %d scale %g want %g",
+                   (unsigned long long)n, d, nz.scale[d], want_scale);
+        }
+        free(col);
+        lcm_normalizer_free(&nz);
+        lcm_dataset_close(&ds);
+        free(x);
+    }
+    lcm_rm_rf(dir, &err);
+}
+
+TEST(normalizer_fit_sampled_and_identity) {
+    lcm_error err = {0};
+    const char *dir = harness_tmpdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/g.lcmd", dir);
+    /* Gaussian data N(0.3, 0.02^2) in bf16: IQR / 1.349 estimates the std. */
+    const uint64_t n = 20000;
+    const int dim = 4;
+    float *x = malloc(n * dim * sizeof *x);
+    lcm_rng r;
+    lcm_rng_init(&r, 5, 0);
+    for (uint64_t i = 0; i < n * dim; i++) {
+        double u1 = ((double)lcm_rng_u32(&r) + 0.5) / 4294967296.0, u2 = lcm_rng_uniform(&r);
+        x[i] = (float)(0.3 + 0.02 * sqrt(-2 * log(u1)) * cos(2 * M_PI * u2));
+    }
+    lcm_dataset_writer *w;
+    CHECK_OK(lcm_dataset_writer_open(&w, path, LCM_BF16, dim, &err), &err);
+    CHECK_OK(lcm_dataset_writer_add(w, x, n / 2, &err), &err);
+    CHECK_OK(lcm_dataset_writer_add(w, x + n / 2 * dim, n / 2, &err), &err);
+    CHECK_OK(lcm_dataset_writer_commit(w, &err), &err);
+    lcm_dataset ds;
+    CHECK_OK(lcm_dataset_open(&ds, path, &err), &err);
+    lcm_normalizer a, b;
+    CHECK_OK(lcm_normalizer_fit(&a, &ds, 5000, 3, &err), &err);
+    CHECK_OK(lcm_normalizer_fit(&b, &ds, 5000, 3, &err), &err);
+    for (int d = 0; d < dim && !err.code; d++) {
+        /* 5000 samples: the median's standard error is 1.25 * 0.02 / sqrt(5000) = 0.00035, the IQR-based
+         * scale's about 0.02 * 1.1 / sqrt(5000) = 0.0003; bf16 steps near 0.3 are 2^-9 = 0.002, which
+         * moves each quartile by up to 0.001 and the scale by up to 0.0015; 0.003 covers both. */
+        CHECK_NEAR(a.center[d], 0.3, 0.003);
+        CHECK_NEAR(a.scale[d], 0.02, 0.003);
+        CHECK(a.center[d] == b.center[d] && a.scale[d] == b.scale[d]); /* seeded: repeatable */
+    }
+    lcm_normalizer_free(&a);
+    lcm_normalizer_free(&b);
+    lcm_dataset_close(&ds);
+    lcm_normalizer id;
+    CHECK_OK(lcm_normalizer_identity(&id, 3, &err), &err);
+    CHECK(id.dim == 3 && id.center[2] == 0.0f && id.scale[2] == 1.0f);
+    lcm_normalizer_free(&id);
+    free(x);
+    lcm_rm_rf(dir, &err);
+}
