@@ -269,7 +269,7 @@ TEST(config_errors_name_the_key) {
     sc.mean_len = 100;
     CHECK_FAILS(lcm_synth_validate(&sc, &err), &err, LCM_ERR_CONFIG, "synth.mean_len = 100");
     sc = small_config();
-    sc.persistence = 1.0f;
+    sc.persistence = 1.5f;
     CHECK_FAILS(lcm_synth_validate(&sc, &err), &err, LCM_ERR_CONFIG, "synth.persistence");
     sc = small_config();
     snprintf(sc.dtype, sizeof sc.dtype, "f8");

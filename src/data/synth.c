@@ -40,12 +40,12 @@ int lcm_synth_validate(const lcm_synth_config *sc, lcm_error *err) {
     if (!(sc->mean_len >= (float)sc->min_len && sc->mean_len <= (float)sc->max_len))
         return lcm_fail(err, LCM_ERR_CONFIG, "synth.mean_len = %g: must lie in [synth.min_len, synth.max_len] = [%d, %d]",
                         (double)sc->mean_len, sc->min_len, sc->max_len);
-    if (!(sc->persistence >= 0.0f && sc->persistence < 1.0f))
-        return lcm_fail(err, LCM_ERR_CONFIG, "synth.persistence = %g: must be in [0, 1)", (double)sc->persistence);
+    if (!(sc->persistence >= 0.0f && sc->persistence <= 1.0f))
+        return lcm_fail(err, LCM_ERR_CONFIG, "synth.persistence = %g: must be in [0, 1]", (double)sc->persistence);
     if (!(sc->noise >= 0.0f && sc->noise <= 100.0f))
         return lcm_fail(err, LCM_ERR_CONFIG, "synth.noise = %g: must be in [0, 100]", (double)sc->noise);
-    if (!(sc->spread > 0.0f && sc->spread <= 1000.0f))
-        return lcm_fail(err, LCM_ERR_CONFIG, "synth.spread = %g: must be in (0, 1000]", (double)sc->spread);
+    if (!(sc->spread > 0.0f && sc->spread <= 1e6f))
+        return lcm_fail(err, LCM_ERR_CONFIG, "synth.spread = %g: must be in (0, 1e6]", (double)sc->spread);
     return 0;
 }
 
