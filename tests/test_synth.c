@@ -61,6 +61,19 @@ TEST(same_seed_same_bytes) {
     CHECK_OK(lcm_synth_write(&sc, dc, NULL, NULL, &err), &err);
     CHECK(same_file(a, b));
     CHECK(same_file(ta, tb));
+    /* The normalizer beside train.lcmd, fitted on it: loadable, the data's scale, repeatable. */
+    char na[512], nb[512];
+    lcm_normalizer_path_for(a, na, sizeof na);
+    lcm_normalizer_path_for(b, nb, sizeof nb);
+    CHECK(same_file(na, nb));
+    lcm_normalizer nz;
+    CHECK_OK(lcm_normalizer_load(&nz, na, 64, &err), &err);
+    if (!err.code) {
+        /* every dimension's spread is 0.006 (see statistics_are_sonar_like); 50 documents estimate it
+         * within ~10%, the robust IQR estimate and f16 storage add a little */
+        for (int d = 0; d < 64; d++) CHECK(nz.scale[d] > 0.0045f && nz.scale[d] < 0.0075f);
+        lcm_normalizer_free(&nz);
+    }
     CHECK(!same_file(a, c));
     /* Validation comes from other random streams than training. */
     char va[512];

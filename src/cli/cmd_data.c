@@ -208,6 +208,8 @@ static int cmd_synth(int argc, char **argv) {
                 lcm_path_join(path, sizeof path, out, "valid.lcmd");
                 print_dataset_line(path);
             }
+            lcm_path_join(path, sizeof path, out, "normalizer.safetensors");
+            printf("  %s (fitted on train.lcmd)\n", path);
         }
     }
     free(cfg);

@@ -353,6 +353,24 @@ static void share_progress(void *ctx, double frac) {
     p->fn(p->ctx, p->offset + p->weight * frac);
 }
 
+/* Fitted on the training split like a real dataset's, rather than from the model's known mean and
+ * spread, so that training on synthetic data exercises the same path. */
+static int write_normalizer(const lcm_synth_config *sc, const char *dir, const char *train_path, lcm_error *err) {
+    char path[LCM_PATH_MAX];
+    if (lcm_path_join(path, sizeof path, dir, "normalizer.safetensors") != 0)
+        return lcm_fail(err, LCM_ERR_IO, "%s: path too long", dir);
+    lcm_dataset ds;
+    LCM_TRY(lcm_dataset_open(&ds, train_path, err));
+    lcm_normalizer nz;
+    int rc = lcm_normalizer_fit(&nz, &ds, 1000000, sc->seed, err);
+    if (rc == 0) {
+        rc = lcm_normalizer_save(&nz, path, err);
+        lcm_normalizer_free(&nz);
+    }
+    lcm_dataset_close(&ds);
+    return rc;
+}
+
 int lcm_synth_write(const lcm_synth_config *sc, const char *dir, void (*progress)(void *ctx, double frac), void *ctx,
                     lcm_error *err) {
     LCM_TRY(lcm_synth_validate(sc, err));
@@ -363,6 +381,7 @@ int lcm_synth_write(const lcm_synth_config *sc, const char *dir, void (*progress
     if (lcm_path_join(path, sizeof path, dir, "train.lcmd") != 0)
         return lcm_fail(err, LCM_ERR_IO, "%s: path too long", dir);
     LCM_TRY(lcm_synth_write_split(sc, 0, path, progress ? share_progress : NULL, &share, err));
+    LCM_TRY(write_normalizer(sc, dir, path, err));
     if (sc->valid_docs > 0) {
         share.offset = share.weight;
         share.weight = 1.0 - share.offset;
