@@ -26,6 +26,14 @@ static void skip_ws(parser *p) {
     while (p->s < p->end && (*p->s == ' ' || *p->s == '\t' || *p->s == '\n' || *p->s == '\r')) p->s++;
 }
 
+/* A header string fit for a one-line message: control and non-ASCII bytes become '?'. */
+static const char *printable(const char *in, char *out, size_t cap) {
+    size_t i = 0;
+    for (; in[i] && i + 1 < cap; i++) out[i] = (in[i] >= 0x20 && in[i] < 0x7f) ? in[i] : '?';
+    out[i] = '\0';
+    return out;
+}
+
 static int bad_header(parser *p, const char *what) {
     return lcm_fail(p->err, LCM_ERR_FORMAT, "%s: malformed .npy header: %s; re-save the array with numpy.save",
                     p->path, what);
@@ -91,7 +99,8 @@ static const char *descr_name(const char *d) {
 }
 
 static int set_type(parser *p, lcm_npy *a) {
-    const char *d = a->descr;
+    char shown[sizeof a->descr];
+    const char *d = printable(a->descr, shown, sizeof shown);
     if (d[0] == '>' && d[1] != '\0' && strcmp(d + 2, "1") != 0)
         return lcm_fail(p->err, LCM_ERR_FORMAT,
                         "%s: big-endian %s data ('%s') is not supported; convert it with "
@@ -142,8 +151,8 @@ static int parse_dict(parser *p, lcm_npy *a) {
             LCM_TRY(parse_shape(p, a));
             have_shape = 1;
         } else {
-            char what[96];
-            snprintf(what, sizeof what, "unexpected key '%s'", key);
+            char what[96], shown[32];
+            snprintf(what, sizeof what, "unexpected key '%s'", printable(key, shown, sizeof shown));
             return bad_header(p, what);
         }
         skip_ws(p);
