@@ -559,41 +559,45 @@ TEST(normalizer_fit_matches_sorted_quantiles) {
     lcm_normalizer_path_for("train.lcmd", np, sizeof np);
     CHECK(strcmp(np, "normalizer.safetensors") == 0);
 
-    /* Sizes that exercise every interpolation case: n - 1 divisible by 4 or not, tiny n, ties. */
+    /* Sizes that exercise every interpolation case: n - 1 divisible by 4 or not, tiny n, ties; each
+     * dtype (f16/bf16 are counted, f32 selected: two code paths, one answer). */
     const uint64_t sizes[] = {1, 2, 3, 4, 5, 10, 101, 1000};
     const int dim = 5;
-    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
-        uint64_t n = sizes[si];
-        float *x = random_data(n, dim, 10 + si);
-        for (uint64_t i = 0; i < n; i++) {
-            x[i * dim + 1] = (float)(i % 3);     /* many ties */
-            x[i * dim + 4] = 0.25f;              /* constant: no spread */
-            x[i * dim + 2] = x[i * dim + 2] * 100 + (float)(i % 2 ? 1 : -1); /* bimodal */
+    for (int k = 0; k < 3; k++) {
+        lcm_dtype dt = k == 0 ? LCM_F32 : k == 1 ? LCM_F16 : LCM_BF16;
+        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+            uint64_t n = sizes[si];
+            float *x = random_data(n, dim, 10 + si);
+            for (uint64_t i = 0; i < n; i++) {
+                x[i * dim + 1] = (float)(i % 3);                                   /* many ties */
+                x[i * dim + 4] = 0.25f;                                            /* constant: no spread */
+                x[i * dim + 2] = x[i * dim + 2] * 100 + (float)(i % 2 ? 1 : -1);   /* bimodal, both signs */
+            }
+            lcm_dataset_writer *w;
+            CHECK_OK(lcm_dataset_writer_open(&w, path, dt, dim, &err), &err);
+            CHECK_OK(lcm_dataset_writer_add(w, x, n, &err), &err);
+            CHECK_OK(lcm_dataset_writer_commit(w, &err), &err);
+            lcm_dataset ds;
+            CHECK_OK(lcm_dataset_open(&ds, path, &err), &err);
+            lcm_normalizer nz;
+            CHECK_OK(lcm_normalizer_fit(&nz, &ds, 0, 1, &err), &err);
+            float *col = malloc(n * sizeof *col);
+            for (int d = 0; d < dim && !err.code; d++) {
+                for (uint64_t i = 0; i < n; i++) col[i] = stored(dt, x[i * dim + d]);
+                double med = np_quantile(col, n, 0.5);
+                double iqr = np_quantile(col, n, 0.75) - np_quantile(col, n, 0.25);
+                /* fp32 storage of values computed in double: agree to float rounding. */
+                CHECKF(fabs(nz.center[d] - med) <= 1e-6 * (1 + fabs(med)), "%s n %llu dim %d center %g want %g",
+                       lcm_dtype_name(dt), (unsigned long long)n, d, nz.center[d], med);
+                double want_scale = iqr > 0 ? iqr / 1.3489795003921634 : 1.0;
+                CHECKF(fabs(nz.scale[d] - want_scale) <= 1e-6 * (1 + want_scale), "%s n %llu dim %d scale %g want %g",
+                       lcm_dtype_name(dt), (unsigned long long)n, d, nz.scale[d], want_scale);
+            }
+            free(col);
+            lcm_normalizer_free(&nz);
+            lcm_dataset_close(&ds);
+            free(x);
         }
-        lcm_dataset_writer *w;
-        CHECK_OK(lcm_dataset_writer_open(&w, path, LCM_F32, dim, &err), &err);
-        CHECK_OK(lcm_dataset_writer_add(w, x, n, &err), &err);
-        CHECK_OK(lcm_dataset_writer_commit(w, &err), &err);
-        lcm_dataset ds;
-        CHECK_OK(lcm_dataset_open(&ds, path, &err), &err);
-        lcm_normalizer nz;
-        CHECK_OK(lcm_normalizer_fit(&nz, &ds, 0, 1, &err), &err);
-        float *col = malloc(n * sizeof *col);
-        for (int d = 0; d < dim && !err.code; d++) {
-            for (uint64_t i = 0; i < n; i++) col[i] = x[i * dim + d];
-            double med = np_quantile(col, n, 0.5);
-            double iqr = np_quantile(col, n, 0.75) - np_quantile(col, n, 0.25);
-            /* fp32 storage of values computed in double: agree to float rounding. */
-            CHECKF(fabs(nz.center[d] - med) <= 1e-6 * (1 + fabs(med)), "n %llu dim %d center %g want %g",
-                   (unsigned long long)n, d, nz.center[d], med);
-            double want_scale = iqr > 0 ? iqr / 1.3489795003921634 : 1.0;
-            CHECKF(fabs(nz.scale[d] - want_scale) <= 1e-6 * (1 + want_scale), "n %llu dim %d scale %g want %g",
-                   (unsigned long long)n, d, nz.scale[d], want_scale);
-        }
-        free(col);
-        lcm_normalizer_free(&nz);
-        lcm_dataset_close(&ds);
-        free(x);
     }
     lcm_rm_rf(dir, &err);
 }
