@@ -790,3 +790,20 @@ TEST(four_threads_see_the_same_steps) {
     lcm_plan_free(alone);
     free_dataset(&ds);
 }
+
+TEST(plan_config_from_the_run_config) {
+    lcm_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.data.max_seq_len = 96;
+    cfg.data.max_tokens = 5000;
+    cfg.data.bucket_factor = 3;
+    cfg.data.shuffle = 1;
+    cfg.data.append_eot = 1;
+    cfg.trainer.seed = 77;
+    lcm_plan_config pc;
+    lcm_plan_config_from(&pc, &cfg, LCM_PLAN_TRAIN);
+    CHECK(pc.mode == LCM_PLAN_TRAIN && pc.max_seq_len == 96 && pc.max_tokens == 5000 && pc.bucket_factor == 3 &&
+          pc.shuffle == 1 && pc.append_eot == 1 && pc.seed == 77);
+    lcm_plan_config_from(&pc, &cfg, LCM_PLAN_EVAL);
+    CHECK(pc.mode == LCM_PLAN_EVAL && pc.shuffle == 0 && pc.max_tokens == 5000);
+}

@@ -359,6 +359,17 @@ static int with_epoch(lcm_plan *p, uint64_t epoch, epoch_fn fn, void *arg, lcm_e
 
 /* ---- public ------------------------------------------------------------------------------------- */
 
+void lcm_plan_config_from(lcm_plan_config *pc, const lcm_config *cfg, lcm_plan_mode mode) {
+    memset(pc, 0, sizeof *pc);
+    pc->mode = mode;
+    pc->max_seq_len = cfg->data.max_seq_len;
+    pc->max_tokens = cfg->data.max_tokens;
+    pc->bucket_factor = cfg->data.bucket_factor;
+    pc->shuffle = mode == LCM_PLAN_TRAIN && cfg->data.shuffle;
+    pc->append_eot = cfg->data.append_eot;
+    pc->seed = cfg->trainer.seed;
+}
+
 int lcm_plan_create(lcm_plan **out, const lcm_dataset *ds, const lcm_plan_config *pc, lcm_error *err) {
     *out = NULL;
     LCM_TRY(check_config(ds, pc, err));
