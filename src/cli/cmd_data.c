@@ -438,6 +438,7 @@ int lcm_cmd_data(int argc, char **argv) {
     if (strcmp(sub, "import") == 0) return cmd_import(argc - 1, argv + 1);
     if (strcmp(sub, "inspect") == 0) return cmd_inspect(argc - 1, argv + 1);
     if (strcmp(sub, "fit-normalizer") == 0) return cmd_fit_normalizer(argc - 1, argv + 1);
+    if (strcmp(sub, "batches") == 0) return lcm_cmd_data_batches(argc - 1, argv + 1);
     fprintf(stderr, "lcm: usage error: unknown subcommand 'lcm data %s'; run `lcm data --help`\n", sub);
     return 2;
 }
