@@ -30,7 +30,7 @@ typedef struct lcm_cli_args {
     int n_overrides;
     char **operands;
     int n_operands;
-    char **flags;              /* arguments starting with "--" (command-specific) */
+    char **flags;              /* arguments starting with "--", "=value" included (command-specific) */
     int n_flags;
 } lcm_cli_args;
 

@@ -5,7 +5,8 @@
  * fp32 AdamW moments), carved by the parameter table: one entry per reference tensor with its
  * state-dict name, [out, in] shape and init rule. Tensors the model multiplies together are adjacent
  * (q|k|v weights form one [3C, C] matrix, gate|inner one [2F, C]) so each is one matmul; every tensor
- * starts at a multiple of 16 elements (64-byte aligned fp32, 32-byte bf16); the padding stays zero.
+ * or fused group starts at a multiple of 16 elements (64-byte aligned fp32, 32-byte bf16); the padding
+ * stays zero.
  *
  * Activations live in one act-dtype allocation and one fp32 allocation, sized once for the largest
  * micro-batch (max_tokens positions, max_rows rows, rows of at most max_T concepts): nothing is
