@@ -2,6 +2,7 @@
  * every kind of damage (truncation, bad magic/version/CRC, inconsistent header, bad offsets, NaN/Inf)
  * is an error naming what is wrong, never a crash. Header byte positions used here come from
  * docs/dataset-format.md, not from the implementation. */
+#include <pthread.h>
 #include <stdint.h>
 
 #include "harness.h"
@@ -644,4 +645,50 @@ TEST(normalizer_fit_sampled_and_identity) {
     lcm_normalizer_free(&id);
     free(x);
     lcm_rm_rf(dir, &err);
+}
+
+/* Worker threads share one mapped dataset: concurrent first reads (the f16 table and the CRC table
+ * are built on first use) must agree with a single-threaded read (run under `make tsan`). */
+
+typedef struct reader_arg {
+    const lcm_dataset *ds;
+    float *out;
+    uint32_t crc;
+} reader_arg;
+
+static void *reader(void *p) {
+    reader_arg *a = p;
+    lcm_dataset_read(a->ds, 0, a->ds->n_concepts, a->out);
+    a->crc = lcm_crc32(0, a->out, a->ds->n_concepts * (uint64_t)a->ds->dim * sizeof(float));
+    return NULL;
+}
+
+TEST(concurrent_readers_agree) {
+    good_file g;
+    make_good(&g, LCM_F16);
+    lcm_error err = {0};
+    lcm_dataset ds;
+    CHECK_OK(lcm_dataset_open(&ds, g.path, &err), &err);
+    if (!err.code) {
+        reader_arg args[4];
+        pthread_t th[4];
+        for (int i = 0; i < 4; i++) {
+            args[i].ds = &ds;
+            args[i].out = malloc(ds.n_concepts * (size_t)ds.dim * sizeof(float));
+            pthread_create(&th[i], NULL, reader, &args[i]);
+        }
+        for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+        float *want = random_data(18, 8, 2);
+        int same = 1;
+        for (int i = 0; i < 18 * 8; i++) same &= args[0].out[i] == stored(LCM_F16, want[i]);
+        CHECK(same);
+        for (int i = 0; i < 4; i++) {
+            CHECK(args[i].crc == args[0].crc);
+            free(args[i].out);
+        }
+        free(want);
+        lcm_dataset_close(&ds);
+    }
+    free(g.bytes);
+    lcm_rm_rf(g.dir, &err);
 }

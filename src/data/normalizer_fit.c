@@ -21,6 +21,7 @@
  * cache (a whole 1024-dim row scattered to 1024 streams was 10x slower). The block's values must also
  * fit in FIT_BUDGET_BYTES. */
 #define FIT_BLOCK_DIMS 64
+#define FIT_PREFETCH 16
 #define FIT_BUDGET_BYTES ((size_t)256 << 20)
 
 void lcm_normalizer_path_for(const char *dataset_path, char *out, size_t cap) {
@@ -115,10 +116,16 @@ static float key_value(uint16_t key, lcm_dtype dt) {
     return dt == LCM_F16 ? lcm_f16_to_f32(h) : lcm_bf16_to_f32(h);
 }
 
-/* The quantiles q[0..2] (numpy "linear") of m keys. hist: 65536 counters of scratch. */
+/* The quantiles q[0..2] (numpy "linear") of m keys. hist: 65536 counters, zero on entry and on return
+ * (cleared through the keys, and only the range of keys present is scanned: embeddings occupy a small
+ * part of the 16-bit patterns, so small samples do not pay for all 65536). */
 static void key_quantiles(const uint16_t *keys, uint64_t m, lcm_dtype dt, uint32_t *hist, const double *q, double *out) {
-    memset(hist, 0, 65536 * sizeof *hist);
-    for (uint64_t j = 0; j < m; j++) hist[keys[j]]++;
+    uint32_t lo = 0xffffu, hi = 0;
+    for (uint64_t j = 0; j < m; j++) {
+        hist[keys[j]]++;
+        lo = keys[j] < lo ? keys[j] : lo;
+        hi = keys[j] > hi ? keys[j] : hi;
+    }
     /* Ranks wanted: floor(q (m - 1)) and the next one, for each q. */
     uint64_t rank[6];
     double val[6];
@@ -136,10 +143,11 @@ static void key_quantiles(const uint16_t *keys, uint64_t m, lcm_dtype dt, uint32
         }
     uint64_t below = 0;
     int t = 0;
-    for (uint32_t key = 0; key < 65536 && t < 6; key++) {
+    for (uint32_t key = lo; key <= hi && t < 6; key++) {
         below += hist[key];
         while (t < 6 && rank[order[t]] < below) val[order[t++]] = key_value((uint16_t)key, dt);
     }
+    for (uint64_t j = 0; j < m; j++) hist[keys[j]] = 0;
     for (int i = 0; i < 3; i++) {
         double pos = q[i] * (double)(m - 1), frac = pos - floor(pos);
         out[i] = val[2 * i] + (frac > 0 ? frac * (val[2 * i + 1] - val[2 * i]) : 0.0);
@@ -179,7 +187,7 @@ int lcm_normalizer_fit(lcm_normalizer *n, const lcm_dataset *ds, uint64_t max_sa
     if (block < 1) block = 1;
     if (block > (size_t)dim) block = (size_t)dim;
     void *vals = malloc(block * (size_t)m * elem);
-    uint32_t *hist = half ? malloc(65536 * sizeof *hist) : NULL;
+    uint32_t *hist = half ? calloc(65536, sizeof *hist) : NULL;
     int rc = 0;
     if (!vals || (half && !hist))
         rc = lcm_fail(err, LCM_ERR_NOMEM, "out of memory fitting the normalizer (%zu x %llu values)", block,
@@ -192,6 +200,12 @@ int lcm_normalizer_fit(lcm_normalizer *n, const lcm_dataset *ds, uint64_t max_sa
         for (uint64_t j = 0; j < m && rc == 0; j++) {
             uint64_t c = idx ? idx[j] : j;
             const uint8_t *row = ds->payload + (c * (uint64_t)dim + d0) * elem;
+            if (j + FIT_PREFETCH < m) {
+                /* Rows are dim * elem bytes apart: too far for the hardware prefetcher to follow. */
+                uint64_t cn = idx ? idx[j + FIT_PREFETCH] : j + FIT_PREFETCH;
+                const uint8_t *next = ds->payload + (cn * (uint64_t)dim + d0) * elem;
+                for (size_t b = 0; b < nb * elem; b += 64) __builtin_prefetch(next + b);
+            }
             for (size_t d = 0; d < nb; d++) {
                 uint32_t bits;
                 if (half) {
