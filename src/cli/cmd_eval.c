@@ -70,6 +70,9 @@ int lcm_cmd_eval(int argc, char **argv) {
         rc = lcm_fail(&err, LCM_ERR_USAGE, "expected a checkpoint and a dataset; see `lcm eval --help`");
     static lcm_config cfg;
     lcm_eval_result res;
+    for (int i = 0; !rc && i < 2; i++)
+        if (!lcm_file_exists(a.operands[i]))
+            rc = lcm_fail(&err, LCM_ERR_IO, "%s '%s' does not exist", i == 0 ? "checkpoint" : "dataset", a.operands[i]);
     if (!rc) {
         if (a.config_path)
             rc = lcm_config_load(&cfg, a.config_path, a.n_overrides, a.overrides, &err);

@@ -55,7 +55,7 @@ const lcm_key lcm_keys[] = {
     {"data", "append_eot", B, FIELD(data.append_eot), "true", 0, 1, NULL,
      "append the dataset's end-of-text concept to every document"},
     {"data", "synthesize", B, FIELD(data.synthesize), "false", 0, 1, NULL,
-     "when data.train does not exist, synthesize it (and data.valid) with [synth]"},
+     "with data.train empty: synthesize <output_dir>/data/{train,valid}.lcmd with [synth] unless there"},
     {"data", "check_finite", B, FIELD(data.check_finite), "true", 0, 1, NULL,
      "scan the whole dataset for NaN/Inf before training"},
 

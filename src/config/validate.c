@@ -48,7 +48,9 @@ static int check_data(const lcm_config *cfg, lcm_error *err) {
     if (cfg->model.max_seq_len < d->max_seq_len)
         return lcm_fail(err, LCM_ERR_CONFIG, "%s is more than %s: rows would be longer than the model accepts",
                         DESC_A("data", "max_seq_len"), DESC_B("model", "max_seq_len"));
-    if (d->synthesize && cfg->synth.dim != cfg->model.sonar_dim)
+    /* With data.train given, the dataset may already exist (synthesis then does not run) and its own
+     * dimension is checked against the model when it is opened. */
+    if (d->synthesize && !d->train[0] && cfg->synth.dim != cfg->model.sonar_dim)
         return lcm_fail(err, LCM_ERR_CONFIG, "%s differs from %s: the synthesized data feeds the model (data.synthesize = true)",
                         DESC_A("synth", "dim"), DESC_B("model", "sonar_dim"));
     return 0;

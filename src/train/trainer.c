@@ -66,42 +66,35 @@ static void synth_progress(void *ctx, double frac) {
     }
 }
 
+/* The datasets to train on. data.synthesize fills the run directory's own data/ (when data.train is
+ * empty) and nothing else: a data.train path that does not exist is an error, never a place to write
+ * synthetic data into, so a mistyped path cannot silently train on fake data. */
 static int resolve_data(const lcm_config *cfg, const char *run_dir, char *train, char *valid, size_t cap,
                         lcm_error *err) {
-    char dir[LCM_PATH_MAX];
     if (cfg->data.train[0]) {
         snprintf(train, cap, "%s", cfg->data.train);
-        lcm_dirname(train, dir, sizeof dir);
-    } else if (cfg->data.synthesize) {
-        if (lcm_path_join(dir, sizeof dir, run_dir, "data") != 0 || lcm_path_join(train, cap, dir, "train.lcmd") != 0)
-            return lcm_fail(err, LCM_ERR_CONFIG, "trainer.output_dir is too long");
-    } else {
+        snprintf(valid, cap, "%s", cfg->data.valid);
+        if (!lcm_file_exists(train))
+            return lcm_fail(err, LCM_ERR_IO, "data.train = '%s' does not exist (import data with `lcm data import`, "
+                            "or leave data.train empty with data.synthesize=true for a synthetic dataset)", train);
+        return 0;
+    }
+    if (!cfg->data.synthesize)
         return lcm_fail(err, LCM_ERR_CONFIG,
                         "no training data: set data.train=path/to/train.lcmd (see `lcm data import`), or "
                         "data.synthesize=true for a synthetic dataset");
-    }
-    if (cfg->data.valid[0])
-        snprintf(valid, cap, "%s", cfg->data.valid);
-    else if (cfg->data.synthesize && lcm_path_join(valid, cap, dir, "valid.lcmd") != 0)
-        return lcm_fail(err, LCM_ERR_CONFIG, "path too long");
-    else if (!cfg->data.synthesize)
-        valid[0] = '\0';
-
-    if (!lcm_file_exists(train)) {
-        if (!cfg->data.synthesize)
-            return lcm_fail(err, LCM_ERR_IO, "data.train = '%s' does not exist (set data.synthesize=true to generate "
-                            "a synthetic dataset there)", train);
-        lcm_info("synthesizing a dataset into %s (%" PRId64 " training and %" PRId64 " validation documents, D %d)", dir,
-                 cfg->synth.train_docs, cfg->synth.valid_docs, cfg->synth.dim);
-        LCM_TRY(lcm_mkdir_p(dir, err));
-        int last = -100;
-        double t0 = lcm_now();
-        LCM_TRY(lcm_synth_write(&cfg->synth, dir, synth_progress, &last, err));
-        lcm_info("  done in %.1fs", lcm_now() - t0);
-        if (!lcm_file_exists(train))
-            return lcm_fail(err, LCM_ERR_CONFIG, "data.train = '%s': the synthesizer writes train.lcmd and valid.lcmd "
-                            "into %s; name one of those", train, dir);
-    }
+    char dir[LCM_PATH_MAX];
+    if (lcm_path_join(dir, sizeof dir, run_dir, "data") != 0 || lcm_path_join(train, cap, dir, "train.lcmd") != 0 ||
+        lcm_path_join(valid, cap, dir, "valid.lcmd") != 0)
+        return lcm_fail(err, LCM_ERR_CONFIG, "trainer.output_dir is too long");
+    if (cfg->data.valid[0]) snprintf(valid, cap, "%s", cfg->data.valid);
+    if (lcm_file_exists(train)) return 0;
+    lcm_info("synthesizing a dataset into %s (%" PRId64 " training and %" PRId64 " validation documents, D %d)", dir,
+             cfg->synth.train_docs, cfg->synth.valid_docs, cfg->synth.dim);
+    int last = -100;
+    double t0 = lcm_now();
+    LCM_TRY(lcm_synth_write(&cfg->synth, dir, synth_progress, &last, err));
+    lcm_info("  done in %.1fs", lcm_now() - t0);
     return 0;
 }
 

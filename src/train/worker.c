@@ -308,10 +308,11 @@ static int train_loop(lcm_worker *w, lcm_error *err) {
         step_result r;
         if (!rc) rc = run_step(w, slots, &r, err);
         if (rc) break;
+        const lcm_slot done = *slots[0]; /* the step's figures; the slot itself goes back to the loader */
         lcm_loader_release(&w->loader, A);
         atomic_store(&w->heartbeat_step, w->state.step);
         w->last_loss = r.loss;
-        if (w->rank == 0) log_step(w, &r, slots[0], &win);
+        if (w->rank == 0) log_step(w, &r, &done, &win);
         const int64_t step = w->state.step;
         const int last = step == cfg->trainer.max_steps;
         if (run->have_valid && (due(step, cfg->trainer.validate_every) || last)) {

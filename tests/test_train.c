@@ -1,0 +1,273 @@
+/* test_train.c: the trainer end to end on CPU worker threads, with a tiny model on a tiny synthetic
+ * dataset: data-parallel equivalence over 1, 2 and 4 workers, bit-exact resume, what a damaged
+ * checkpoint, mismatched init weights, a bad device list or NaN data do, and the LR schedule. */
+#include <sys/stat.h>
+
+#include "harness.h"
+#include "lcm/checkpoint.h"
+#include "lcm/log.h"
+#include "lcm/synth.h"
+#include "lcm/train.h"
+
+/* A config of the embedded default shrunk to run in well under a second per few steps. */
+static int tiny_config(lcm_config *cfg, const char *out_dir, const char *data_dir, int n_extra, const char **extra,
+                       lcm_error *err) {
+    char out[600], train[600], valid[600];
+    snprintf(out, sizeof out, "trainer.output_dir=%s", out_dir);
+    snprintf(train, sizeof train, "data.train=%s/train.lcmd", data_dir);
+    snprintf(valid, sizeof valid, "data.valid=%s/valid.lcmd", data_dir);
+    const char *base[] = {"model.sonar_dim=16", "synth.dim=16", "synth.latent_dim=8", "model.model_dim=16", "model.num_layers=2",
+                          "model.num_heads=2", "model.ffn_inner_dim=32", "model.dropout=0.1",
+                          "synth.train_docs=80", "synth.valid_docs=12", "synth.max_len=40", "synth.mean_len=12",
+                          "data.max_seq_len=16", "data.max_tokens=96", "trainer.max_steps=8", "trainer.log_every=1",
+                          "trainer.validate_every=4", "trainer.checkpoint_every=0", "trainer.plot=false",
+                          "optim.warmup_steps=2", "optim.lr=3e-3", "trainer.devices=cpu", out, train, valid};
+    char *args[64];
+    int n = 0;
+    for (size_t i = 0; i < sizeof base / sizeof base[0]; i++) args[n++] = (char *)base[i];
+    for (int i = 0; i < n_extra; i++) args[n++] = (char *)extra[i];
+    return lcm_config_load(cfg, NULL, n, args, err);
+}
+
+/* The final weights of a run directory (newest checkpoint). */
+static float *final_weights(const char *run_dir, const lcm_config *cfg, size_t *n, lcm_error *err) {
+    char dir[1200];
+    int found = 0;
+    if (lcm_checkpoint_latest(run_dir, dir, sizeof dir, &found, err) != 0 || !found) return NULL;
+    lcm_dims d;
+    lcm_param_table t;
+    if (lcm_dims_from_config(&d, &cfg->model, err) || lcm_param_table_build(&t, &d, err)) return NULL;
+    float *w = malloc(t.total * sizeof(float));
+    char path[1300];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (lcm_weights_load(path, &t, w, NULL, err) != 0) {
+        free(w);
+        w = NULL;
+    }
+    *n = t.total;
+    lcm_param_table_free(&t);
+    return w;
+}
+
+static const char *data_dir(void) {
+    /* One synthetic dataset for every test (each run would otherwise synthesize its own). */
+    static char dir[512];
+    if (dir[0]) return dir;
+    snprintf(dir, sizeof dir, "%s/data", harness_tmpdir());
+    static lcm_config cfg;
+    lcm_error err = {0};
+    if (tiny_config(&cfg, "/tmp/unused", dir, 0, NULL, &err) != 0 || lcm_synth_write(&cfg.synth, dir, NULL, NULL, &err) != 0) {
+        fprintf(stderr, "cannot synthesize the test data: %s\n", err.msg);
+        exit(2);
+    }
+    return dir;
+}
+
+static float *train_and_get(const char *out_dir, int n_extra, const char **extra, size_t *n, lcm_train_summary *sum) {
+    static lcm_config cfg;
+    lcm_error err = {0};
+    CHECK_OK(tiny_config(&cfg, out_dir, data_dir(), n_extra, extra, &err), &err);
+    CHECK_OK(lcm_train(&cfg, sum, &err), &err);
+    float *w = final_weights(out_dir, &cfg, n, &err);
+    CHECKF(w != NULL, "no final weights in %s: %s", out_dir, err.msg);
+    return w;
+}
+
+TEST(data_parallel_runs_compute_the_same_function) {
+    /* The same global batch: 1 worker x 4 micro-batches, 2 x 2, 4 x 1. The N-worker run sums gradients
+     * in another order, so weights agree to rounding (fp32 sums of 4 terms: ~1e-7 relative per step;
+     * Adam divides by sqrt(v) which damps it); 1e-5 relative is that with a wide margin, and far below
+     * the effect of any difference in the batch (a different micro-batch changes the weights by ~1%). */
+    lcm_log_set_quiet(1);
+    const char *root = harness_tmpdir();
+    const char *runs[3][2] = {{"trainer.devices=cpu:1", "trainer.grad_accum=4"},
+                              {"trainer.devices=cpu:2", "trainer.grad_accum=2"},
+                              {"trainer.devices=cpu:4", "trainer.grad_accum=1"}};
+    float *w[3];
+    size_t n = 0;
+    double loss[3];
+    for (int i = 0; i < 3; i++) {
+        char out[600];
+        snprintf(out, sizeof out, "%s/run%d", root, i);
+        lcm_train_summary sum;
+        w[i] = train_and_get(out, 2, runs[i], &n, &sum);
+        loss[i] = sum.train_loss;
+        CHECK(sum.final_step == 8);
+    }
+    for (int i = 1; i < 3; i++) {
+        if (!w[0] || !w[i]) continue;
+        double rel = harness_rel_err(w[i], w[0], n);
+        CHECKF(rel < 1e-5, "%s: weights differ from one worker by %.3g relative", runs[i][0], rel);
+        CHECK_NEAR(loss[i], loss[0], 1e-5 * fabs(loss[0]));
+    }
+    /* A different global batch (2 micro-batches instead of 4) must give clearly different weights,
+     * or the comparison above proves nothing. */
+    char out[600];
+    snprintf(out, sizeof out, "%s/other", root);
+    const char *other[] = {"trainer.devices=cpu:1", "trainer.grad_accum=2"};
+    lcm_train_summary sum;
+    size_t n2 = 0;
+    float *w_other = train_and_get(out, 2, other, &n2, &sum);
+    if (w_other && w[0]) CHECK(harness_rel_err(w_other, w[0], n) > 1e-3);
+    for (int i = 0; i < 3; i++) free(w[i]);
+    free(w_other);
+}
+
+TEST(resumed_run_is_bit_identical_to_an_uninterrupted_one) {
+    lcm_log_set_quiet(1);
+    const char *root = harness_tmpdir();
+    char a[600], b[600];
+    snprintf(a, sizeof a, "%s/interrupted", root);
+    snprintf(b, sizeof b, "%s/straight", root);
+    const char *dev[] = {"trainer.devices=cpu:2", "trainer.stop_at_step=4"};
+    size_t n = 0;
+    lcm_train_summary s1, s2, s3;
+    float *w_half = train_and_get(a, 2, dev, &n, &s1);
+    CHECK(s1.final_step == 4 && s1.interrupted);
+    free(w_half);
+    float *w_resumed = train_and_get(a, 1, dev, &n, &s2); /* resume=auto picks up step 4 */
+    CHECK(s2.final_step == 8 && s2.steps_done == 4);
+    float *w_straight = train_and_get(b, 1, dev, &n, &s3);
+    CHECK(s3.final_step == 8 && s3.steps_done == 8);
+    CHECK(w_resumed && w_straight && memcmp(w_resumed, w_straight, n * sizeof(float)) == 0);
+    CHECK(s2.train_loss == s3.train_loss);
+    /* The metrics of steps 5..8 match to the last digit too. */
+    char pa[700], pb[700];
+    snprintf(pa, sizeof pa, "%s/metrics.jsonl", a);
+    snprintf(pb, sizeof pb, "%s/metrics.jsonl", b);
+    char *ta = NULL, *tb = NULL;
+    lcm_error err = {0};
+    CHECK_OK(lcm_read_file(pa, &ta, NULL, &err), &err);
+    CHECK_OK(lcm_read_file(pb, &tb, NULL, &err), &err);
+    for (int step = 5; ta && tb && step <= 8; step++) {
+        char key[32];
+        snprintf(key, sizeof key, "{\"step\":%d,\"loss\":", step);
+        const char *la = strstr(ta, key), *lb = strstr(tb, key);
+        CHECKF(la && lb && strncmp(la, lb, strcspn(la, ",") + 1 + strcspn(la + strcspn(la, ",") + 1, ",")) == 0,
+               "step %d loss differs", step);
+    }
+    free(ta);
+    free(tb);
+    free(w_resumed);
+    free(w_straight);
+}
+
+TEST(damaged_checkpoint_is_a_clear_error) {
+    lcm_log_set_quiet(1);
+    const char *root = harness_tmpdir();
+    char out[600], ckpt[1200], path[1300];
+    snprintf(out, sizeof out, "%s/run", root);
+    size_t n = 0;
+    lcm_train_summary sum;
+    free(train_and_get(out, 0, NULL, &n, &sum));
+    lcm_error err = {0};
+    int found = 0;
+    CHECK_OK(lcm_checkpoint_latest(out, ckpt, sizeof ckpt, &found, &err), &err);
+    snprintf(path, sizeof path, "%s/model.safetensors", ckpt);
+    CHECK(truncate(path, 1000) == 0);
+    static lcm_config cfg;
+    const char *more[] = {"trainer.max_steps=12"};
+    CHECK_OK(tiny_config(&cfg, out, data_dir(), 1, more, &err), &err);
+    CHECK_FAILS(lcm_train(&cfg, &sum, &err), &err, LCM_ERR_FORMAT, "model.safetensors");
+    /* resume=never refuses to start over a run that has checkpoints (it would rotate them away). */
+    const char *never[] = {"trainer.resume=never"};
+    CHECK_OK(tiny_config(&cfg, out, data_dir(), 1, never, &err), &err);
+    CHECK_FAILS(lcm_train(&cfg, &sum, &err), &err, LCM_ERR_CONFIG, "already holds checkpoints");
+}
+
+TEST(init_from_checks_names_and_shapes) {
+    lcm_log_set_quiet(1);
+    const char *root = harness_tmpdir();
+    char out[600], ckpt[1200], arg[1400];
+    snprintf(out, sizeof out, "%s/three_layers", root);
+    const char *three[] = {"model.num_layers=3", "trainer.max_steps=3"};
+    size_t n = 0;
+    lcm_train_summary sum;
+    free(train_and_get(out, 2, three, &n, &sum));
+    lcm_error err = {0};
+    int found = 0;
+    CHECK_OK(lcm_checkpoint_latest(out, ckpt, sizeof ckpt, &found, &err), &err);
+    snprintf(arg, sizeof arg, "trainer.init_from=%s/model.safetensors", ckpt);
+    static lcm_config cfg;
+    char out2[600];
+    snprintf(out2, sizeof out2, "%s/two_layers", root);
+    const char *extra[] = {arg};
+    CHECK_OK(tiny_config(&cfg, out2, data_dir(), 1, extra, &err), &err);
+    CHECK_FAILS(lcm_train(&cfg, &sum, &err), &err, LCM_ERR_FORMAT, "unexpected (lcm.layers.2.");
+    const char *wide[] = {arg, "model.model_dim=32", "model.num_layers=3"};
+    snprintf(out2, sizeof out2, "%s/wide", root);
+    CHECK_OK(tiny_config(&cfg, out2, data_dir(), 3, wide, &err), &err);
+    CHECK_FAILS(lcm_train(&cfg, &sum, &err), &err, LCM_ERR_FORMAT, "of the wrong shape (frontend.pre_linear.weight is [16, 16], model needs [32, 16]");
+    /* The matching model starts from those weights: step 0 evaluates like the source run's end. */
+    const char *same[] = {arg, "model.num_layers=3", "trainer.max_steps=1", "optim.warmup_steps=0"};
+    snprintf(out2, sizeof out2, "%s/same", root);
+    CHECK_OK(tiny_config(&cfg, out2, data_dir(), 4, same, &err), &err);
+    CHECK_OK(lcm_train(&cfg, &sum, &err), &err);
+}
+
+TEST(bad_device_lists_are_errors) {
+    lcm_log_set_quiet(1);
+    const char *root = harness_tmpdir();
+    static lcm_config cfg;
+    lcm_error err = {0};
+    lcm_train_summary sum;
+    const char *gpu[] = {"trainer.devices=0"};
+    CHECK_OK(tiny_config(&cfg, root, data_dir(), 1, gpu, &err), &err);
+    int visible = 0;
+    lcm_cuda_device_count(&visible, &err);
+    if (visible == 0)
+        CHECK_FAILS(lcm_train(&cfg, &sum, &err), &err, LCM_ERR_DEVICE, "trainer.devices = '0'");
+    const char *twice[] = {"trainer.devices=1,1"};
+    CHECK_FAILS(tiny_config(&cfg, root, data_dir(), 1, twice, &err), &err, LCM_ERR_CONFIG, "trainer.devices");
+    const char *zero[] = {"trainer.devices=cpu:0"};
+    CHECK_FAILS(tiny_config(&cfg, root, data_dir(), 1, zero, &err), &err, LCM_ERR_CONFIG, "trainer.devices");
+}
+
+TEST(nan_in_the_data_stops_before_training) {
+    lcm_log_set_quiet(1);
+    const char *root = harness_tmpdir();
+    char src[600], dst[700], out[600], cmd[3200];
+    snprintf(src, sizeof src, "%s/train.lcmd", data_dir());
+    snprintf(dst, sizeof dst, "%s/nan", root);
+    mkdir(dst, 0777);
+    snprintf(cmd, sizeof cmd, "cp %s/train.lcmd %s/valid.lcmd %s/normalizer.safetensors %s/", data_dir(), data_dir(),
+             data_dir(), dst);
+    CHECK(system(cmd) == 0);
+    lcm_error err = {0};
+    lcm_dataset ds;
+    snprintf(dst, sizeof dst, "%s/nan/train.lcmd", root);
+    CHECK_OK(lcm_dataset_open(&ds, dst, &err), &err);
+    /* The payload is not checksummed (it is too big to verify at every open), so a NaN written into
+     * it passes the open and must be found by the finite scan. f16 NaN: 0x7e00 at concept 5, dim 3. */
+    const uint64_t off = (uint64_t)(ds.payload - ds.map.data) + (5 * 16 + 3) * 2;
+    lcm_dataset_close(&ds);
+    FILE *f = fopen(dst, "r+b");
+    const unsigned char nan16[2] = {0x00, 0x7e};
+    CHECK(f && fseek(f, (long)off, SEEK_SET) == 0 && fwrite(nan16, 1, 2, f) == 2);
+    if (f) fclose(f);
+    static lcm_config cfg;
+    snprintf(out, sizeof out, "%s/run", root);
+    snprintf(dst, sizeof dst, "%s/nan", root);
+    CHECK_OK(tiny_config(&cfg, out, dst, 0, NULL, &err), &err);
+    lcm_train_summary sum;
+    CHECK_FAILS(lcm_train(&cfg, &sum, &err), &err, LCM_ERR_DATA, "train.lcmd");
+}
+
+TEST(lr_schedule_matches_the_reference_formula) {
+    lcm_optim_config o = {.lr = 4e-4f, .start_lr = 1e-7f, .final_lr = 1e-5f, .warmup_steps = 10000};
+    snprintf(o.schedule, sizeof o.schedule, "cosine");
+    const int64_t max_steps = 250000;
+    const double lr = o.lr, start = o.start_lr, final = o.final_lr; /* the fp32 values the config holds */
+    /* step 1 uses e = 0: the start LR; the warmup is linear in e. */
+    CHECK_NEAR(lcm_lr_at(&o, max_steps, 1), start, 1e-15);
+    CHECK_NEAR(lcm_lr_at(&o, max_steps, 5001), start + (lr - start) * 0.5, 1e-15);
+    /* e = warmup: the peak; then cosine over cycle = max_steps - warmup + 1 steps. */
+    CHECK_NEAR(lcm_lr_at(&o, max_steps, 10001), lr, 1e-15);
+    const double cycle = max_steps - 10000 + 1, e = 130000 - 1;
+    CHECK_NEAR(lcm_lr_at(&o, max_steps, 130000), final + 0.5 * (lr - final) * (1 + cos(M_PI * (e - 10000) / cycle)),
+               1e-15);
+    /* the last step is a hair above final_lr (the cycle is one step longer than the steps left) */
+    CHECK(lcm_lr_at(&o, max_steps, max_steps) > final && lcm_lr_at(&o, max_steps, max_steps) < final + 1e-12);
+    snprintf(o.schedule, sizeof o.schedule, "constant");
+    CHECK_NEAR(lcm_lr_at(&o, max_steps, 200000), lr, 1e-15);
+}
