@@ -251,6 +251,21 @@ TEST(nan_in_the_data_stops_before_training) {
     CHECK_OK(tiny_config(&cfg, out, dst, 0, NULL, &err), &err);
     lcm_train_summary sum;
     CHECK_FAILS(lcm_train(&cfg, &sum, &err), &err, LCM_ERR_DATA, "train.lcmd");
+
+    /* With the scan off and every value NaN, each step is skipped; after trainer.max_bad_steps in a
+     * row both workers stop, with one error naming the step. */
+    snprintf(dst, sizeof dst, "%s/nan/train.lcmd", root);
+    CHECK_OK(lcm_dataset_open(&ds, dst, &err), &err);
+    const uint64_t begin = (uint64_t)(ds.payload - ds.map.data), bytes = ds.n_concepts * (uint64_t)ds.dim * 2;
+    lcm_dataset_close(&ds);
+    f = fopen(dst, "r+b");
+    CHECK(f && fseek(f, (long)begin, SEEK_SET) == 0);
+    for (uint64_t i = 0; f && i < bytes / 2; i++) fwrite(nan16, 1, 2, f);
+    if (f) fclose(f);
+    const char *flood[] = {"data.check_finite=false", "trainer.max_bad_steps=3", "trainer.devices=cpu:2"};
+    snprintf(dst, sizeof dst, "%s/nan", root);
+    CHECK_OK(tiny_config(&cfg, out, dst, 3, flood, &err), &err);
+    CHECK_FAILS(lcm_train(&cfg, &sum, &err), &err, LCM_ERR_NUMERIC, "step 3: loss or gradients are NaN/Inf for 3 steps");
 }
 
 TEST(lr_schedule_matches_the_reference_formula) {

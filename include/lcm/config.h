@@ -74,6 +74,7 @@ typedef struct lcm_trainer_config {
     char resume[LCM_STR_MAX]; /* auto | never | path of a checkpoint directory */
     char init_from[LCM_STR_MAX]; /* weights (.safetensors) to start from; "" = initialise */
     int64_t stop_at_step;     /* stop after this step, with a checkpoint, as if interrupted; 0 = off */
+    int64_t hang_timeout_s;   /* a device wait longer than this aborts the run (hung GPU or peer); 0 = off */
     int max_bad_steps;        /* NaN/Inf steps in a row before the run stops */
     char grad_reduce_dtype[8];/* f32 | bf16 */
     int cpu_threads;          /* BLAS threads in total for CPU workers; 0 = all cores */

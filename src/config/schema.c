@@ -97,6 +97,8 @@ const lcm_key lcm_keys[] = {
      "weights (.safetensors) to start from; \"\" = fresh initialization"},
     {"trainer", "stop_at_step", I, FIELD(trainer.stop_at_step), "0", 0, BIG, NULL,
      "stop after this step with a checkpoint, as if interrupted (the schedule still follows max_steps); 0 = off"},
+    {"trainer", "hang_timeout_s", I, FIELD(trainer.hang_timeout_s), "1800", 0, BIG, NULL,
+     "seconds a device or collective may take to finish a step's work before the run aborts; 0 = wait forever"},
     {"trainer", "max_bad_steps", I, FIELD(trainer.max_bad_steps), "20", 1, 1000000, NULL,
      "NaN/Inf steps in a row (skipped) before the run stops"},
     {"trainer", "grad_reduce_dtype", E, FIELD(trainer.grad_reduce_dtype), "f32", 0, 0, "f32|bf16",

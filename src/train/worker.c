@@ -20,17 +20,28 @@
 
 /* ---- waiting for the device without hanging on a dead peer ----------------------------------- */
 
+/* Poll instead of blocking: NCCL has no timeout, so a dead or hung peer would otherwise block this
+ * thread forever. The poll notices the communicator's asynchronous error, an abort by another worker,
+ * and a wait longer than trainer.hang_timeout_s (then the group is aborted, which aborts NCCL). */
 static int wait_device(lcm_worker *w, lcm_error *err) {
-    for (int spins = 0;; spins++) {
+    const double limit = (double)w->run->cfg->trainer.hang_timeout_s;
+    double t0 = 0;
+    for (long spins = 0;; spins++) {
         int q = w->be->ops->query(w->be, err);
         if (q < 0) return err->code ? (int)err->code : LCM_ERR_DEVICE;
         if (q == 1) return 0;
         if (w->comm->ops->check(w->comm, err) != 0) return (int)err->code;
         if (lcm_group_aborted(w->run->group))
             return lcm_fail(err, LCM_ERR_INTERRUPTED, "stopped: %s", lcm_group_abort_reason(w->run->group)->msg);
+        if (spins == 100) t0 = lcm_now();
         if (spins > 100) {
             struct timespec ts = {0, 50 * 1000};
             nanosleep(&ts, NULL);
+            if (limit > 0 && spins % 1000 == 0 && lcm_now() - t0 > limit)
+                return lcm_fail(err, LCM_ERR_DEVICE,
+                                "%s %d waited %.0f s for step %" PRId64 " to finish on the device: a GPU or a peer is "
+                                "hung (trainer.hang_timeout_s); the last checkpoint is intact",
+                                w->dev.is_gpu ? "GPU" : "CPU worker", w->dev.index, lcm_now() - t0, w->state.step + 1);
         }
     }
 }
