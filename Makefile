@@ -159,9 +159,10 @@ debug:
 	@$(MAKE) --no-print-directory BUILD=build/debug OPT=-O0 all
 	@ln -sf build/debug/lcm lcm
 
+# CPU step benchmark (figures in docs/performance.md); GPUs: tools/gpu_check.sh or lcm bench directly.
 bench: $(BUILD)/lcm
-	$(BUILD)/lcm bench conf/model/toy.ini trainer.devices=cpu:1
-	$(BUILD)/lcm bench conf/model/medium.ini trainer.devices=cpu:1
+	$(BUILD)/lcm bench conf/model/toy.ini trainer.devices=cpu
+	$(BUILD)/lcm bench conf/model/medium.ini trainer.devices=cpu data.max_tokens=1024 bench.warmup_steps=1 bench.steps=3
 
 run: $(BUILD)/lcm
 	@ln -sf $(BUILD)/lcm lcm
