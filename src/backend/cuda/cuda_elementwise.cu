@@ -220,18 +220,24 @@ void cuda_bf16_to_f32(lcm_backend *be, float *dst, const uint16_t *src, size_t n
 
 /* ---- AdamW ------------------------------------------------------------------------------------ */
 
+/* PyTorch's AdamW, element by element (the CPU backend's formula):
+ *   p *= 1 - lr wd;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+ *   p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps),  bc_i = 1 - b_i^step,  g = grad * grad_scale.
+ * The per-step scalars are computed in double on the host and rounded once. */
 typedef struct adamw_consts {
-    float lr, beta1, beta2, eps, decay, grad_scale;
-    float bc1, bc2; /* 1 - beta^step, computed in double on the host */
+    float beta1, beta2, one_minus_beta1, one_minus_beta2, eps, grad_scale;
+    float decay;     /* 1 - lr wd */
+    float step_size; /* lr / bc1 */
+    float bc2_sqrt;  /* sqrt(bc2) */
 } adamw_consts;
 
 __device__ __forceinline__ float adamw_one(float *w, float *m, float *v, float grad, const adamw_consts &c) {
     float g = grad * c.grad_scale;
-    float p = *w * c.decay; /* decoupled weight decay, before the Adam update */
-    *m = c.beta1 * *m + (1.0f - c.beta1) * g;
-    *v = c.beta2 * *v + (1.0f - c.beta2) * g * g;
-    float mhat = *m / c.bc1, vhat = *v / c.bc2;
-    p -= c.lr * mhat / (sqrtf(vhat) + c.eps);
+    float mi = c.beta1 * *m + c.one_minus_beta1 * g;
+    float vi = c.beta2 * *v + c.one_minus_beta2 * g * g;
+    *m = mi;
+    *v = vi;
+    float p = *w * c.decay - c.step_size * (mi / (sqrtf(vi) / c.bc2_sqrt + c.eps));
     *w = p;
     return p;
 }
@@ -262,15 +268,18 @@ void cuda_adamw(lcm_backend *be, float *master, void *param, const float *grad, 
     const char *op = "adamw";
     cuda_enter(cb, op);
     if (n == 0) return;
+    double bc1 = 1.0 - pow((double)a->beta1, (double)a->step);
+    double bc2 = 1.0 - pow((double)a->beta2, (double)a->step);
     adamw_consts c;
-    c.lr = a->lr;
     c.beta1 = a->beta1;
     c.beta2 = a->beta2;
+    c.one_minus_beta1 = (float)(1.0 - a->beta1);
+    c.one_minus_beta2 = (float)(1.0 - a->beta2);
     c.eps = a->eps;
-    c.decay = 1.0f - a->lr * a->weight_decay;
     c.grad_scale = a->grad_scale;
-    c.bc1 = (float)(1.0 - pow((double)a->beta1, (double)a->step));
-    c.bc2 = (float)(1.0 - pow((double)a->beta2, (double)a->step));
+    c.decay = (float)(1.0 - (double)a->lr * a->weight_decay);
+    c.step_size = (float)(a->lr / bc1);
+    c.bc2_sqrt = (float)sqrt(bc2);
     int vec = aligned16(master) && aligned16(param) && aligned16(grad) && aligned16(m) && aligned16(v);
     adamw_kernel<<<grid_for(n, 8, EW_THREADS), EW_THREADS, 0, cb->compute>>>(master, (bf16 *)param, grad, m, v, n,
                                                                               c, vec);
