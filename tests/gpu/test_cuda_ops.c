@@ -288,7 +288,8 @@ TEST(cuda_failed_op_is_reported_by_sync) {
     int32_t *dlens = NULL;
     CHECK_OK(be->ops->alloc(be, &qkv, (size_t)B * T * 3 * C * 2, "qkv", &err), &err);
     CHECK_OK(be->ops->alloc(be, &out, (size_t)B * T * C * 2, "out", &err), &err);
-    CHECK_OK(be->ops->alloc(be, (void **)&saved, be->ops->attention_saved_floats(be, B, T, H) * 4, "saved", &err), &err);
+    size_t nsaved = be->ops->attention_saved_floats(be, B, T, H);
+    CHECK_OK(be->ops->alloc(be, (void **)&saved, nsaved * 4, "saved", &err), &err);
     CHECK_OK(be->ops->alloc(be, (void **)&dlens, 4, "lens", &err), &err);
     CHECK_OK(be->ops->upload(be, dlens, lens, 4, &err), &err);
     be->ops->attention_forward(be, out, saved, qkv, dlens, B, T, C, H);

@@ -239,8 +239,8 @@ __device__ __forceinline__ float row_dot(const float *x, const bf16 *row, int hd
 /* shared: K tile, V tile (bf16, TILE x tile_stride), q rows (fp32, FLASH_WARPS x hd).
  * DPL: output dimensions per lane (lane owns d = lane + 32 i, i < DPL). */
 template <int DPL>
-__global__ void __launch_bounds__(FLASH_THREADS) attention_forward_flash_kernel(bf16 *out, float *lse, const bf16 *qkv,
-                                                                                const int32_t *lens, attn_shape s) {
+__global__ void __launch_bounds__(FLASH_THREADS)
+attention_forward_flash_kernel(bf16 *out, float *lse, const bf16 *qkv, const int32_t *lens, attn_shape s) {
     extern __shared__ float sm[];
     int hd = s.hd, ts = tile_stride(hd);
     float *qs = sm;
@@ -292,9 +292,9 @@ __global__ void __launch_bounds__(FLASH_THREADS) attention_forward_flash_kernel(
 
 /* dQ for 8 queries. shared: K tile, V tile (bf16), q and dO rows (fp32, FLASH_WARPS x hd each). */
 template <int DPL>
-__global__ void __launch_bounds__(FLASH_THREADS) attention_dq_flash_kernel(bf16 *dqkv, const bf16 *dout, const bf16 *qkv,
-                                                                           const float *lse, const float *delta,
-                                                                           const int32_t *lens, attn_shape s) {
+__global__ void __launch_bounds__(FLASH_THREADS)
+attention_dq_flash_kernel(bf16 *dqkv, const bf16 *dout, const bf16 *qkv, const float *lse, const float *delta,
+                          const int32_t *lens, attn_shape s) {
     extern __shared__ float sm[];
     int hd = s.hd, ts = tile_stride(hd);
     float *qs = sm, *gs = qs + FLASH_WARPS * hd;
@@ -346,9 +346,9 @@ __global__ void __launch_bounds__(FLASH_THREADS) attention_dq_flash_kernel(bf16 
 
 /* dK, dV for 8 keys. shared: Q tile, dO tile (bf16), k and v rows (fp32), lse and delta of the tile. */
 template <int DPL>
-__global__ void __launch_bounds__(FLASH_THREADS) attention_dkv_flash_kernel(bf16 *dqkv, const bf16 *dout, const bf16 *qkv,
-                                                                            const float *lse, const float *delta,
-                                                                            const int32_t *lens, attn_shape s) {
+__global__ void __launch_bounds__(FLASH_THREADS)
+attention_dkv_flash_kernel(bf16 *dqkv, const bf16 *dout, const bf16 *qkv, const float *lse, const float *delta,
+                           const int32_t *lens, attn_shape s) {
     extern __shared__ float sm[];
     int hd = s.hd, ts = tile_stride(hd);
     float *kr = sm, *vr = kr + FLASH_WARPS * hd, *lse_tile = vr + FLASH_WARPS * hd, *delta_tile = lse_tile + TILE;
@@ -430,7 +430,8 @@ static int attention_shape(cuda_backend *cb, const char *op, attn_shape *s, int 
     s->hd = C / H;
     s->scale = (float)(1.0 / sqrt((double)s->hd));
     if ((4 * (size_t)s->hd + 2 * TILE) * sizeof(float) > SHARED_LIMIT) {
-        cuda_note_msg(cb, LCM_ERR_INTERNAL, op, "the head dimension C/H is too large for the attention kernels (at most 3000)");
+        cuda_note_msg(cb, LCM_ERR_INTERNAL, op,
+                      "the head dimension C/H is too large for the attention kernels (at most 3000)");
         return 0;
     }
     return 1;
@@ -485,17 +486,17 @@ void cuda_attention_backward(lcm_backend *be, void *dqkv, const void *dout, cons
     /* The second half of the saved buffer is the backward's own: the forward leaves it alone. */
     float *delta = (float *)saved + (size_t)B * H * T;
     size_t warps = (size_t)B * T * H;
-    attention_delta_kernel<<<grid_for(warps, 1, 8), 256, 0, cb->compute>>>(delta, (const bf16 *)dout, (const bf16 *)out, s);
+    const bf16 *g = (const bf16 *)dout, *x = (const bf16 *)qkv;
+    attention_delta_kernel<<<grid_for(warps, 1, 8), 256, 0, cb->compute>>>(delta, g, (const bf16 *)out, s);
     if (cuda_check_launch(cb, op)) return;
 
     bf16 *dx = (bf16 *)dqkv;
-    const bf16 *g = (const bf16 *)dout, *x = (const bf16 *)qkv;
     int dpl = flash_dpl(cb, s.hd);
     if (dpl) {
         dim3 grid((unsigned)((T + FLASH_WARPS - 1) / FLASH_WARPS), (unsigned)H, (unsigned)B);
         size_t rows = FLASH_WARPS * s.hd * sizeof(float);
         size_t smem_dq = 2 * rows + 2 * flash_tile_bytes(s.hd);
-        size_t smem_dkv = 2 * rows + 2 * TILE * sizeof(float) + 2 * flash_tile_bytes(s.hd);
+        size_t smem_kv = 2 * rows + 2 * TILE * sizeof(float) + 2 * flash_tile_bytes(s.hd);
         if (dpl == 1)
             attention_dq_flash_kernel<1><<<grid, FLASH_THREADS, smem_dq, cb->compute>>>(dx, g, x, lse, delta, lens, s);
         else if (dpl == 2)
@@ -504,18 +505,18 @@ void cuda_attention_backward(lcm_backend *be, void *dqkv, const void *dout, cons
             attention_dq_flash_kernel<4><<<grid, FLASH_THREADS, smem_dq, cb->compute>>>(dx, g, x, lse, delta, lens, s);
         if (cuda_check_launch(cb, op)) return;
         if (dpl == 1)
-            attention_dkv_flash_kernel<1><<<grid, FLASH_THREADS, smem_dkv, cb->compute>>>(dx, g, x, lse, delta, lens, s);
+            attention_dkv_flash_kernel<1><<<grid, FLASH_THREADS, smem_kv, cb->compute>>>(dx, g, x, lse, delta, lens, s);
         else if (dpl == 2)
-            attention_dkv_flash_kernel<2><<<grid, FLASH_THREADS, smem_dkv, cb->compute>>>(dx, g, x, lse, delta, lens, s);
+            attention_dkv_flash_kernel<2><<<grid, FLASH_THREADS, smem_kv, cb->compute>>>(dx, g, x, lse, delta, lens, s);
         else
-            attention_dkv_flash_kernel<4><<<grid, FLASH_THREADS, smem_dkv, cb->compute>>>(dx, g, x, lse, delta, lens, s);
+            attention_dkv_flash_kernel<4><<<grid, FLASH_THREADS, smem_kv, cb->compute>>>(dx, g, x, lse, delta, lens, s);
     } else {
         dim3 grid((unsigned)T, (unsigned)H, (unsigned)B);
         size_t smem_dq = (3 * (size_t)s.hd + TILE) * sizeof(float);
-        size_t smem_dkv = (4 * (size_t)s.hd + 2 * TILE) * sizeof(float);
+        size_t smem_kv = (4 * (size_t)s.hd + 2 * TILE) * sizeof(float);
         attention_dq_simple_kernel<<<grid, SIMPLE_THREADS, smem_dq, cb->compute>>>(dx, g, x, lse, delta, lens, s);
         if (cuda_check_launch(cb, op)) return;
-        attention_dkv_simple_kernel<<<grid, SIMPLE_THREADS, smem_dkv, cb->compute>>>(dx, g, x, lse, delta, lens, s);
+        attention_dkv_simple_kernel<<<grid, SIMPLE_THREADS, smem_kv, cb->compute>>>(dx, g, x, lse, delta, lens, s);
     }
     cuda_check_launch(cb, op);
 }

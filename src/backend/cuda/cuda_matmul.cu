@@ -106,8 +106,9 @@ static int build_plan(cuda_backend *cb, const char *op, matmul_plan *p) {
     if (failed) return 1;
     if (found < 1) {
         char msg[256];
-        snprintf(msg, sizeof msg, "cuBLASLt has no algorithm for a %d x %d x %d bf16 matmul (kind %d, alignments %u/%u/%u/%u)",
-                 p->m, p->n, p->k, (int)p->kind, p->align[0], p->align[1], p->align[2], p->align[3]);
+        snprintf(msg, sizeof msg,
+                 "cuBLASLt has no algorithm for a %d x %d x %d bf16 matmul (kind %d, alignments %u/%u/%u/%u)", p->m,
+                 p->n, p->k, (int)p->kind, p->align[0], p->align[1], p->align[2], p->align[3]);
         cuda_note_msg(cb, LCM_ERR_DEVICE, op, msg);
         return 1;
     }
@@ -121,7 +122,8 @@ static matmul_plan *get_plan(cuda_backend *cb, const char *op, matmul_kind kind,
     uint32_t align[4] = {alignment_of(A), alignment_of(B), alignment_of(C), alignment_of(D)};
     for (int i = 0; i < MATMUL_CACHE_SIZE; i++) {
         matmul_plan *p = &cb->plans[i];
-        if (p->used && p->kind == kind && p->m == m && p->n == n && p->k == k && memcmp(p->align, align, sizeof align) == 0)
+        if (p->used && p->kind == kind && p->m == m && p->n == n && p->k == k &&
+            memcmp(p->align, align, sizeof align) == 0)
             return p;
     }
     matmul_plan *p = &cb->plans[cb->next_plan];
@@ -154,6 +156,12 @@ __global__ void add_bias_kernel(bf16 *out, const bf16 *bias, int N, int OC) {
     store1(out + i, load1(out + i) + load1(bias + i % OC));
 }
 
+static void add_bias(cuda_backend *cb, const char *op, void *out, const void *bias, int N, int OC) {
+    size_t n = (size_t)N * OC;
+    add_bias_kernel<<<grid_for(n, 1, 256), 256, 0, cb->compute>>>((bf16 *)out, (const bf16 *)bias, N, OC);
+    cuda_check_launch(cb, op);
+}
+
 void cuda_linear_forward(lcm_backend *be, void *out, const void *inp, const void *w, const void *bias, int N,
                          int IC, int OC) {
     cuda_backend *cb = cuda_of(be);
@@ -162,10 +170,7 @@ void cuda_linear_forward(lcm_backend *be, void *out, const void *inp, const void
     if (N <= 0 || OC <= 0) return;
     if (IC <= 0) { /* an empty sum: out is the bias alone */
         CUDA_NOTE(cb, op, cudaMemsetAsync(out, 0, (size_t)N * OC * sizeof(bf16), cb->compute));
-        if (bias) {
-            add_bias_kernel<<<grid_for((size_t)N * OC, 1, 256), 256, 0, cb->compute>>>((bf16 *)out, (const bf16 *)bias, N, OC);
-            cuda_check_launch(cb, op);
-        }
+        if (bias) add_bias(cb, op, out, bias, N, OC);
         return;
     }
     int fuse = bias && aligned16(bias);
@@ -175,10 +180,7 @@ void cuda_linear_forward(lcm_backend *be, void *out, const void *inp, const void
                                                                sizeof bias)))
         return;
     run_plan(cb, op, p, w, inp, 0.0f, out, out);
-    if (bias && !fuse) {
-        add_bias_kernel<<<grid_for((size_t)N * OC, 1, 256), 256, 0, cb->compute>>>((bf16 *)out, (const bf16 *)bias, N, OC);
-        cuda_check_launch(cb, op);
-    }
+    if (bias && !fuse) add_bias(cb, op, out, bias, N, OC);
 }
 
 void cuda_linear_backward(lcm_backend *be, void *dinp, float *dw, float *dbias, const void *dout,

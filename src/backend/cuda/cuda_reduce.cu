@@ -50,7 +50,7 @@ void cuda_column_sums(cuda_backend *cb, const char *op, float *dst, const bf16 *
     if ((size_t)nchunks > fit) nchunks = (int)fit;
     unsigned col_blocks = (unsigned)((C + COLSUM_THREADS - 1) / COLSUM_THREADS);
     if (nchunks <= 1) { /* one chunk: add straight into dst */
-        column_partials_kernel<<<dim3(col_blocks, 1), COLSUM_THREADS, 0, cb->compute>>>(dst, 1, dout, inp, rstd, N, C, N);
+        column_partials_kernel<<<col_blocks, COLSUM_THREADS, 0, cb->compute>>>(dst, 1, dout, inp, rstd, N, C, N);
         cuda_check_launch(cb, op);
         return;
     }
