@@ -81,7 +81,8 @@ endif
 # CUDA-only host files live in directories named cuda/ (src/backend/cuda, src/dist/cuda); the
 # fallbacks that report "built without CUDA" live in src/nocuda/.
 ALL_C    := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
-CUDA_C   := $(filter %/cuda/%,$(ALL_C))
+# (filter takes one % per pattern, so /cuda/ anywhere in the path is found with findstring)
+CUDA_C   := $(foreach f,$(ALL_C),$(if $(findstring /cuda/,$(f)),$(f)))
 NOCUDA_C := $(filter src/nocuda/%,$(ALL_C))
 ifeq ($(WITH_CUDA),1)
   LIB_C  := $(filter-out $(NOCUDA_C),$(ALL_C))

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "lcm/blas_kernels.h"
 #include "lcm/cli.h"
 
 typedef struct command {
@@ -11,6 +12,12 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
+    {"train", lcm_cmd_train, "train a Base-LCM (the embedded default when no config is given)"},
+    {"eval", lcm_cmd_eval, "next-concept metrics (loss, l2, contrastive accuracy) of a checkpoint"},
+    {"bench", lcm_cmd_bench, "training-step speed, TFLOP/s, MFU and memory"},
+    {"data", lcm_cmd_data, "datasets: synth, import, inspect, fit-normalizer, batches"},
+    {"config", lcm_cmd_config, "key reference and the effective configuration"},
+    {"model", lcm_cmd_model, "the parameter table of a model config"},
     {"info", lcm_cmd_info, "CPU count, visible GPUs, peer access, CUDA and NCCL versions"},
 };
 static const int num_commands = (int)(sizeof commands / sizeof commands[0]);
@@ -23,6 +30,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    lcm_blas_pick_kernels(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;

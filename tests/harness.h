@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lcm/blas_kernels.h"
 #include "lcm/error.h"
 
 typedef void (*harness_fn)(void);
@@ -114,6 +115,7 @@ static inline const char *harness_tmpdir(void) {
 }
 
 int main(int argc, char **argv) {
+    lcm_blas_pick_kernels(argv);
     int failed = 0;
     for (int i = 0; i < harness_n; i++) {
         if (argc > 1) {

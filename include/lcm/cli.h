@@ -12,6 +12,7 @@ int lcm_cmd_eval(int argc, char **argv);
 int lcm_cmd_bench(int argc, char **argv);
 int lcm_cmd_config(int argc, char **argv);
 int lcm_cmd_data(int argc, char **argv);
+int lcm_cmd_data_batches(int argc, char **argv); /* `lcm data batches`, called by lcm_cmd_data */
 int lcm_cmd_model(int argc, char **argv);
 int lcm_cmd_info(int argc, char **argv);
 
@@ -29,7 +30,7 @@ typedef struct lcm_cli_args {
     int n_overrides;
     char **operands;
     int n_operands;
-    char **flags;              /* arguments starting with "--" (command-specific) */
+    char **flags;              /* arguments starting with "--", "=value" included (command-specific) */
     int n_flags;
 } lcm_cli_args;
 

@@ -15,6 +15,8 @@
 #include "lcm/fileio.h"
 
 #define LCM_STR_MAX LCM_PATH_MAX
+#define LCM_CONFIG_MAX_KEYS 80   /* capacity of lcm_config.origin; the schema has fewer keys */
+#define LCM_ORIGIN_MAX 160       /* "default", "command line" or "<file>:<line>" (long paths keep their tail) */
 
 typedef struct lcm_model_config {
     int sonar_dim;          /* D: concept embedding size */
@@ -71,6 +73,7 @@ typedef struct lcm_trainer_config {
     int keep_last;
     char resume[LCM_STR_MAX]; /* auto | never | path of a checkpoint directory */
     char init_from[LCM_STR_MAX]; /* weights (.safetensors) to start from; "" = initialise */
+    int64_t stop_at_step;     /* stop after this step, with a checkpoint, as if interrupted; 0 = off */
     int max_bad_steps;        /* NaN/Inf steps in a row before the run stops */
     char grad_reduce_dtype[8];/* f32 | bf16 */
     int cpu_threads;          /* BLAS threads in total for CPU workers; 0 = all cores */
@@ -103,6 +106,9 @@ typedef struct lcm_config {
     lcm_optim_config optim;
     lcm_bench_config bench;
     char source[LCM_STR_MAX]; /* the config file loaded ("<embedded>/default.ini" for the default) */
+    /* Where each key's value came from, indexed like lcm_keys[]: "default", "conf/x.ini:12" or
+     * "command line". Bookkeeping, not configuration: lcm_config_write prints it as comments. */
+    char origin[LCM_CONFIG_MAX_KEYS][LCM_ORIGIN_MAX];
 } lcm_config;
 
 /* ---- schema ----------------------------------------------------------------------------------- */
@@ -154,6 +160,16 @@ uint64_t lcm_config_model_hash(const lcm_config *cfg);
 
 /* Derived sizes. */
 int lcm_model_ffn_dim(const lcm_model_config *m);
+
+/* trainer.devices, parsed: "auto", "cpu" (one CPU worker), "cpu:N" (N = 1..256 CPU workers) or a comma
+ * list of distinct GPU ordinals 0..255 ("0,2,3"). lcm_config_validate checks the syntax with this. */
+typedef enum { LCM_DEVICES_AUTO, LCM_DEVICES_CPU, LCM_DEVICES_GPU } lcm_devices_kind;
+typedef struct lcm_devices {
+    lcm_devices_kind kind;
+    int count;            /* CPU workers, or GPUs listed; 0 for auto */
+    int gpus[256];        /* LCM_DEVICES_GPU: the ordinals, in the order written */
+} lcm_devices;
+int lcm_parse_devices(const char *spec, lcm_devices *out, lcm_error *err);
 
 /* The conf/ tree compiled into the binary (tools/embed_conf.sh). Terminated by {NULL, NULL, 0}. */
 typedef struct lcm_embedded_file {

@@ -69,9 +69,9 @@ typedef struct lcm_normalizer {
 
 /* Identity (center 0, scale 1). */
 int lcm_normalizer_identity(lcm_normalizer *n, int dim, lcm_error *err);
-/* center = per-dimension median, scale = 1.349 x per-dimension IQR (the released reference
- * normalizer's convention; equals the standard deviation for Gaussian data), from up to max_samples
- * concepts drawn uniformly (seeded). */
+/* center = per-dimension median, scale = per-dimension IQR / 1.349 (the reference implementation's
+ * "gaussian_robust" convention, sklearn RobustScaler(unit_variance=True); equals the standard
+ * deviation for Gaussian data), from up to max_samples concepts drawn uniformly (seeded; 0 = all). */
 int lcm_normalizer_fit(lcm_normalizer *n, const lcm_dataset *ds, uint64_t max_samples, uint64_t seed, lcm_error *err);
 /* safetensors with F32 tensors "center" and "scale" of shape [dim]. */
 int lcm_normalizer_save(const lcm_normalizer *n, const char *path, lcm_error *err);
@@ -82,5 +82,36 @@ void lcm_normalizer_free(lcm_normalizer *n);
 
 /* The file name of the normalizer written beside a dataset ("<dir of dataset>/normalizer.safetensors"). */
 void lcm_normalizer_path_for(const char *dataset_path, char *out, size_t cap);
+
+/* ---- the text side file: the sentence of each concept (written by the parquet tool and synth) ---- */
+
+typedef struct lcm_text {
+    char path[LCM_PATH_MAX];
+    lcm_mapping map;
+    uint64_t n;               /* sentences, one per concept of the dataset */
+    const uint64_t *offsets;  /* [n + 1] byte offsets into bytes */
+    const char *bytes;        /* UTF-8, not NUL-terminated */
+} lcm_text;
+
+/* "<path without .lcmd>.text" */
+void lcm_text_path_for(const char *dataset_path, char *out, size_t cap);
+/* expect_n > 0: the file must hold exactly that many sentences (the dataset's concept count). */
+int lcm_text_open(lcm_text *t, const char *path, uint64_t expect_n, lcm_error *err);
+void lcm_text_close(lcm_text *t);
+static inline const char *lcm_text_get(const lcm_text *t, uint64_t i, size_t *len) {
+    *len = (size_t)(t->offsets[i + 1] - t->offsets[i]);
+    return t->bytes + t->offsets[i];
+}
+
+typedef struct lcm_text_writer lcm_text_writer;
+
+int lcm_text_writer_open(lcm_text_writer **out, const char *path, lcm_error *err);
+/* One sentence (valid UTF-8, n bytes, no NUL needed). */
+int lcm_text_writer_add(lcm_text_writer *w, const char *s, size_t n, lcm_error *err);
+int lcm_text_writer_commit(lcm_text_writer *w, lcm_error *err); /* frees w */
+void lcm_text_writer_abort(lcm_text_writer *w);                 /* frees w, removes the temp file */
+
+/* CRC-32 (IEEE 802.3, the one zlib and Python's zlib.crc32 compute); start with crc = 0. */
+uint32_t lcm_crc32(uint32_t crc, const void *data, size_t n);
 
 #endif

@@ -28,7 +28,7 @@ int lcm_cli_split(int argc, char **argv, lcm_cli_args *a, lcm_error *err) {
     }
     for (int i = 0; i < argc; i++) {
         char *s = argv[i];
-        if (strncmp(s, "--", 2) == 0 && !strchr(s, '=')) {
+        if (strncmp(s, "--", 2) == 0) {
             a->flags[a->n_flags++] = s;
         } else if (!a->config_path && a->n_overrides == 0 && is_config_arg(s) && !strchr(s, '=')) {
             a->config_path = s;

@@ -1,0 +1,47 @@
+/* cmd_model.c: `lcm model info [config.ini] [key=value ...]`: the parameter table of a model config. */
+#include <stdio.h>
+#include <string.h>
+
+#include "lcm/cli.h"
+#include "lcm/model.h"
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: lcm model info [config.ini] [model.key=value ...]\n\n"
+               "Prints every parameter of the model the config describes (reference name, [out, in] shape,\n"
+               "init rule) and the total. Example: lcm model info conf/model/base_lcm_1_6b.ini\n");
+}
+
+int lcm_cmd_model(int argc, char **argv) {
+    if (argc < 2 || lcm_cli_is_help(argv[1])) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "info") != 0) {
+        fprintf(stderr, "lcm: usage error: unknown `lcm model` subcommand '%s' (expected: info)\n", argv[1]);
+        return 2;
+    }
+    lcm_error err = {0};
+    lcm_cli_args a;
+    if (lcm_cli_split(argc - 2, argv + 2, &a, &err) != 0) return lcm_cli_report(&err);
+    int rc = 0;
+    if (a.n_operands > 0 || a.n_flags > 0) {
+        lcm_fail(&err, LCM_ERR_USAGE, "unexpected argument '%s'; see `lcm model --help`",
+                 a.n_operands ? a.operands[0] : a.flags[0]);
+        rc = lcm_cli_report(&err);
+    } else {
+        static lcm_config cfg;
+        lcm_dims d;
+        lcm_param_table t;
+        if (lcm_config_load(&cfg, a.config_path, a.n_overrides, a.overrides, &err) != 0 ||
+            lcm_dims_from_config(&d, &cfg.model, &err) != 0 || lcm_param_table_build(&t, &d, &err) != 0) {
+            rc = lcm_cli_report(&err);
+        } else {
+            printf("model: D %d, C %d, L %d, H %d (head dim %d), F %d, max_seq_len %d (from %s)\n", d.D, d.C, d.L,
+                   d.H, d.C / d.H, d.F, d.max_seq_len, cfg.source);
+            lcm_param_table_print(&t, stdout);
+            lcm_param_table_free(&t);
+        }
+    }
+    lcm_cli_args_free(&a);
+    return rc;
+}

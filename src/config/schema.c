@@ -1,0 +1,152 @@
+/* schema.c: every configuration key, once: section, name, type, where it lands in lcm_config, default,
+ * allowed range or values, and a one-line doc. Loading, writing, validation and the key reference
+ * (`lcm config keys`) are all driven by this table.
+ *
+ * Defaults are the reference recipe (base_lcm_1_6B, pretrain/mse; see docs/config.md). Ranges are
+ * inclusive; a bound of "> 0" is written as a tiny positive minimum. */
+#include <stddef.h>
+#include <string.h>
+
+#include "config_internal.h"
+
+/* Offset and byte width of a field of lcm_config, so that a row cannot name one field and size another. */
+#define FIELD(f) offsetof(lcm_config, f), (int)sizeof(((lcm_config *)0)->f)
+
+#define I LCM_KEY_INT
+#define R LCM_KEY_FLOAT
+#define B LCM_KEY_BOOL
+#define S LCM_KEY_STRING
+#define E LCM_KEY_ENUM
+
+#define BIG 1e12       /* "no practical limit" for counts of steps, documents, concepts */
+#define SEED_MAX 9223372036854775807.0
+
+const lcm_key lcm_keys[] = {
+    {"config", "base", S, FIELD(base), "", 0, 0, NULL,
+     "file(s) this config extends, comma-separated, relative to this file; applied first, in order"},
+
+    {"model", "sonar_dim", I, FIELD(model.sonar_dim), "1024", 1, 65536, NULL, "D: size of a concept (SONAR) embedding"},
+    {"model", "model_dim", I, FIELD(model.model_dim), "2048", 1, 65536, NULL, "C: transformer width"},
+    {"model", "num_layers", I, FIELD(model.num_layers), "32", 1, 1024, NULL, "L: decoder layers"},
+    {"model", "num_heads", I, FIELD(model.num_heads), "16", 1, 1024, NULL,
+     "H: attention heads; the head dim C/H must be an even integer (RoPE rotates pairs)"},
+    {"model", "ffn_inner_dim", I, FIELD(model.ffn_inner_dim), "0", 0, 1048576, NULL,
+     "F: SwiGLU inner size; 0 = ffn_multiple_of * ceil(int(8C/3) / ffn_multiple_of)"},
+    {"model", "ffn_multiple_of", I, FIELD(model.ffn_multiple_of), "256", 1, 65536, NULL,
+     "rounding multiple for the derived ffn_inner_dim"},
+    {"model", "max_seq_len", I, FIELD(model.max_seq_len), "4096", 2, 1048576, NULL,
+     "longest row (concepts) the model accepts; RoPE positions"},
+    {"model", "dropout", R, FIELD(model.dropout), "0.1", 0, 0.99, NULL, "residual dropout probability (training only)"},
+    {"model", "rope_theta", R, FIELD(model.rope_theta), "10000", 1, 1e9, NULL, "RoPE base frequency"},
+    {"model", "norm_eps", R, FIELD(model.norm_eps), "1e-5", 1e-12, 1, NULL, "RMSNorm epsilon"},
+    {"model", "normalizer", S, FIELD(model.normalizer), "dataset", 0, 0, NULL,
+     "embedding normalizer: none, dataset (normalizer.safetensors beside data.train) or a path"},
+
+    {"data", "train", S, FIELD(data.train), "", 0, 0, NULL,
+     "training dataset (.lcmd); \"\" = <trainer.output_dir>/data/train.lcmd (with data.synthesize)"},
+    {"data", "valid", S, FIELD(data.valid), "", 0, 0, NULL, "validation dataset (.lcmd); \"\" = none (or the synthesized one)"},
+    {"data", "max_seq_len", I, FIELD(data.max_seq_len), "128", 2, 1048576, NULL,
+     "documents (+EOT) are wrapped into rows of at most this many concepts"},
+    {"data", "max_tokens", I, FIELD(data.max_tokens), "7168", 1, BIG, NULL,
+     "padded concepts (rows x longest row) per micro-batch per device"},
+    {"data", "bucket_factor", I, FIELD(data.bucket_factor), "4", 1, 1024, NULL,
+     "length buckets hold at least bucket_factor * max_tokens concepts"},
+    {"data", "shuffle", B, FIELD(data.shuffle), "true", 0, 1, NULL, "shuffle rows into buckets and the batch order, every epoch"},
+    {"data", "append_eot", B, FIELD(data.append_eot), "true", 0, 1, NULL,
+     "append the dataset's end-of-text concept to every document"},
+    {"data", "synthesize", B, FIELD(data.synthesize), "false", 0, 1, NULL,
+     "when data.train does not exist, synthesize it (and data.valid) with [synth]"},
+    {"data", "check_finite", B, FIELD(data.check_finite), "true", 0, 1, NULL,
+     "scan the whole dataset for NaN/Inf before training"},
+
+    {"synth", "dim", I, FIELD(synth.dim), "1024", 1, 65536, NULL, "embedding size D of the synthesized data"},
+    {"synth", "dtype", E, FIELD(synth.dtype), "f16", 0, 0, "f32|f16|bf16", "storage type of the synthesized embeddings"},
+    {"synth", "train_docs", I, FIELD(synth.train_docs), "2000", 1, BIG, NULL, "documents in the synthesized training set"},
+    {"synth", "valid_docs", I, FIELD(synth.valid_docs), "100", 0, BIG, NULL,
+     "documents in the synthesized validation set (0 = none)"},
+    {"synth", "min_len", I, FIELD(synth.min_len), "4", 1, 1000000, NULL, "shortest document (concepts)"},
+    {"synth", "max_len", I, FIELD(synth.max_len), "300", 1, 1000000, NULL, "longest document (concepts)"},
+    {"synth", "mean_len", R, FIELD(synth.mean_len), "30", 1, 1000000, NULL, "mean document length, within [min_len, max_len]"},
+    {"synth", "latent_dim", I, FIELD(synth.latent_dim), "32", 1, 65536, NULL, "size of the hidden state that drives a document"},
+    {"synth", "persistence", R, FIELD(synth.persistence), "0.9", 0, 1, NULL,
+     "share of the hidden state carried to the next concept"},
+    {"synth", "noise", R, FIELD(synth.noise), "0.3", 0, 100, NULL, "observation noise, relative to synth.spread"},
+    {"synth", "spread", R, FIELD(synth.spread), "0.006", 1e-12, 1e6, NULL,
+     "per-dimension standard deviation of the embeddings (SONAR: about 0.006)"},
+    {"synth", "seed", I, FIELD(synth.seed), "1", 0, SEED_MAX, NULL, "random seed of the synthesized data"},
+    {"synth", "with_text", B, FIELD(synth.with_text), "false", 0, 1, NULL,
+     "also write a text side file with a made-up sentence per concept"},
+
+    {"trainer", "devices", S, FIELD(trainer.devices), "auto", 0, 0, NULL,
+     "auto (all GPUs, else the CPU), cpu, cpu:N (N CPU workers) or GPU ordinals 0,2,3"},
+    {"trainer", "output_dir", S, FIELD(trainer.output_dir), "runs/lcm", 0, 0, NULL,
+     "run directory: checkpoints, metrics, logs"},
+    {"trainer", "max_steps", I, FIELD(trainer.max_steps), "250000", 1, BIG, NULL, "optimizer steps in the whole run"},
+    {"trainer", "grad_accum", I, FIELD(trainer.grad_accum), "1", 1, 65536, NULL, "micro-batches per device per step"},
+    {"trainer", "seed", I, FIELD(trainer.seed), "1", 0, SEED_MAX, NULL, "seed of initialization, dropout and shuffling"},
+    {"trainer", "log_every", I, FIELD(trainer.log_every), "10", 1, 1000000000, NULL, "steps between metrics lines"},
+    {"trainer", "validate_every", I, FIELD(trainer.validate_every), "10000", 0, BIG, NULL, "steps between validations; 0 = never"},
+    {"trainer", "validate_max_batches", I, FIELD(trainer.validate_max_batches), "0", 0, BIG, NULL,
+     "validation batches per validation; 0 = the whole set"},
+    {"trainer", "checkpoint_every", I, FIELD(trainer.checkpoint_every), "2000", 0, BIG, NULL,
+     "steps between checkpoints; 0 = only at the end and on a signal"},
+    {"trainer", "keep_last", I, FIELD(trainer.keep_last), "2", 1, 1000000, NULL, "checkpoints kept (older ones are deleted)"},
+    {"trainer", "resume", S, FIELD(trainer.resume), "auto", 0, 0, NULL,
+     "auto (latest checkpoint in output_dir, if any), never, or a checkpoint directory"},
+    {"trainer", "init_from", S, FIELD(trainer.init_from), "", 0, 0, NULL,
+     "weights (.safetensors) to start from; \"\" = fresh initialization"},
+    {"trainer", "stop_at_step", I, FIELD(trainer.stop_at_step), "0", 0, BIG, NULL,
+     "stop after this step with a checkpoint, as if interrupted (the schedule still follows max_steps); 0 = off"},
+    {"trainer", "max_bad_steps", I, FIELD(trainer.max_bad_steps), "20", 1, 1000000, NULL,
+     "NaN/Inf steps in a row (skipped) before the run stops"},
+    {"trainer", "grad_reduce_dtype", E, FIELD(trainer.grad_reduce_dtype), "f32", 0, 0, "f32|bf16",
+     "type gradients are all-reduced in across GPUs"},
+    {"trainer", "cpu_threads", I, FIELD(trainer.cpu_threads), "0", 0, 4096, NULL,
+     "BLAS threads in total for CPU workers; 0 = all cores"},
+    {"trainer", "plot", B, FIELD(trainer.plot), "true", 0, 1, NULL, "write metrics.png at the end (needs python3 + matplotlib)"},
+
+    {"optim", "lr", R, FIELD(optim.lr), "4e-4", 1e-12, 10, NULL, "peak learning rate (AdamW)"},
+    {"optim", "beta1", R, FIELD(optim.beta1), "0.9", 0, 0.999999, NULL, "AdamW first-moment decay"},
+    {"optim", "beta2", R, FIELD(optim.beta2), "0.95", 0, 0.999999, NULL, "AdamW second-moment decay"},
+    {"optim", "eps", R, FIELD(optim.eps), "1e-5", 1e-30, 1, NULL, "AdamW epsilon"},
+    {"optim", "weight_decay", R, FIELD(optim.weight_decay), "0.1", 0, 10, NULL,
+     "decoupled weight decay, applied to every parameter"},
+    {"optim", "grad_clip", R, FIELD(optim.grad_clip), "25", 0, 1e9, NULL, "clip the global gradient L2 norm to this; 0 = no clipping"},
+    {"optim", "schedule", E, FIELD(optim.schedule), "cosine", 0, 0, "cosine|constant",
+     "learning rate after warmup: cosine decay to final_lr, or constant lr"},
+    {"optim", "start_lr", R, FIELD(optim.start_lr), "1e-7", 0, 10, NULL, "learning rate at the first warmup step"},
+    {"optim", "final_lr", R, FIELD(optim.final_lr), "1e-5", 0, 10, NULL, "learning rate the cosine decays to"},
+    {"optim", "warmup_steps", I, FIELD(optim.warmup_steps), "10000", 0, BIG, NULL,
+     "linear warmup from start_lr to lr over this many steps"},
+
+    {"bench", "warmup_steps", I, FIELD(bench.warmup_steps), "3", 0, 1000000, NULL, "untimed steps before measuring"},
+    {"bench", "steps", I, FIELD(bench.steps), "10", 1, 1000000, NULL, "timed steps"},
+    {"bench", "peak_tflops", R, FIELD(bench.peak_tflops), "0", 0, 1e6, NULL,
+     "device peak for the MFU figure; 0 = look the device up"},
+};
+
+const int lcm_num_keys = (int)(sizeof lcm_keys / sizeof lcm_keys[0]);
+
+_Static_assert(sizeof lcm_keys / sizeof lcm_keys[0] <= LCM_CONFIG_MAX_KEYS, "raise LCM_CONFIG_MAX_KEYS");
+
+const char *const lcm_config_sections[] = {"config", "model", "data", "synth", "trainer", "optim", "bench", NULL};
+
+const lcm_key *lcm_config_find_key(const char *section, const char *name) {
+    for (int i = 0; i < lcm_num_keys; i++)
+        if (strcmp(lcm_keys[i].section, section) == 0 && strcmp(lcm_keys[i].name, name) == 0) return &lcm_keys[i];
+    return NULL;
+}
+
+int lcm_config_is_section(const char *section) {
+    for (int i = 0; lcm_config_sections[i]; i++)
+        if (strcmp(lcm_config_sections[i], section) == 0) return 1;
+    return 0;
+}
+
+int lcm_model_ffn_dim(const lcm_model_config *m) {
+    if (m->ffn_inner_dim > 0) return m->ffn_inner_dim;
+    /* The reference computes int(4 * C * 2 / 3) in floating point; for integer C that is floor(8C / 3). */
+    int base = (int)((8LL * m->model_dim) / 3);
+    int k = m->ffn_multiple_of;
+    return k * ((base + k - 1) / k);
+}

@@ -1,0 +1,95 @@
+/* write.c: the configuration as text: the effective config as an INI file that loads back to the same
+ * values, the key reference (`lcm config keys`, also the README table), and the model hash that a
+ * resumed run must match. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config_internal.h"
+
+#define ORIGIN_COLUMN 40
+
+int lcm_config_write(const lcm_config *cfg, FILE *f) {
+    fprintf(f, "# lcm configuration%s%s\n", cfg->source[0] ? " loaded from " : "", cfg->source);
+    fprintf(f, "# Every key is written out, so this file alone gives the same configuration.\n");
+    fprintf(f, "# The comment after a value says where it came from.\n");
+    if (cfg->base[0])
+        fprintf(f, "# Its bases (config.base = %s) are merged into the values below.\n", cfg->base);
+    const char *section = "";
+    for (int i = 0; i < lcm_num_keys; i++) {
+        const lcm_key *k = &lcm_keys[i];
+        if (strcmp(k->section, "config") == 0) continue;
+        if (strcmp(k->section, section) != 0) {
+            section = k->section;
+            fprintf(f, "\n[%s]\n", section);
+        }
+        char value[LCM_STR_MAX + 8];
+        lcm_config_format(cfg, k, value, sizeof value);
+        int n = fprintf(f, "%s = %s", k->name, value);
+        const char *origin = lcm_config_origin(cfg, k);
+        if (origin[0]) fprintf(f, "%*s# %s", n < ORIGIN_COLUMN ? ORIGIN_COLUMN - n : 1, "", origin);
+        fputc('\n', f);
+    }
+    return ferror(f) ? LCM_ERR_IO : 0;
+}
+
+static const char *type_name(lcm_key_type t) {
+    switch (t) {
+    case LCM_KEY_INT: return "int";
+    case LCM_KEY_FLOAT: return "float";
+    case LCM_KEY_BOOL: return "bool";
+    case LCM_KEY_STRING: return "string";
+    case LCM_KEY_ENUM: return "enum";
+    }
+    return "?";
+}
+
+void lcm_config_print_keys(FILE *f, int markdown) {
+    if (markdown)
+        fprintf(f, "| key | type | default | allowed | description |\n|---|---|---|---|---|\n");
+    else
+        fprintf(f, "%-30s %-6s %-10s %-18s %s\n", "key", "type", "default", "allowed", "description");
+    for (int i = 0; i < lcm_num_keys; i++) {
+        const lcm_key *k = &lcm_keys[i];
+        char name[128], allowed[128];
+        snprintf(name, sizeof name, "%s.%s", k->section, k->name);
+        lcm_config_allowed_text(k, allowed, sizeof allowed);
+        const char *def = k->def[0] ? k->def : "\"\"";
+        if (markdown)
+            fprintf(f, "| `%s` | %s | `%s` | %s | %s |\n", name, type_name(k->type), def, allowed, k->doc);
+        else
+            fprintf(f, "%-30s %-6s %-10s %-18s %s\n", name, type_name(k->type), def, allowed, k->doc);
+    }
+}
+
+static uint64_t fnv1a(uint64_t h, const char *s) {
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+/* FNV-1a 64 over "section.key=value\n" lines, in schema order, of every model.* key and of
+ * data.max_seq_len and data.append_eot (they decide what a row is). The FFN size enters as the derived
+ * model.ffn_dim, so an explicit ffn_inner_dim equal to the derived one gives the same hash. */
+uint64_t lcm_config_model_hash(const lcm_config *cfg) {
+    static const char *const data_keys[] = {"max_seq_len", "append_eot"};
+    uint64_t h = 14695981039346656037ULL;
+    char line[LCM_STR_MAX + 160], value[LCM_STR_MAX + 8];
+    for (int i = 0; i < lcm_num_keys; i++) {
+        const lcm_key *k = &lcm_keys[i];
+        if (strcmp(k->section, "model") != 0 || strncmp(k->name, "ffn_", 4) == 0) continue;
+        lcm_config_format(cfg, k, value, sizeof value);
+        snprintf(line, sizeof line, "model.%s=%s\n", k->name, value);
+        h = fnv1a(h, line);
+    }
+    snprintf(line, sizeof line, "model.ffn_dim=%d\n", lcm_model_ffn_dim(&cfg->model));
+    h = fnv1a(h, line);
+    for (int i = 0; i < 2; i++) {
+        lcm_config_format(cfg, lcm_config_find_key("data", data_keys[i]), value, sizeof value);
+        snprintf(line, sizeof line, "data.%s=%s\n", data_keys[i], value);
+        h = fnv1a(h, line);
+    }
+    return h;
+}

@@ -1,0 +1,53 @@
+/* group.h (private to src/dist/): the state of a group that both implementations share. local.c owns
+ * it: rank bookkeeping, the stop flag with its reason, the abortable barrier and the host-side
+ * collectives. cuda/nccl.c builds an NCCL group on top of it and adds its communicators through
+ * lcm_group_impl. */
+#ifndef LCM_DIST_GROUP_H
+#define LCM_DIST_GROUP_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "lcm/comm.h"
+
+/* What one rank passed to the collective in progress. Written by that rank before the collective's
+ * first barrier, read by every rank between its two barriers (the barrier's mutex orders both). */
+typedef struct lcm_coll_slot {
+    int kind;      /* which collective and element type (local.c) */
+    void *buf;
+    long long n;   /* element count (bytes for broadcast), as the caller passed it */
+    int root;      /* broadcast: the root; an all-reduce of unknown dtype: that dtype (for the message) */
+} lcm_coll_slot;
+
+/* What an implementation adds to the shared group. NULL entries: nothing to do. */
+typedef struct lcm_group_impl {
+    void (*bind_stream)(lcm_comm *c, void *stream);
+    /* Called once, by the first lcm_group_abort, after the stop flag is raised. */
+    void (*abort)(lcm_group *g);
+    /* Frees g->impl_state (the worker threads have been joined). */
+    void (*destroy)(lcm_group *g);
+} lcm_group_impl;
+
+struct lcm_group {
+    int size;
+    lcm_comm *comms;           /* [size] */
+    lcm_coll_slot *slots;      /* [size] */
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int arrived;               /* ranks inside the current barrier generation */
+    unsigned long generation;  /* advances when the last rank arrives */
+
+    atomic_int stopped;        /* the stop flag; set once, under mu, after `reason` is written */
+    lcm_error reason;
+
+    const lcm_group_impl *impl;
+    void *impl_state;
+};
+
+/* A group with the shared machinery ready and every rank's comm using `ops`; impl left NULL. */
+int lcm_group_alloc(lcm_group **out, int n, const lcm_comm_ops *ops, lcm_error *err);
+/* Fill err with LCM_ERR_INTERRUPTED: `what` on `rank` stopped because the group was aborted. */
+int lcm_group_interrupted(const lcm_group *g, int rank, const char *what, lcm_error *err);
+
+#endif

@@ -1,0 +1,320 @@
+/* local.c: the group shared by both comm implementations (ranks, stop flag and abort reason, the
+ * abortable barrier, the host-side collectives) and the local implementation's all-reduce, which sums
+ * the worker threads' buffers through shared memory.
+ *
+ * Every collective is two barriers. Each rank publishes its arguments in its slot, then waits at the
+ * first barrier; after it every rank checks all slots (so a mismatch is reported identically by every
+ * rank instead of corrupting memory) and does its share of the work; the second barrier keeps each
+ * rank's buffer and slot alive until nobody reads or writes them any more.
+ * The first barrier is abortable. The second is not, on purpose: once every rank has passed the first,
+ * each reaches the second after a finite loop that never blocks, and returning early from it would let
+ * a caller free a buffer that another rank is still writing into. */
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "group.h"
+#include "lcm/half.h"
+
+enum {
+    COLL_ALLREDUCE_F32,
+    COLL_ALLREDUCE_BF16,
+    COLL_ALLREDUCE_BAD_DTYPE, /* root holds the dtype value that was passed */
+    COLL_SUM_F64,
+    COLL_BROADCAST,
+};
+
+/* Elements summed per block: the per-element sum stays in rank order, while the block lets the
+ * compiler vectorise across elements. */
+#define REDUCE_BLOCK 256
+
+static const lcm_error no_abort_reason = {LCM_OK, ""};
+
+static int local_allreduce(lcm_comm *c, void *buf, size_t n, lcm_red_dtype dtype, lcm_error *err);
+static int local_check(lcm_comm *c, lcm_error *err) { return 0; }
+
+static const lcm_comm_ops local_ops = {
+    .allreduce = local_allreduce,
+    .check = local_check,
+};
+
+/* ---- group lifetime ------------------------------------------------------------------------- */
+
+int lcm_group_alloc(lcm_group **out, int n, const lcm_comm_ops *ops, lcm_error *err) {
+    *out = NULL;
+    if (n < 1) return lcm_fail(err, LCM_ERR_INTERNAL, "a comm group needs at least one rank, got %d", n);
+    lcm_group *g = calloc(1, sizeof *g);
+    if (!g) return lcm_fail(err, LCM_ERR_NOMEM, "out of host memory for a comm group of %d ranks", n);
+    g->size = n;
+    g->comms = calloc((size_t)n, sizeof *g->comms);
+    g->slots = calloc((size_t)n, sizeof *g->slots);
+    if (!g->comms || !g->slots) {
+        free(g->comms);
+        free(g->slots);
+        free(g);
+        return lcm_fail(err, LCM_ERR_NOMEM, "out of host memory for a comm group of %d ranks", n);
+    }
+    if (pthread_mutex_init(&g->mu, NULL) != 0) {
+        free(g->comms);
+        free(g->slots);
+        free(g);
+        return lcm_fail(err, LCM_ERR_NOMEM, "pthread_mutex_init failed for a comm group of %d ranks", n);
+    }
+    if (pthread_cond_init(&g->cv, NULL) != 0) {
+        pthread_mutex_destroy(&g->mu);
+        free(g->comms);
+        free(g->slots);
+        free(g);
+        return lcm_fail(err, LCM_ERR_NOMEM, "pthread_cond_init failed for a comm group of %d ranks", n);
+    }
+    atomic_init(&g->stopped, 0);
+    for (int r = 0; r < n; r++) {
+        g->comms[r].ops = ops;
+        g->comms[r].group = g;
+        g->comms[r].rank = r;
+        g->comms[r].size = n;
+    }
+    *out = g;
+    return 0;
+}
+
+int lcm_group_create_local(lcm_group **out, int n, lcm_error *err) {
+    return lcm_group_alloc(out, n, &local_ops, err);
+}
+
+lcm_comm *lcm_group_comm(lcm_group *g, int rank) {
+    if (!g || rank < 0 || rank >= g->size) return NULL;
+    return &g->comms[rank];
+}
+
+int lcm_group_size(const lcm_group *g) { return g->size; }
+
+void lcm_group_destroy(lcm_group *g) {
+    if (!g) return;
+    if (g->impl && g->impl->destroy) g->impl->destroy(g);
+    pthread_cond_destroy(&g->cv);
+    pthread_mutex_destroy(&g->mu);
+    free(g->comms);
+    free(g->slots);
+    free(g);
+}
+
+void lcm_comm_bind_stream(lcm_comm *c, void *stream) {
+    /* The local group computes on the calling thread: it has no stream to bind. */
+    if (c->group->impl && c->group->impl->bind_stream) c->group->impl->bind_stream(c, stream);
+}
+
+/* ---- stop flag ------------------------------------------------------------------------------ */
+
+/* Not async-signal-safe (it takes the group's mutex): a signal handler sets a flag that a thread
+ * turns into this call. */
+void lcm_group_abort(lcm_group *g, const lcm_error *reason) {
+    int first = 0;
+    pthread_mutex_lock(&g->mu);
+    if (!atomic_load_explicit(&g->stopped, memory_order_relaxed)) {
+        if (reason && reason->code != LCM_OK) {
+            g->reason = *reason;
+            g->reason.msg[sizeof g->reason.msg - 1] = '\0';
+        } else {
+            g->reason.code = LCM_ERR_INTERRUPTED;
+            snprintf(g->reason.msg, sizeof g->reason.msg, "the run was stopped (no reason given)");
+        }
+        /* Release: whoever sees the flag also sees the reason, which is never written again. */
+        atomic_store_explicit(&g->stopped, 1, memory_order_release);
+        pthread_cond_broadcast(&g->cv);
+        first = 1;
+    }
+    pthread_mutex_unlock(&g->mu);
+    if (first && g->impl && g->impl->abort) g->impl->abort(g);
+}
+
+int lcm_group_aborted(const lcm_group *g) {
+    return atomic_load_explicit(&((lcm_group *)g)->stopped, memory_order_acquire);
+}
+
+const lcm_error *lcm_group_abort_reason(const lcm_group *g) {
+    return lcm_group_aborted(g) ? &g->reason : &no_abort_reason;
+}
+
+int lcm_group_interrupted(const lcm_group *g, int rank, const char *what, lcm_error *err) {
+    const lcm_error *why = lcm_group_abort_reason(g);
+    return lcm_fail(err, LCM_ERR_INTERRUPTED, "%s on rank %d interrupted because the run is stopping: %s", what,
+                    rank, why->msg[0] ? why->msg : "the group was aborted");
+}
+
+/* ---- barrier -------------------------------------------------------------------------------- */
+
+/* Wait until every rank has arrived. Abortable: returns LCM_ERR_INTERRUPTED if the group is (or
+ * becomes) aborted before the last rank arrives. A barrier that completed counts as passed even when
+ * an abort follows at once: the abort then shows at the next wait. */
+static int group_wait(lcm_group *g, int rank, const char *what, int abortable, lcm_error *err) {
+    int passed = 0;
+    pthread_mutex_lock(&g->mu);
+    if (!abortable || !atomic_load_explicit(&g->stopped, memory_order_relaxed)) {
+        unsigned long gen = g->generation;
+        if (++g->arrived == g->size) {
+            g->arrived = 0;
+            g->generation++;
+            pthread_cond_broadcast(&g->cv);
+        } else {
+            while (gen == g->generation && !(abortable && atomic_load_explicit(&g->stopped, memory_order_relaxed)))
+                pthread_cond_wait(&g->cv, &g->mu);
+        }
+        passed = gen != g->generation;
+    }
+    pthread_mutex_unlock(&g->mu);
+    return passed ? 0 : lcm_group_interrupted(g, rank, what, err);
+}
+
+int lcm_comm_barrier(lcm_comm *c, lcm_error *err) { return group_wait(c->group, c->rank, "barrier", 1, err); }
+
+/* ---- collectives ---------------------------------------------------------------------------- */
+
+static const char *coll_name(int kind) {
+    switch (kind) {
+    case COLL_ALLREDUCE_F32: return "all-reduce (f32)";
+    case COLL_ALLREDUCE_BF16: return "all-reduce (bf16)";
+    case COLL_ALLREDUCE_BAD_DTYPE: return "all-reduce (unknown dtype)";
+    case COLL_SUM_F64: return "sum_f64";
+    case COLL_BROADCAST: return "broadcast";
+    }
+    return "collective";
+}
+
+static void describe(const lcm_coll_slot *s, char *out, size_t cap) {
+    switch (s->kind) {
+    case COLL_BROADCAST:
+        snprintf(out, cap, "broadcast of %lld bytes from rank %d", s->n, s->root);
+        break;
+    case COLL_ALLREDUCE_BAD_DTYPE:
+        snprintf(out, cap, "all-reduce of %lld elements of unknown dtype %d", s->n, s->root);
+        break;
+    default:
+        snprintf(out, cap, "%s of %lld elements", coll_name(s->kind), s->n);
+        break;
+    }
+}
+
+/* Run after the first barrier by every rank on the same slots, so every rank reaches the same verdict
+ * and reports it with the same message. */
+static int check_slots(const lcm_group *g, lcm_error *err) {
+    const lcm_coll_slot *s0 = &g->slots[0];
+    char a[160], b[160];
+    for (int r = 1; r < g->size; r++) {
+        const lcm_coll_slot *s = &g->slots[r];
+        if (s->kind != s0->kind || s->n != s0->n || (s->kind == COLL_BROADCAST && s->root != s0->root)) {
+            describe(s0, a, sizeof a);
+            describe(s, b, sizeof b);
+            return lcm_fail(err, LCM_ERR_INTERNAL,
+                            "collective mismatch: rank 0 called %s but rank %d called %s; every rank must issue "
+                            "the same collectives in the same order with the same sizes",
+                            a, r, b);
+        }
+    }
+    if (s0->kind == COLL_ALLREDUCE_BAD_DTYPE)
+        return lcm_fail(err, LCM_ERR_INTERNAL, "all-reduce called with unknown dtype %d (expected LCM_RED_F32 or "
+                        "LCM_RED_BF16)", s0->root);
+    if (s0->n < 0) {
+        describe(s0, a, sizeof a);
+        return lcm_fail(err, LCM_ERR_INTERNAL, "%s: the count is negative", a);
+    }
+    if (s0->kind == COLL_BROADCAST && (s0->root < 0 || s0->root >= g->size))
+        return lcm_fail(err, LCM_ERR_INTERNAL, "broadcast from rank %d, but the group has ranks 0..%d", s0->root,
+                        g->size - 1);
+    for (int r = 0; r < g->size; r++) {
+        if (s0->n > 0 && !g->slots[r].buf) {
+            describe(s0, a, sizeof a);
+            return lcm_fail(err, LCM_ERR_INTERNAL, "%s: rank %d passed a NULL buffer", a, r);
+        }
+    }
+    return 0;
+}
+
+/* Each element is read from every buffer, summed in rank order 0..N-1 and written back to every
+ * buffer by exactly one rank, so the bits never depend on which rank ran first. */
+static void reduce_f32(lcm_group *g, size_t lo, size_t hi) {
+    float acc[REDUCE_BLOCK];
+    for (size_t i0 = lo; i0 < hi; i0 += REDUCE_BLOCK) {
+        size_t m = hi - i0 < REDUCE_BLOCK ? hi - i0 : REDUCE_BLOCK;
+        const float *b0 = (const float *)g->slots[0].buf + i0;
+        for (size_t k = 0; k < m; k++) acc[k] = b0[k];
+        for (int r = 1; r < g->size; r++) {
+            const float *br = (const float *)g->slots[r].buf + i0;
+            for (size_t k = 0; k < m; k++) acc[k] += br[k];
+        }
+        for (int r = 0; r < g->size; r++) memcpy((float *)g->slots[r].buf + i0, acc, m * sizeof(float));
+    }
+}
+
+/* bf16: summed in fp32 and rounded to bf16 once, at the end. */
+static void reduce_bf16(lcm_group *g, size_t lo, size_t hi) {
+    float acc[REDUCE_BLOCK];
+    uint16_t out[REDUCE_BLOCK];
+    for (size_t i0 = lo; i0 < hi; i0 += REDUCE_BLOCK) {
+        size_t m = hi - i0 < REDUCE_BLOCK ? hi - i0 : REDUCE_BLOCK;
+        const uint16_t *b0 = (const uint16_t *)g->slots[0].buf + i0;
+        for (size_t k = 0; k < m; k++) acc[k] = lcm_bf16_to_f32(b0[k]);
+        for (int r = 1; r < g->size; r++) {
+            const uint16_t *br = (const uint16_t *)g->slots[r].buf + i0;
+            for (size_t k = 0; k < m; k++) acc[k] += lcm_bf16_to_f32(br[k]);
+        }
+        for (size_t k = 0; k < m; k++) out[k] = lcm_f32_to_bf16(acc[k]);
+        for (int r = 0; r < g->size; r++) memcpy((uint16_t *)g->slots[r].buf + i0, out, m * sizeof(uint16_t));
+    }
+}
+
+static void reduce_f64(lcm_group *g, size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; i++) {
+        double s = ((const double *)g->slots[0].buf)[i];
+        for (int r = 1; r < g->size; r++) s += ((const double *)g->slots[r].buf)[i];
+        for (int r = 0; r < g->size; r++) ((double *)g->slots[r].buf)[i] = s;
+    }
+}
+
+static int run_collective(lcm_comm *c, const lcm_coll_slot *mine, lcm_error *err) {
+    lcm_group *g = c->group;
+    const char *what = coll_name(mine->kind);
+    g->slots[c->rank] = *mine;
+    LCM_TRY(group_wait(g, c->rank, what, 1, err));
+
+    int rc = check_slots(g, err);
+    if (rc == 0 && mine->kind == COLL_BROADCAST) {
+        if (c->rank != mine->root && mine->n > 0) memcpy(mine->buf, g->slots[mine->root].buf, (size_t)mine->n);
+    } else if (rc == 0) {
+        /* This rank's share of the elements: contiguous, sizes differing by at most one. */
+        size_t n = (size_t)mine->n, per = n / (size_t)g->size, extra = n % (size_t)g->size, r = (size_t)c->rank;
+        size_t lo = r * per + (r < extra ? r : extra);
+        size_t hi = lo + per + (r < extra ? 1 : 0);
+        if (mine->kind == COLL_ALLREDUCE_F32) reduce_f32(g, lo, hi);
+        else if (mine->kind == COLL_ALLREDUCE_BF16) reduce_bf16(g, lo, hi);
+        else reduce_f64(g, lo, hi);
+    }
+    group_wait(g, c->rank, what, 0, err); /* not abortable: see the header comment */
+    return rc;
+}
+
+static int local_allreduce(lcm_comm *c, void *buf, size_t n, lcm_red_dtype dtype, lcm_error *err) {
+    lcm_coll_slot s = {.buf = buf, .n = n > (size_t)LLONG_MAX ? -1 : (long long)n};
+    if (dtype == LCM_RED_F32) {
+        s.kind = COLL_ALLREDUCE_F32;
+    } else if (dtype == LCM_RED_BF16) {
+        s.kind = COLL_ALLREDUCE_BF16;
+    } else {
+        s.kind = COLL_ALLREDUCE_BAD_DTYPE;
+        s.root = (int)dtype;
+    }
+    return run_collective(c, &s, err);
+}
+
+int lcm_comm_sum_f64(lcm_comm *c, double *buf, int n, lcm_error *err) {
+    lcm_coll_slot s = {.kind = COLL_SUM_F64, .buf = buf, .n = n};
+    return run_collective(c, &s, err);
+}
+
+int lcm_comm_broadcast(lcm_comm *c, void *buf, size_t n, int root, lcm_error *err) {
+    lcm_coll_slot s = {.kind = COLL_BROADCAST, .buf = buf, .n = n > (size_t)LLONG_MAX ? -1 : (long long)n,
+                       .root = root};
+    return run_collective(c, &s, err);
+}

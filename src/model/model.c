@@ -1,0 +1,342 @@
+/* model.c: the Base-LCM layer sequence, written once against the backend op table, and the buffers
+ * it runs on. Which op follows which lives here and nowhere else; the backends only implement ops.
+ *
+ * Forward, for a micro-batch of B rows of T positions (N = B*T; see base-lcm.md "Model"):
+ *   xn = (x - center) / scale;  h0 = xn W_pre^T + b_pre
+ *   per layer l:  a = rmsnorm(h_l);  qkv = a W_qkv^T + b_qkv;  rope(q, k);  o = attention(qkv)
+ *                 h_mid = h_l + dropout(o W_o^T + b_o)
+ *                 f = rmsnorm(h_mid);  gi = f W_gi^T + b_gi;  s = silu(gate) * inner
+ *                 h_{l+1} = h_mid + dropout(s W_out^T + b_out)
+ *   y = rmsnorm(h_L) W_post^T + b_post
+ * The residual stream keeps every state (h0, h_mid and h_{l+1} of each layer) for the norms' backward.
+ * Backward walks the same sequence in reverse with one residual-gradient buffer dh: each branch's
+ * gradient leaves dropout_backward, passes the branch, and is added back into dh by rmsnorm_backward. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lcm/model.h"
+
+/* ---- buffers ---------------------------------------------------------------------------------- */
+
+typedef struct carve_item {
+    void **ptr;
+    size_t count; /* elements */
+} carve_item;
+
+/* Lay the items out one after another (each rounded up to `align` elements) from base; returns the
+ * elements needed. With base == NULL it only measures. */
+static size_t carve(carve_item *items, int n, char *base, size_t elem_bytes, size_t align) {
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        if (base) *items[i].ptr = base + off * elem_bytes;
+        off += (items[i].count + align - 1) / align * align;
+    }
+    return off;
+}
+
+static size_t max_attention_saved(lcm_backend *be, int64_t max_tokens, int max_rows, int max_T, int H) {
+    size_t best = 0;
+    for (int T = 1; T <= max_T; T++) {
+        int64_t B = max_tokens / T;
+        if (B > max_rows) B = max_rows;
+        if (B < 1) break;
+        size_t s = be->ops->attention_saved_floats(be, (int)B, T, H);
+        if (s > best) best = s;
+    }
+    return best;
+}
+
+static int alloc_block(lcm_model *m, void **out, size_t bytes, const char *what, lcm_error *err) {
+    *out = NULL;
+    if (bytes == 0) return 0;
+    return m->be->ops->alloc(m->be, out, bytes, what, err);
+}
+
+int lcm_model_create(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_t max_tokens, int max_rows, int max_T,
+                     int training, lcm_error *err) {
+    memset(m, 0, sizeof *m);
+    m->d = *d;
+    m->be = be;
+    m->training = training;
+    m->max_tokens = max_tokens;
+    m->max_rows = max_rows;
+    m->max_T = max_T;
+    if (max_T > d->max_seq_len)
+        return lcm_fail(err, LCM_ERR_CONFIG, "rows of %d concepts exceed model.max_seq_len %d", max_T, d->max_seq_len);
+    LCM_TRY(lcm_param_table_build(&m->t, d, err));
+
+    const size_t P = m->t.total, N = (size_t)max_tokens;
+    const size_t C = (size_t)d->C, D = (size_t)d->D, F = (size_t)d->F, L = (size_t)d->L;
+    const size_t ab = be->act_bytes;
+    int rc;
+
+    /* Parameters: the compute copy aliases the master copy when the backend computes in fp32. */
+    if ((rc = alloc_block(m, (void **)&m->master, P * sizeof(float), "master weights", err))) goto fail;
+    if (ab == sizeof(float)) {
+        m->params = m->master;
+    } else if ((rc = alloc_block(m, &m->params, P * ab, "weights (compute copy)", err))) {
+        goto fail;
+    }
+    if (training) {
+        if ((rc = alloc_block(m, (void **)&m->grads, P * sizeof(float), "gradients", err))) goto fail;
+        if ((rc = alloc_block(m, (void **)&m->m, P * sizeof(float), "AdamW first moments", err))) goto fail;
+        if ((rc = alloc_block(m, (void **)&m->v, P * sizeof(float), "AdamW second moments", err))) goto fail;
+    }
+
+    /* Activations in the backend's dtype: one allocation carved by this table. */
+    m->act_cap = N;
+    void *dummy = NULL;
+    carve_item acts[] = {
+        {&m->xn, N * D},
+        {&m->h, (2 * L + 1) * N * C},   /* h0, then h_mid and h_{l+1} of each layer */
+        {&m->anorm, L * N * C},
+        {&m->qkv, L * N * 3 * C},
+        {&m->attn, L * N * C},
+        {&m->fnorm, L * N * C},
+        {&m->gi, L * N * 2 * F},
+        {&m->sw, L * N * F},
+        {&m->branch, N * C},            /* a branch's projection before dropout_add; not kept */
+        {&m->hf, N * C},
+        {&m->y, N * D},
+        {training ? &m->dy : &dummy, training ? N * D : 0},
+        {training ? &m->dh : &dummy, training ? N * C : 0},
+        {training ? &m->dbranch : &dummy, training ? N * C : 0},
+        {training ? &m->dtmp : &dummy, training ? N * C : 0},
+        {training ? &m->dbig : &dummy, training ? N * (3 * C > 2 * F ? 3 * C : 2 * F) : 0},
+        {training ? &m->dsw : &dummy, training ? N * F : 0},
+    };
+    const int n_acts = (int)(sizeof acts / sizeof acts[0]);
+    size_t act_elems = carve(acts, n_acts, NULL, ab, 32);
+    if ((rc = alloc_block(m, &m->acts, act_elems * ab, "activations", err))) goto fail;
+    carve(acts, n_acts, m->acts, ab, 32);
+
+    /* fp32 side: inputs, normalizer, statistics, saved attention values, predictions. */
+    m->att_saved_cap = max_attention_saved(be, max_tokens, max_rows, max_T, d->H);
+    void *lens_slot = NULL;
+    carve_item f32[] = {
+        {(void **)&m->x, N * D},
+        {(void **)&m->y32, N * D},
+        {(void **)&m->center, D},
+        {(void **)&m->scale, D},
+        {(void **)&m->loss, 1},
+        {(void **)&m->rstd_attn, L * N},
+        {(void **)&m->rstd_ffn, L * N},
+        {(void **)&m->rstd_final, N},
+        {(void **)&m->att_saved, L * m->att_saved_cap},
+        {&lens_slot, (size_t)max_rows}, /* int32, same size as float */
+    };
+    const int n_f32 = (int)(sizeof f32 / sizeof f32[0]);
+    size_t f32_elems = carve(f32, n_f32, NULL, sizeof(float), 16);
+    if ((rc = alloc_block(m, (void **)&m->acts32, f32_elems * sizeof(float), "activation statistics", err))) goto fail;
+    carve(f32, n_f32, (char *)m->acts32, sizeof(float), 16);
+    m->lens = lens_slot;
+    return 0;
+fail:
+    lcm_model_destroy(m);
+    return rc;
+}
+
+void lcm_model_destroy(lcm_model *m) {
+    if (!m->be) {
+        lcm_param_table_free(&m->t);
+        return;
+    }
+    lcm_backend *be = m->be;
+    if (m->params && m->params != m->master) be->ops->release(be, m->params);
+    void *blocks[] = {m->master, m->grads, m->m, m->v, m->acts, m->acts32};
+    for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++)
+        if (blocks[i]) be->ops->release(be, blocks[i]);
+    lcm_param_table_free(&m->t);
+    memset(m, 0, sizeof *m);
+}
+
+size_t lcm_model_device_bytes(const lcm_model *m) {
+    const size_t P = m->t.total;
+    size_t bytes = P * sizeof(float) * (m->training ? 4 : 1);
+    if (m->params != m->master) bytes += P * m->be->act_bytes;
+    return bytes;
+}
+
+int lcm_model_set_params(lcm_model *m, const float *host, lcm_error *err) {
+    lcm_backend *be = m->be;
+    LCM_TRY(be->ops->upload(be, m->master, host, m->t.total * sizeof(float), err));
+    if (m->params != m->master) be->ops->f32_to_act(be, m->params, m->master, m->t.total);
+    return be->ops->sync(be, err);
+}
+
+int lcm_model_get_params(lcm_model *m, float *host, lcm_error *err) {
+    return m->be->ops->download(m->be, host, m->master, m->t.total * sizeof(float), err);
+}
+
+int lcm_model_set_normalizer(lcm_model *m, const lcm_normalizer *n, lcm_error *err) {
+    if (n->dim != m->d.D)
+        return lcm_fail(err, LCM_ERR_CONFIG, "the normalizer has dimension %d but model.sonar_dim is %d", n->dim, m->d.D);
+    lcm_backend *be = m->be;
+    LCM_TRY(be->ops->upload(be, m->center, n->center, (size_t)n->dim * sizeof(float), err));
+    LCM_TRY(be->ops->upload(be, m->scale, n->scale, (size_t)n->dim * sizeof(float), err));
+    return be->ops->sync(be, err);
+}
+
+int lcm_model_upload_batch(lcm_model *m, const float *x, const int32_t *lens, int B, int T, lcm_error *err) {
+    if (B < 1 || T < 1 || B > m->max_rows || T > m->max_T || (int64_t)B * T > m->max_tokens)
+        return lcm_fail(err, LCM_ERR_INTERNAL, "micro-batch %d x %d exceeds the model's buffers (%d rows, %d long, %lld positions)",
+                        B, T, m->max_rows, m->max_T, (long long)m->max_tokens);
+    lcm_backend *be = m->be;
+    LCM_TRY(be->ops->upload(be, m->x, x, (size_t)B * T * m->d.D * sizeof(float), err));
+    return be->ops->upload(be, m->lens, lens, (size_t)B * sizeof(int32_t), err);
+}
+
+/* ---- the layer sequence ----------------------------------------------------------------------- */
+
+/* Views of layer l's buffers for a micro-batch of N positions. */
+typedef struct layer_view {
+    void *h_in, *h_mid, *h_out;     /* residual states [N, C] */
+    void *anorm, *qkv, *attn, *fnorm, *gi, *sw;
+    float *rstd_attn, *rstd_ffn, *saved;
+    const void *attn_norm, *qkv_w, *qkv_b, *attn_out_w, *attn_out_b;
+    const void *ffn_norm, *gi_w, *gi_b, *ffn_out_w, *ffn_out_b;
+    float *g_attn_norm, *g_qkv_w, *g_qkv_b, *g_attn_out_w, *g_attn_out_b;
+    float *g_ffn_norm, *g_gi_w, *g_gi_b, *g_ffn_out_w, *g_ffn_out_b;
+} layer_view;
+
+static layer_view view_layer(lcm_model *m, int l) {
+    lcm_backend *be = m->be;
+    const size_t cap = m->act_cap, C = (size_t)m->d.C, F = (size_t)m->d.F;
+    const lcm_layer_offsets *o = &m->t.layers[l];
+    layer_view v;
+    v.h_in = lcm_act_at(be, m->h, (2 * (size_t)l) * cap * C);
+    v.h_mid = lcm_act_at(be, m->h, (2 * (size_t)l + 1) * cap * C);
+    v.h_out = lcm_act_at(be, m->h, (2 * (size_t)l + 2) * cap * C);
+    v.anorm = lcm_act_at(be, m->anorm, (size_t)l * cap * C);
+    v.qkv = lcm_act_at(be, m->qkv, (size_t)l * cap * 3 * C);
+    v.attn = lcm_act_at(be, m->attn, (size_t)l * cap * C);
+    v.fnorm = lcm_act_at(be, m->fnorm, (size_t)l * cap * C);
+    v.gi = lcm_act_at(be, m->gi, (size_t)l * cap * 2 * F);
+    v.sw = lcm_act_at(be, m->sw, (size_t)l * cap * F);
+    v.rstd_attn = m->rstd_attn + (size_t)l * cap;
+    v.rstd_ffn = m->rstd_ffn + (size_t)l * cap;
+    v.saved = m->att_saved + (size_t)l * m->att_saved_cap;
+    v.attn_norm = lcm_act_at(be, m->params, o->attn_norm);
+    v.qkv_w = lcm_act_at(be, m->params, o->qkv_w);
+    v.qkv_b = lcm_act_at(be, m->params, o->qkv_b);
+    v.attn_out_w = lcm_act_at(be, m->params, o->attn_out_w);
+    v.attn_out_b = lcm_act_at(be, m->params, o->attn_out_b);
+    v.ffn_norm = lcm_act_at(be, m->params, o->ffn_norm);
+    v.gi_w = lcm_act_at(be, m->params, o->gi_w);
+    v.gi_b = lcm_act_at(be, m->params, o->gi_b);
+    v.ffn_out_w = lcm_act_at(be, m->params, o->ffn_out_w);
+    v.ffn_out_b = lcm_act_at(be, m->params, o->ffn_out_b);
+    float *g = m->grads;
+    v.g_attn_norm = g ? g + o->attn_norm : NULL;
+    v.g_qkv_w = g ? g + o->qkv_w : NULL;
+    v.g_qkv_b = g ? g + o->qkv_b : NULL;
+    v.g_attn_out_w = g ? g + o->attn_out_w : NULL;
+    v.g_attn_out_b = g ? g + o->attn_out_b : NULL;
+    v.g_ffn_norm = g ? g + o->ffn_norm : NULL;
+    v.g_gi_w = g ? g + o->gi_w : NULL;
+    v.g_gi_b = g ? g + o->gi_b : NULL;
+    v.g_ffn_out_w = g ? g + o->ffn_out_w : NULL;
+    v.g_ffn_out_b = g ? g + o->ffn_out_b : NULL;
+    return v;
+}
+
+static lcm_dropout_key site_key(lcm_dropout_key key, int layer, int site) {
+    key.layer = (uint32_t)layer;
+    key.site = (uint32_t)site;
+    return key;
+}
+
+static void *h_final(lcm_model *m) {
+    return lcm_act_at(m->be, m->h, 2 * (size_t)m->d.L * m->act_cap * (size_t)m->d.C);
+}
+
+void lcm_model_forward(lcm_model *m, int B, int T, float p, lcm_dropout_key key) {
+    lcm_backend *be = m->be;
+    const lcm_backend_ops *op = be->ops;
+    const int N = B * T, C = m->d.C, D = m->d.D, F = m->d.F, H = m->d.H;
+    const size_t nC = (size_t)N * C;
+
+    op->normalize(be, m->xn, m->x, m->center, m->scale, N, D);
+    op->linear_forward(be, m->h, m->xn, lcm_act_at(be, m->params, m->t.pre_w), lcm_act_at(be, m->params, m->t.pre_b),
+                       N, D, C);
+    for (int l = 0; l < m->d.L; l++) {
+        layer_view v = view_layer(m, l);
+        op->rmsnorm_forward(be, v.anorm, v.rstd_attn, v.h_in, v.attn_norm, N, C, m->d.eps);
+        op->linear_forward(be, v.qkv, v.anorm, v.qkv_w, v.qkv_b, N, C, 3 * C);
+        op->rope_forward(be, v.qkv, B, T, C, H, m->d.rope_theta);
+        op->attention_forward(be, v.attn, v.saved, v.qkv, m->lens, B, T, C, H);
+        op->linear_forward(be, m->branch, v.attn, v.attn_out_w, v.attn_out_b, N, C, C);
+        op->dropout_add(be, v.h_mid, v.h_in, m->branch, nC, p, site_key(key, l, 0));
+
+        op->rmsnorm_forward(be, v.fnorm, v.rstd_ffn, v.h_mid, v.ffn_norm, N, C, m->d.eps);
+        op->linear_forward(be, v.gi, v.fnorm, v.gi_w, v.gi_b, N, C, 2 * F);
+        op->swiglu_forward(be, v.sw, v.gi, N, F);
+        op->linear_forward(be, m->branch, v.sw, v.ffn_out_w, v.ffn_out_b, N, F, C);
+        op->dropout_add(be, v.h_out, v.h_mid, m->branch, nC, p, site_key(key, l, 1));
+    }
+    op->rmsnorm_forward(be, m->hf, m->rstd_final, h_final(m), lcm_act_at(be, m->params, m->t.final_norm), N, C,
+                        m->d.eps);
+    op->linear_forward(be, m->y, m->hf, lcm_act_at(be, m->params, m->t.post_w), lcm_act_at(be, m->params, m->t.post_b),
+                       N, C, D);
+}
+
+void lcm_model_loss(lcm_model *m, int B, int T, float grad_scale) {
+    lcm_backend *be = m->be;
+    be->ops->mse_loss(be, m->dy, m->loss, m->y, m->x, m->center, m->scale, m->lens, B, T, m->d.D, grad_scale);
+}
+
+int lcm_model_backward(lcm_model *m, int B, int T, float p, lcm_dropout_key key, lcm_grads_ready_fn ready, void *ctx,
+                       lcm_error *err) {
+    if (!m->training) return lcm_fail(err, LCM_ERR_INTERNAL, "backward on a model built for inference");
+    lcm_backend *be = m->be;
+    const lcm_backend_ops *op = be->ops;
+    const int N = B * T, C = m->d.C, D = m->d.D, F = m->d.F, H = m->d.H;
+    const size_t nC = (size_t)N * C;
+    const lcm_param_table *t = &m->t;
+    float *g = m->grads;
+
+    /* PostNet and the final norm; dh starts as zero and collects the residual gradient. */
+    op->linear_backward(be, m->dtmp, g + t->post_w, g + t->post_b, m->dy, m->hf, lcm_act_at(be, m->params, t->post_w),
+                        N, C, D);
+    op->zero(be, m->dh, nC * be->act_bytes);
+    op->rmsnorm_backward(be, m->dh, g + t->final_norm, m->dtmp, h_final(m), lcm_act_at(be, m->params, t->final_norm),
+                         m->rstd_final, N, C);
+    if (ready) LCM_TRY(ready(ctx, t->final_norm, t->total, err));
+
+    for (int l = m->d.L - 1; l >= 0; l--) {
+        layer_view v = view_layer(m, l);
+        /* FFN branch: h_out = h_mid + dropout(ffn(rmsnorm(h_mid))) */
+        op->dropout_backward(be, m->dbranch, m->dh, nC, p, site_key(key, l, 1));
+        op->linear_backward(be, m->dsw, v.g_ffn_out_w, v.g_ffn_out_b, m->dbranch, v.sw, v.ffn_out_w, N, F, C);
+        op->swiglu_backward(be, m->dbig, m->dsw, v.gi, N, F);
+        op->linear_backward(be, m->dtmp, v.g_gi_w, v.g_gi_b, m->dbig, v.fnorm, v.gi_w, N, C, 2 * F);
+        op->rmsnorm_backward(be, m->dh, v.g_ffn_norm, m->dtmp, v.h_mid, v.ffn_norm, v.rstd_ffn, N, C);
+        /* attention branch: h_mid = h_in + dropout(attention(rmsnorm(h_in))) */
+        op->dropout_backward(be, m->dbranch, m->dh, nC, p, site_key(key, l, 0));
+        op->linear_backward(be, m->dtmp, v.g_attn_out_w, v.g_attn_out_b, m->dbranch, v.attn, v.attn_out_w, N, C, C);
+        op->attention_backward(be, m->dbig, m->dtmp, v.qkv, v.attn, v.saved, m->lens, B, T, C, H);
+        op->rope_backward(be, m->dbig, B, T, C, H, m->d.rope_theta);
+        op->linear_backward(be, m->dtmp, v.g_qkv_w, v.g_qkv_b, m->dbig, v.anorm, v.qkv_w, N, C, 3 * C);
+        op->rmsnorm_backward(be, m->dh, v.g_attn_norm, m->dtmp, v.h_in, v.attn_norm, v.rstd_attn, N, C);
+        if (ready) LCM_TRY(ready(ctx, t->layers[l].begin, t->layers[l].end, err));
+    }
+    op->linear_backward(be, NULL, g + t->pre_w, g + t->pre_b, m->dh, m->xn, lcm_act_at(be, m->params, t->pre_w), N, D,
+                        C);
+    if (ready) LCM_TRY(ready(ctx, 0, t->layers[0].begin, err));
+    return 0;
+}
+
+int lcm_model_predictions(lcm_model *m, float *out, int B, int T, lcm_error *err) {
+    lcm_backend *be = m->be;
+    const size_t n = (size_t)B * T * m->d.D;
+    be->ops->act_to_f32(be, m->y32, m->y, n);
+    return be->ops->download(be, out, m->y32, n * sizeof(float), err);
+}
+
+double lcm_model_flops_per_concept(const lcm_dims *d, int T) {
+    const double C = d->C, F = d->F, D = d->D, L = d->L;
+    const double matmul_params = L * (4 * C * C + 3 * C * F) + 2 * C * D;
+    /* Forward: 2 flops per weight; QK^T and PV: 2 * 2 * C per (query, key) pair, over (T+1)/2 keys on
+     * average under the causal mask. Backward costs twice the forward. */
+    return 3.0 * (2.0 * matmul_params + L * 4.0 * C * (T + 1) / 2.0);
+}

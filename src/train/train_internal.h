@@ -1,0 +1,137 @@
+/* train_internal.h: what the trainer's files share: the run (read-only once workers start), the
+ * per-device workers, and the per-worker batch loader. Not a public interface. */
+#ifndef LCM_TRAIN_INTERNAL_H
+#define LCM_TRAIN_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+
+#include "lcm/backend.h"
+#include "lcm/checkpoint.h"
+#include "lcm/comm.h"
+#include "lcm/config.h"
+#include "lcm/dataset.h"
+#include "lcm/eval.h"
+#include "lcm/model.h"
+#include "lcm/plan.h"
+#include "lcm/train.h"
+
+typedef struct lcm_run lcm_run;
+
+/* One micro-batch in host staging memory (pinned on CUDA), with what the step needs to know. */
+typedef struct lcm_slot {
+    float *x;              /* [max_tokens * D] raw embeddings, zero-padded */
+    int32_t *lens;         /* [max_rows] */
+    uint64_t *docs;        /* [max_rows] */
+    int B, T;
+    int64_t step;          /* the global step this micro-batch belongs to */
+    uint32_t microbatch;   /* its index within the global step (dropout key) */
+    int64_t step_targets;  /* targets in the whole global step (all devices) */
+    int64_t step_concepts; /* real concepts in the whole global step */
+    double step_flops;     /* model FLOPs of the whole global step */
+    lcm_cursor cursor_after; /* the plan cursor once the step is done */
+} lcm_slot;
+
+/* Fills this worker's micro-batches, a step ahead, in its own thread. */
+typedef struct lcm_loader {
+    lcm_run *run;
+    int rank;
+    lcm_backend *be;
+    lcm_slot *slots;
+    int n_slots;
+    uint64_t produced, consumed, released;
+    lcm_cursor cursor;
+    int64_t next_step;
+    lcm_microbatch *mbs;   /* the global step's micro-batches [devices * grad_accum] */
+    lcm_row *rows;         /* their rows */
+    size_t rows_cap;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t thread;
+    int started, stop, failed;
+    lcm_error err;
+} lcm_loader;
+
+typedef struct lcm_worker {
+    lcm_run *run;
+    int rank;
+    lcm_device dev;
+    lcm_backend *be;
+    lcm_model model;
+    lcm_comm *comm;
+    lcm_loader loader;
+    lcm_slot eval_slot;    /* staging for validation batches */
+    lcm_slot *bench_slots; /* bench mode: grad_accum slots of random rows, filled once */
+    lcm_row *eval_rows;
+    float *eval_pred;      /* [max_tokens * D] host predictions */
+    float *eval_scratch;
+    uint16_t *grad_bf16;   /* device: gradients for the bf16 all-reduce option */
+    float *host_m, *host_v, *host_master; /* rank 0: checkpoint staging */
+    pthread_t thread;
+    int rc;
+    lcm_error err;
+    lcm_train_state state;
+    double last_loss;
+    atomic_llong heartbeat_step;
+} lcm_worker;
+
+struct lcm_run {
+    const lcm_config *cfg;
+    lcm_dims d;
+    char run_dir[LCM_PATH_MAX];
+    lcm_dataset train, valid;
+    int have_train, have_valid;
+    lcm_plan *train_plan, *valid_plan;
+    lcm_normalizer norm;
+    int n;                 /* devices */
+    lcm_device dev[LCM_MAX_DEVICES];
+    int accum;             /* micro-batches per device per step */
+    lcm_group *group;
+    int64_t max_tokens;
+    int max_rows, max_T;
+    int bench;             /* lcm bench: random batches, no data, no checkpoints */
+    float *init_master, *init_m, *init_v; /* host initial state read by every worker */
+    lcm_train_state start;
+    char *config_text;
+    FILE *metrics;         /* rank 0 writes metrics.jsonl */
+    double baseline;
+    int have_baseline;
+    double peak_tflops;    /* per device, for MFU (0 = unknown) */
+    double t_start;
+    lcm_worker *workers;
+    lcm_train_summary *sum;
+    lcm_bench_result *bench_out; /* filled by rank 0 in bench mode */
+};
+
+/* loader.c */
+int lcm_loader_start(lcm_loader *ld, lcm_run *run, int rank, lcm_backend *be, lcm_error *err);
+int lcm_loader_next(lcm_loader *ld, lcm_slot **out, lcm_error *err);
+void lcm_loader_release(lcm_loader *ld, int n);
+void lcm_loader_stop(lcm_loader *ld);
+int lcm_slot_alloc(lcm_slot *s, lcm_backend *be, int64_t max_tokens, int max_rows, int D, lcm_error *err);
+void lcm_slot_free(lcm_slot *s, lcm_backend *be);
+
+/* worker.c */
+void *lcm_worker_main(void *arg);
+
+/* trainer.c: what lcm_train and lcm_bench share */
+int lcm_run_make_group(lcm_run *run, lcm_error *err);
+int lcm_run_workers(lcm_run *run, lcm_error *err);
+void lcm_run_free(lcm_run *run);
+
+/* evaluate.c: micro-batches rank, rank + n_ranks, ... of the EVAL plan (at most max_batches of them
+ * when > 0) through the model, accumulated into sums. */
+int lcm_eval_loop(lcm_model *m, const lcm_dataset *ds, lcm_plan *plan, int append_eot, const lcm_normalizer *norm,
+                  int rank, int n_ranks, int64_t max_batches, lcm_slot *slot, lcm_row *rows, float *pred,
+                  float *scratch, lcm_eval_sums *sums, lcm_error *err);
+
+/* signals.c */
+void lcm_signals_install(void);
+void lcm_signals_restore(void);
+int lcm_stop_requested(void);
+
+/* perf.c */
+double lcm_peak_tflops(const char *device_name);
+
+#endif

@@ -1,0 +1,424 @@
+/* worker.c: one worker thread per device. It builds its backend and model (every allocation happens
+ * before the first collective), then runs the steps: its share of the global step's micro-batches
+ * through forward, loss and backward, gradient all-reduce in buckets while backward runs, the global
+ * norm and clipping, AdamW, and on rank 0 the metrics, validation and checkpoints.
+ *
+ * Every worker takes the same decisions from the same numbers: the global target count comes from
+ * the shared plan (and is checked against an all-reduce of the local counts), the gradient norm is
+ * computed from the all-reduced gradients (identical on every rank), and rank 0's stop request (a
+ * signal) travels in the same host all-reduce as the loss, so all ranks stop after the same step. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lcm/log.h"
+#include "lcm/sbuf.h"
+#include "train_internal.h"
+
+/* ---- waiting for the device without hanging on a dead peer ----------------------------------- */
+
+static int wait_device(lcm_worker *w, lcm_error *err) {
+    for (int spins = 0;; spins++) {
+        int q = w->be->ops->query(w->be, err);
+        if (q < 0) return err->code ? (int)err->code : LCM_ERR_DEVICE;
+        if (q == 1) return 0;
+        if (w->comm->ops->check(w->comm, err) != 0) return (int)err->code;
+        if (lcm_group_aborted(w->run->group))
+            return lcm_fail(err, LCM_ERR_INTERRUPTED, "stopped: %s", lcm_group_abort_reason(w->run->group)->msg);
+        if (spins > 100) {
+            struct timespec ts = {0, 50 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+/* ---- gradient buckets ------------------------------------------------------------------------- */
+
+static int reduce_bucket(void *ctx, size_t begin, size_t end, lcm_error *err) {
+    lcm_worker *w = ctx;
+    if (w->run->n == 1 || end == begin) return 0;
+    lcm_backend *be = w->be;
+    if (w->grad_bf16) {
+        be->ops->f32_to_bf16(be, w->grad_bf16 + begin, w->model.grads + begin, end - begin);
+        be->ops->comm_wait_compute(be);
+        return w->comm->ops->allreduce(w->comm, w->grad_bf16 + begin, end - begin, LCM_RED_BF16, err);
+    }
+    be->ops->comm_wait_compute(be);
+    return w->comm->ops->allreduce(w->comm, w->model.grads + begin, end - begin, LCM_RED_F32, err);
+}
+
+/* ---- one step --------------------------------------------------------------------------------- */
+
+typedef struct step_result {
+    double loss;          /* global objective (summed squared error / global targets) */
+    double grad_norm;     /* before clipping */
+    double lr;
+    int skipped;          /* NaN/Inf: no update */
+    int stop;             /* a stop was requested: checkpoint and end after this step */
+} step_result;
+
+static int64_t slot_targets(const lcm_slot *s) {
+    int64_t n = 0;
+    for (int b = 0; b < s->B; b++) n += s->lens[b] - 1;
+    return n;
+}
+
+static int run_step(lcm_worker *w, lcm_slot **slots, step_result *res, lcm_error *err) {
+    lcm_run *run = w->run;
+    const lcm_config *cfg = run->cfg;
+    lcm_backend *be = w->be;
+    lcm_model *m = &w->model;
+    const int A = run->accum;
+    const int64_t step = slots[0]->step;
+    const float p = run->d.dropout;
+
+    be->ops->zero(be, m->grads, m->t.total * sizeof(float));
+    double local[3] = {0, 0, 0};
+    for (int a = 0; a < A; a++) {
+        lcm_slot *s = slots[a];
+        lcm_dropout_key key = {.seed = cfg->trainer.seed, .step = (uint32_t)step, .microbatch = s->microbatch};
+        LCM_TRY(lcm_model_upload_batch(m, s->x, s->lens, s->B, s->T, err));
+        lcm_model_forward(m, s->B, s->T, p, key);
+        lcm_model_loss(m, s->B, s->T, 1.0f / (float)s->step_targets);
+        LCM_TRY(lcm_model_backward(m, s->B, s->T, p, key, a == A - 1 ? reduce_bucket : NULL, w, err));
+        LCM_TRY(wait_device(w, err));
+        float loss = 0;
+        LCM_TRY(be->ops->download(be, &loss, m->loss, sizeof loss, err));
+        local[0] += loss;
+        local[1] += (double)slot_targets(s);
+    }
+    if (run->n > 1) {
+        be->ops->compute_wait_comm(be);
+        if (w->grad_bf16) be->ops->bf16_to_f32(be, m->grads, w->grad_bf16, m->t.total);
+    }
+    LCM_TRY(wait_device(w, err));
+    double sumsq = 0;
+    LCM_TRY(be->ops->sumsq(be, &sumsq, m->grads, m->t.total, err));
+    local[2] = (w->rank == 0 && lcm_stop_requested()) ? 1 : 0;
+    if (cfg->trainer.stop_at_step > 0 && step >= cfg->trainer.stop_at_step) local[2] = 1; /* every rank: same */
+    LCM_TRY(lcm_comm_sum_f64(w->comm, local, 3, err));
+    if ((int64_t)local[1] != slots[0]->step_targets)
+        return lcm_fail(err, LCM_ERR_INTERNAL, "step %" PRId64 ": devices processed %.0f targets, the plan says %" PRId64,
+                        step, local[1], slots[0]->step_targets);
+
+    res->loss = local[0] / (double)slots[0]->step_targets;
+    res->grad_norm = sqrt(sumsq);
+    res->stop = local[2] > 0;
+    res->lr = lcm_lr_at(&cfg->optim, cfg->trainer.max_steps, step);
+    res->skipped = !isfinite(res->loss) || !isfinite(res->grad_norm);
+    if (res->skipped) {
+        w->state.bad_in_row++;
+        w->state.bad_total++;
+        if (w->state.bad_in_row >= cfg->trainer.max_bad_steps)
+            return lcm_fail(err, LCM_ERR_NUMERIC,
+                            "step %" PRId64 ": loss or gradients are NaN/Inf for %" PRId64 " steps in a row "
+                            "(trainer.max_bad_steps); lower optim.lr or check the data; the last checkpoint is intact",
+                            step, w->state.bad_in_row);
+    } else {
+        w->state.bad_in_row = 0;
+        const double clip = cfg->optim.grad_clip;
+        lcm_adamw_args args = {
+            .lr = (float)res->lr,
+            .beta1 = cfg->optim.beta1,
+            .beta2 = cfg->optim.beta2,
+            .eps = cfg->optim.eps,
+            .weight_decay = cfg->optim.weight_decay,
+            .grad_scale = clip > 0 ? (float)fmin(1.0, clip / (res->grad_norm + 1e-6)) : 1.0f,
+            .step = step - w->state.bad_total, /* updates applied so far, for the bias corrections */
+        };
+        be->ops->adamw(be, m->master, m->params, m->grads, m->m, m->v, m->t.total, &args);
+        LCM_TRY(wait_device(w, err));
+    }
+    w->state.step = step;
+    w->state.cursor = slots[0]->cursor_after;
+    w->state.concepts_seen += slots[0]->step_targets;
+    return 0;
+}
+
+/* ---- validation --------------------------------------------------------------------------------- */
+
+static int run_validation(lcm_worker *w, lcm_eval_result *out, lcm_error *err) {
+    lcm_run *run = w->run;
+    lcm_eval_sums sums = {0};
+    LCM_TRY(lcm_eval_loop(&w->model, &run->valid, run->valid_plan, run->cfg->data.append_eot, &run->norm, w->rank,
+                          run->n, run->cfg->trainer.validate_max_batches, &w->eval_slot, w->eval_rows, w->eval_pred,
+                          w->eval_scratch, &sums, err));
+    double v[LCM_EVAL_NSUMS] = {sums.loss_sum, sums.l2_sum, sums.ca_sum, sums.ca_count, sums.n_targets};
+    LCM_TRY(lcm_comm_sum_f64(w->comm, v, LCM_EVAL_NSUMS, err));
+    lcm_eval_sums total = {v[0], v[1], v[2], v[3], v[4]};
+    lcm_eval_finish(&total, out);
+    return 0;
+}
+
+/* ---- rank 0: checkpoints and metrics ---------------------------------------------------------- */
+
+static int save_checkpoint(lcm_worker *w, lcm_error *err) {
+    lcm_run *run = w->run;
+    lcm_backend *be = w->be;
+    const size_t bytes = w->model.t.total * sizeof(float);
+    LCM_TRY(wait_device(w, err));
+    LCM_TRY(lcm_model_get_params(&w->model, w->host_master, err));
+    LCM_TRY(be->ops->download(be, w->host_m, w->model.m, bytes, err));
+    LCM_TRY(be->ops->download(be, w->host_v, w->model.v, bytes, err));
+    w->state.elapsed_s = run->start.elapsed_s + (lcm_now() - run->t_start);
+    char dir[LCM_PATH_MAX + 64];
+    double t0 = lcm_now();
+    LCM_TRY(lcm_checkpoint_save(run->run_dir, &w->model.t, w->host_master, w->host_m, w->host_v, &run->norm, &w->state,
+                                run->config_text, run->cfg->trainer.keep_last, dir, sizeof dir, err));
+    snprintf(run->sum->checkpoint, sizeof run->sum->checkpoint, "%s", dir);
+    lcm_info("checkpoint: %s (%.1fs)", dir, lcm_now() - t0);
+    return 0;
+}
+
+static void format_duration(char *out, size_t cap, double s) {
+    if (!(s >= 0) || s > 1e8) snprintf(out, cap, "?");
+    else if (s < 60) snprintf(out, cap, "%.0fs", s);
+    else if (s < 3600) snprintf(out, cap, "%dm%02ds", (int)s / 60, (int)s % 60);
+    else snprintf(out, cap, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
+}
+
+typedef struct log_window {
+    double t0;
+    int64_t targets;
+    double flops;
+    int steps;
+} log_window;
+
+static void log_step(lcm_worker *w, const step_result *r, const lcm_slot *s, log_window *win) {
+    lcm_run *run = w->run;
+    const lcm_config *cfg = run->cfg;
+    win->targets += s->step_targets;
+    win->flops += s->step_flops;
+    win->steps++;
+    const int64_t step = w->state.step;
+    if (step % cfg->trainer.log_every != 0 && step != cfg->trainer.max_steps && !r->stop) return;
+    const double now = lcm_now(), dt = now - win->t0;
+    const double cps = dt > 0 ? (double)win->targets / dt : 0;
+    const double eta = dt > 0 ? (double)(cfg->trainer.max_steps - step) * dt / win->steps : -1;
+    const double elapsed = run->start.elapsed_s + (now - run->t_start);
+    double mfu = -1, mem_gb = -1;
+    if (w->dev.is_gpu) {
+        size_t free_b = 0, total_b = 0;
+        w->be->ops->mem_info(w->be, &free_b, &total_b);
+        mem_gb = (double)(total_b - free_b) / 1e9;
+        if (run->peak_tflops > 0 && dt > 0) mfu = win->flops / dt / (run->n * run->peak_tflops * 1e12);
+    }
+    char eta_s[32], mfu_s[32] = "";
+    format_duration(eta_s, sizeof eta_s, eta);
+    if (mfu >= 0) snprintf(mfu_s, sizeof mfu_s, " | MFU %.1f%% | %.1f GB", 100 * mfu, mem_gb);
+    lcm_info("step %" PRId64 "/%" PRId64 " | loss %.4f | lr %.3g | grad norm %.3g | %.0f concepts/s%s | ETA %s%s", step,
+             cfg->trainer.max_steps, r->loss, r->lr, r->grad_norm, cps, mfu_s, eta_s,
+             r->skipped ? " | SKIPPED (NaN/Inf)" : "");
+    if (run->metrics) {
+        lcm_sbuf b = {0};
+        int first = 1;
+        lcm_sbuf_puts(&b, "{");
+        lcm_json_key(&b, &first, "step"), lcm_sbuf_printf(&b, "%" PRId64, step);
+        lcm_json_key(&b, &first, "loss"), lcm_json_num(&b, r->loss);
+        lcm_json_key(&b, &first, "lr"), lcm_json_num(&b, r->lr);
+        lcm_json_key(&b, &first, "grad_norm"), lcm_json_num(&b, r->grad_norm);
+        lcm_json_key(&b, &first, "concepts_per_s"), lcm_json_num(&b, cps);
+        lcm_json_key(&b, &first, "elapsed_s"), lcm_json_num(&b, elapsed);
+        if (mfu >= 0) lcm_json_key(&b, &first, "mfu"), lcm_json_num(&b, mfu);
+        if (mem_gb >= 0) lcm_json_key(&b, &first, "mem_gb"), lcm_json_num(&b, mem_gb);
+        if (r->skipped) lcm_json_key(&b, &first, "skipped"), lcm_sbuf_puts(&b, "true");
+        lcm_sbuf_puts(&b, "}\n");
+        if (b.s) fputs(b.s, run->metrics);
+        fflush(run->metrics);
+        lcm_sbuf_free(&b);
+    }
+    win->t0 = now;
+    win->targets = 0;
+    win->flops = 0;
+    win->steps = 0;
+}
+
+static void log_validation(lcm_worker *w, const lcm_eval_result *v) {
+    lcm_run *run = w->run;
+    lcm_info("validation at step %" PRId64 ": loss %.4f (predict-the-mean baseline %.4f) | l2 %.4f | CA %.2f%% | %" PRId64
+             " targets",
+             w->state.step, v->loss, run->baseline, v->l2, 100 * v->ca, v->n_targets);
+    if (!run->metrics) return;
+    fprintf(run->metrics, "{\"step\":%" PRId64 ",\"split\":\"valid\",\"loss\":%.9g,\"l2\":%.9g,\"ca\":%.9g,\"n_targets\":%" PRId64
+            "}\n", w->state.step, v->loss, v->l2, v->ca, v->n_targets);
+    fflush(run->metrics);
+}
+
+/* ---- the worker thread ------------------------------------------------------------------------ */
+
+static int setup(lcm_worker *w, lcm_error *err) {
+    lcm_run *run = w->run;
+    if (w->dev.is_gpu)
+        LCM_TRY(lcm_cuda_backend_create(&w->be, w->dev.index, err));
+    else
+        LCM_TRY(lcm_cpu_backend_create(&w->be, w->dev.index, err));
+    lcm_backend *be = w->be;
+    LCM_TRY(lcm_model_create(&w->model, be, &run->d, run->max_tokens, run->max_rows, run->max_T, 1, err));
+    LCM_TRY(lcm_model_set_params(&w->model, run->init_master, err));
+    LCM_TRY(lcm_model_set_normalizer(&w->model, &run->norm, err));
+    const size_t bytes = w->model.t.total * sizeof(float);
+    if (run->init_m) {
+        LCM_TRY(be->ops->upload(be, w->model.m, run->init_m, bytes, err));
+        LCM_TRY(be->ops->upload(be, w->model.v, run->init_v, bytes, err));
+    }
+    if (run->n > 1 && strcmp(run->cfg->trainer.grad_reduce_dtype, "bf16") == 0)
+        LCM_TRY(be->ops->alloc(be, (void **)&w->grad_bf16, w->model.t.total * sizeof(uint16_t), "bf16 gradients", err));
+    if (run->have_valid) {
+        LCM_TRY(lcm_slot_alloc(&w->eval_slot, be, run->max_tokens, run->max_rows, run->d.D, err));
+        w->eval_rows = malloc((size_t)run->max_rows * sizeof *w->eval_rows);
+        w->eval_pred = malloc((size_t)run->max_tokens * run->d.D * sizeof(float));
+        w->eval_scratch = malloc(lcm_eval_scratch_floats(run->max_rows, run->max_T, run->d.D) * sizeof(float));
+        if (!w->eval_rows || !w->eval_pred || !w->eval_scratch)
+            return lcm_fail(err, LCM_ERR_NOMEM, "out of host memory for validation buffers");
+    }
+    if (run->bench) {
+        w->bench_slots = calloc((size_t)run->accum, sizeof *w->bench_slots);
+        if (!w->bench_slots) return lcm_fail(err, LCM_ERR_NOMEM, "out of memory");
+        for (int a = 0; a < run->accum; a++)
+            LCM_TRY(lcm_slot_alloc(&w->bench_slots[a], be, run->max_tokens, run->max_rows, run->d.D, err));
+    }
+    if (w->rank == 0 && !run->bench) {
+        w->host_master = malloc(bytes);
+        w->host_m = malloc(bytes);
+        w->host_v = malloc(bytes);
+        if (!w->host_master || !w->host_m || !w->host_v)
+            return lcm_fail(err, LCM_ERR_NOMEM, "out of host memory for checkpoint staging (3 x %.2f GB)", bytes / 1e9);
+    }
+    LCM_TRY(be->ops->sync(be, err));
+    w->state = run->start;
+    lcm_comm_bind_stream(w->comm, be->ops->comm_stream(be));
+    return 0;
+}
+
+static int due(int64_t step, int64_t every) { return every > 0 && step % every == 0; }
+
+static int train_loop(lcm_worker *w, lcm_error *err) {
+    lcm_run *run = w->run;
+    const lcm_config *cfg = run->cfg;
+    const int A = run->accum;
+    lcm_slot **slots = calloc((size_t)A, sizeof *slots);
+    if (!slots) return lcm_fail(err, LCM_ERR_NOMEM, "out of memory");
+    log_window win = {.t0 = lcm_now()};
+    int rc = 0, stopped = 0;
+    while (w->state.step < cfg->trainer.max_steps) {
+        for (int a = 0; a < A && !rc; a++) rc = lcm_loader_next(&w->loader, &slots[a], err);
+        step_result r;
+        if (!rc) rc = run_step(w, slots, &r, err);
+        if (rc) break;
+        lcm_loader_release(&w->loader, A);
+        atomic_store(&w->heartbeat_step, w->state.step);
+        w->last_loss = r.loss;
+        if (w->rank == 0) log_step(w, &r, slots[0], &win);
+        const int64_t step = w->state.step;
+        const int last = step == cfg->trainer.max_steps;
+        if (run->have_valid && (due(step, cfg->trainer.validate_every) || last)) {
+            lcm_eval_result v;
+            if ((rc = run_validation(w, &v, err))) break;
+            if (w->rank == 0) {
+                log_validation(w, &v);
+                run->sum->valid = v;
+                run->sum->have_valid = 1;
+            }
+        }
+        if ((r.stop || last || due(step, cfg->trainer.checkpoint_every)) && w->rank == 0 &&
+            (rc = save_checkpoint(w, err)))
+            break;
+        if (r.stop) {
+            stopped = 1;
+            break;
+        }
+    }
+    if (w->rank == 0) {
+        run->sum->final_step = w->state.step;
+        run->sum->steps_done = w->state.step - run->start.step;
+        run->sum->train_loss = w->last_loss;
+        run->sum->interrupted = stopped;
+    }
+    free(slots);
+    return rc;
+}
+
+/* lcm bench: full-length random rows, warm-up steps, then timed steps through the same run_step. */
+static int bench_loop(lcm_worker *w, lcm_error *err) {
+    lcm_run *run = w->run;
+    const lcm_config *cfg = run->cfg;
+    const int A = run->accum, B = run->max_rows, T = run->max_T, D = run->d.D;
+    lcm_slot *slots[64];
+    if (A > 64) return lcm_fail(err, LCM_ERR_CONFIG, "lcm bench supports trainer.grad_accum <= 64");
+    const double per_mb_concepts = (double)B * T;
+    lcm_rng rng;
+    lcm_rng_init(&rng, cfg->trainer.seed, 1000 + (uint64_t)w->rank);
+    for (int a = 0; a < A; a++) {
+        lcm_slot *s = slots[a] = &w->bench_slots[a];
+        for (size_t i = 0; i < (size_t)B * T * D; i++) s->x[i] = 2.0f * lcm_rng_uniform(&rng) - 1.0f;
+        for (int b = 0; b < B; b++) s->lens[b] = T;
+        s->B = B;
+        s->T = T;
+        s->microbatch = (uint32_t)(w->rank * A + a);
+        s->step_targets = (int64_t)run->n * A * B * (T - 1);
+        s->step_concepts = (int64_t)(run->n * A * per_mb_concepts);
+        s->step_flops = run->n * A * per_mb_concepts * lcm_model_flops_per_concept(&run->d, T);
+    }
+    const int warmup = cfg->bench.warmup_steps, steps = cfg->bench.steps;
+    double t0 = 0;
+    for (int i = 1; i <= warmup + steps; i++) {
+        if (i == warmup + 1) {
+            LCM_TRY(lcm_comm_barrier(w->comm, err));
+            t0 = lcm_now();
+        }
+        for (int a = 0; a < A; a++) slots[a]->step = i;
+        step_result r;
+        LCM_TRY(run_step(w, slots, &r, err));
+    }
+    const double dt = (lcm_now() - t0) / steps;
+    if (w->rank == 0) {
+        lcm_bench_result *o = run->bench_out;
+        o->B = B;
+        o->T = T;
+        o->accum = A;
+        o->step_s = dt;
+        o->concepts_per_s = slots[0]->step_concepts / dt;
+        o->tflops = slots[0]->step_flops / dt / 1e12;
+        o->flops_per_concept = lcm_model_flops_per_concept(&run->d, T);
+        o->params = w->model.t.count;
+        o->model_gb = (double)lcm_model_device_bytes(&w->model) / 1e9;
+        o->peak_tflops = run->peak_tflops;
+        o->mfu = run->peak_tflops > 0 ? o->tflops / (run->n * run->peak_tflops) : -1;
+        size_t free_b = 0, total_b = 0;
+        w->be->ops->mem_info(w->be, &free_b, &total_b);
+        o->mem_gb = w->dev.is_gpu ? (double)(total_b - free_b) / 1e9 : -1;
+    }
+    return 0;
+}
+
+void *lcm_worker_main(void *arg) {
+    lcm_worker *w = arg;
+    lcm_run *run = w->run;
+    int rc = setup(w, &w->err);
+    if (!rc && !run->bench) rc = lcm_loader_start(&w->loader, run, w->rank, w->be, &w->err);
+    /* The first collective: every worker has allocated everything it will use. */
+    if (!rc) rc = lcm_comm_barrier(w->comm, &w->err);
+    if (!rc) rc = run->bench ? bench_loop(w, &w->err) : train_loop(w, &w->err);
+    if (rc && w->err.code != LCM_ERR_INTERRUPTED) lcm_group_abort(run->group, &w->err);
+    w->rc = rc;
+    lcm_loader_stop(&w->loader);
+    if (w->be) {
+        lcm_slot_free(&w->eval_slot, w->be);
+        for (int a = 0; w->bench_slots && a < run->accum; a++) lcm_slot_free(&w->bench_slots[a], w->be);
+        if (w->grad_bf16) w->be->ops->release(w->be, w->grad_bf16);
+        lcm_model_destroy(&w->model);
+        lcm_backend_destroy(w->be);
+        w->be = NULL;
+    }
+    free(w->bench_slots);
+    free(w->eval_rows);
+    free(w->eval_pred);
+    free(w->eval_scratch);
+    free(w->host_master);
+    free(w->host_m);
+    free(w->host_v);
+    return NULL;
+}
