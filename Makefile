@@ -99,7 +99,7 @@ TEST_CU_C   := $(sort $(wildcard tests/gpu/test_*.c))
 TEST_GPU_BIN := $(TEST_CU_C:tests/gpu/%.c=$(BUILD)/tests/gpu/%)
 CONF_INI := $(sort $(shell find conf -name '*.ini'))
 
-.PHONY: all test asan tsan debug bench run test-gpu clean deps check-deps
+.PHONY: all test asan tsan debug bench run test-gpu clean deps FORCE
 .DEFAULT_GOAL := all
 
 all: lcm
@@ -118,9 +118,15 @@ $(BUILD)/%.o: %.c | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/%.cu.o: %.cu
+# CUDA objects depend on the nvcc flags (CUDA_ARCH above all): the stamp changes when they do.
+$(BUILD)/%.cu.o: %.cu $(BUILD)/.nvcc-flags
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
+
+$(BUILD)/.nvcc-flags: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(NVCC) $(NVCCFLAGS)' | cmp -s - $@ || echo '$(NVCC) $(NVCCFLAGS)' > $@
+FORCE:
 
 # The conf/ tree is compiled into the binary so that `./lcm train` works from any directory.
 $(BUILD)/src/conf_embedded.c: $(CONF_INI) tools/embed_conf.sh
