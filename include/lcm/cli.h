@@ -37,4 +37,8 @@ typedef struct lcm_cli_args {
 int lcm_cli_split(int argc, char **argv, lcm_cli_args *out, lcm_error *err);
 void lcm_cli_args_free(lcm_cli_args *a);
 
+/* For commands that take only [config.ini] [key=value ...]: anything else is a usage error that points
+ * at `lcm <what> --help`; then the config is loaded. */
+int lcm_cli_load_config(int argc, char **argv, const char *what, lcm_config *cfg, lcm_error *err);
+
 #endif

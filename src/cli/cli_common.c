@@ -47,3 +47,16 @@ void lcm_cli_args_free(lcm_cli_args *a) {
     free(a->flags);
     memset(a, 0, sizeof *a);
 }
+
+int lcm_cli_load_config(int argc, char **argv, const char *what, lcm_config *cfg, lcm_error *err) {
+    lcm_cli_args a;
+    LCM_TRY(lcm_cli_split(argc, argv, &a, err));
+    int rc;
+    if (a.n_operands > 0 || a.n_flags > 0)
+        rc = lcm_fail(err, LCM_ERR_USAGE, "unexpected argument '%s' (a config must end in .ini, an override is "
+                      "section.key=value); see `lcm %s --help`", a.n_operands ? a.operands[0] : a.flags[0], what);
+    else
+        rc = lcm_config_load(cfg, a.config_path, a.n_overrides, a.overrides, err);
+    lcm_cli_args_free(&a);
+    return rc;
+}

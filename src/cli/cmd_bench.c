@@ -20,17 +20,10 @@ int lcm_cmd_bench(int argc, char **argv) {
         return 0;
     }
     lcm_error err = {0};
-    lcm_cli_args a;
-    if (lcm_cli_split(argc - 1, argv + 1, &a, &err) != 0) return lcm_cli_report(&err);
     static lcm_config cfg;
     lcm_bench_result r;
     int rc = 0;
-    if (a.n_operands > 0 || a.n_flags > 0) {
-        lcm_fail(&err, LCM_ERR_USAGE, "unexpected argument '%s'; see `lcm bench --help`",
-                 a.n_operands ? a.operands[0] : a.flags[0]);
-        rc = lcm_cli_report(&err);
-    } else if (lcm_config_load(&cfg, a.config_path, a.n_overrides, a.overrides, &err) != 0 ||
-               lcm_bench(&cfg, &r, &err) != 0) {
+    if (lcm_cli_load_config(argc - 1, argv + 1, "bench", &cfg, &err) != 0 || lcm_bench(&cfg, &r, &err) != 0) {
         rc = lcm_cli_report(&err);
     } else {
         printf("bench: %s, %zu parameters, %d device%s (%s)\n", cfg.source, r.params, r.devices,
@@ -44,6 +37,5 @@ int lcm_cmd_bench(int argc, char **argv) {
         if (r.mem_gb >= 0) printf("  memory         %.2f GB in use on the first GPU (%.2f GB model state)\n", r.mem_gb, r.model_gb);
         else printf("  model state    %.2f GB (weights, gradients, AdamW moments)\n", r.model_gb);
     }
-    lcm_cli_args_free(&a);
     return rc;
 }

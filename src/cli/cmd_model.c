@@ -21,27 +21,15 @@ int lcm_cmd_model(int argc, char **argv) {
         return 2;
     }
     lcm_error err = {0};
-    lcm_cli_args a;
-    if (lcm_cli_split(argc - 2, argv + 2, &a, &err) != 0) return lcm_cli_report(&err);
-    int rc = 0;
-    if (a.n_operands > 0 || a.n_flags > 0) {
-        lcm_fail(&err, LCM_ERR_USAGE, "unexpected argument '%s'; see `lcm model --help`",
-                 a.n_operands ? a.operands[0] : a.flags[0]);
-        rc = lcm_cli_report(&err);
-    } else {
-        static lcm_config cfg;
-        lcm_dims d;
-        lcm_param_table t;
-        if (lcm_config_load(&cfg, a.config_path, a.n_overrides, a.overrides, &err) != 0 ||
-            lcm_dims_from_config(&d, &cfg.model, &err) != 0 || lcm_param_table_build(&t, &d, &err) != 0) {
-            rc = lcm_cli_report(&err);
-        } else {
-            printf("model: D %d, C %d, L %d, H %d (head dim %d), F %d, max_seq_len %d (from %s)\n", d.D, d.C, d.L,
-                   d.H, d.C / d.H, d.F, d.max_seq_len, cfg.source);
-            lcm_param_table_print(&t, stdout);
-            lcm_param_table_free(&t);
-        }
-    }
-    lcm_cli_args_free(&a);
-    return rc;
+    static lcm_config cfg;
+    lcm_dims d;
+    lcm_param_table t;
+    if (lcm_cli_load_config(argc - 2, argv + 2, "model", &cfg, &err) != 0 || lcm_dims_from_config(&d, &cfg.model, &err) != 0 ||
+        lcm_param_table_build(&t, &d, &err) != 0)
+        return lcm_cli_report(&err);
+    printf("model: D %d, C %d, L %d, H %d (head dim %d), F %d, max_seq_len %d (from %s)\n", d.D, d.C, d.L, d.H,
+           d.C / d.H, d.F, d.max_seq_len, cfg.source);
+    lcm_param_table_print(&t, stdout);
+    lcm_param_table_free(&t);
+    return 0;
 }

@@ -67,17 +67,10 @@ int lcm_cmd_train(int argc, char **argv) {
         return 0;
     }
     lcm_error err = {0};
-    lcm_cli_args a;
-    if (lcm_cli_split(argc - 1, argv + 1, &a, &err) != 0) return lcm_cli_report(&err);
-    int rc = 0;
     static lcm_config cfg;
     lcm_train_summary sum;
-    if (a.n_operands > 0 || a.n_flags > 0) {
-        lcm_fail(&err, LCM_ERR_USAGE, "unexpected argument '%s' (a config must end in .ini, an override is "
-                 "section.key=value); see `lcm train --help`", a.n_operands ? a.operands[0] : a.flags[0]);
-        rc = lcm_cli_report(&err);
-    } else if (lcm_config_load(&cfg, a.config_path, a.n_overrides, a.overrides, &err) != 0 ||
-               lcm_train(&cfg, &sum, &err) != 0) {
+    int rc = 0;
+    if (lcm_cli_load_config(argc - 1, argv + 1, "train", &cfg, &err) != 0 || lcm_train(&cfg, &sum, &err) != 0) {
         rc = lcm_cli_report(&err);
     } else {
         printf("\n");
@@ -94,6 +87,5 @@ int lcm_cmd_train(int argc, char **argv) {
                cfg.trainer.output_dir);
         if (cfg.trainer.plot) plot(&cfg);
     }
-    lcm_cli_args_free(&a);
     return rc;
 }
