@@ -190,7 +190,18 @@ static int cmd_synth(int argc, char **argv) {
         lcm_cli_args_free(&a);
         return 1;
     }
-    rc = lcm_config_load(cfg, a.config_path, a.n_overrides, a.overrides, &err);
+    /* Only [synth] matters here: data.synthesize=false first (the user's overrides follow and win) keeps
+     * the training-time rule that synth.dim equal model.sonar_dim out of the way. */
+    char **ov = calloc((size_t)a.n_overrides + 1, sizeof *ov);
+    if (!ov) {
+        free(cfg);
+        lcm_cli_args_free(&a);
+        return 1;
+    }
+    ov[0] = "data.synthesize=false";
+    for (int i = 0; i < a.n_overrides; i++) ov[i + 1] = a.overrides[i];
+    rc = lcm_config_load(cfg, a.config_path, a.n_overrides + 1, ov, &err);
+    free(ov);
     lcm_cli_args_free(&a);
     if (rc == 0) {
         progress_line p;

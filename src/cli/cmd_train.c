@@ -76,6 +76,9 @@ int lcm_cmd_train(int argc, char **argv) {
         printf("\n");
         if (sum.interrupted)
             printf("stopped at step %lld by a signal; run the same command to resume\n", (long long)sum.final_step);
+        else if (sum.steps_done == 0)
+            printf("nothing to do: step %lld of %lld already done (raise trainer.max_steps to go on)\n",
+                   (long long)sum.final_step, (long long)cfg.trainer.max_steps);
         else
             printf("done: step %lld of %lld, training loss %.4f\n", (long long)sum.final_step,
                    (long long)cfg.trainer.max_steps, sum.train_loss);

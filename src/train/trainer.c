@@ -302,10 +302,10 @@ int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err) {
         else if (run->have_baseline)
             fprintf(run->metrics, "{\"step\":%" PRId64 ",\"baseline\":%.9g}\n", run->start.step, run->baseline);
     }
-    if (!rc) {
-        if (run->start.step >= cfg->trainer.max_steps)
-            lcm_info("nothing to do: the run is at step %" PRId64 " of trainer.max_steps %" PRId64
-                     " (raise trainer.max_steps to continue)", run->start.step, cfg->trainer.max_steps);
+    if (!rc && run->start.step >= cfg->trainer.max_steps) { /* the CLI says "nothing to do" */
+        sum->final_step = run->start.step;
+        snprintf(sum->checkpoint, sizeof sum->checkpoint, "%s", ckpt);
+    } else if (!rc) {
         lcm_info("training %s for %" PRId64 " steps (%d device%s x %d micro-batch%s of <= %" PRId64 " concepts), run dir %s",
                  train, cfg->trainer.max_steps, run->n, run->n > 1 ? "s" : "", run->accum, run->accum > 1 ? "es" : "",
                  run->max_tokens, run->run_dir);
