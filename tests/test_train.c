@@ -286,3 +286,26 @@ TEST(lr_schedule_matches_the_reference_formula) {
     snprintf(o.schedule, sizeof o.schedule, "constant");
     CHECK_NEAR(lcm_lr_at(&o, max_steps, 200000), lr, 1e-15);
 }
+
+TEST(bf16_gradient_reduce_is_close_to_f32) {
+    /* Two workers summing gradients in bf16 (8 significant bits, rounded once after an fp32 sum) instead
+     * of fp32: the weights after 8 AdamW steps move by a few lr x 2^-8 per step at most, far below 1%
+     * of their size; but the run must really use bf16 (the weights differ from the fp32 run's). */
+    lcm_log_set_quiet(1);
+    const char *root = harness_tmpdir();
+    char a[600], b[600];
+    snprintf(a, sizeof a, "%s/f32", root);
+    snprintf(b, sizeof b, "%s/bf16", root);
+    const char *f32[] = {"trainer.devices=cpu:2", "trainer.grad_reduce_dtype=f32"};
+    const char *bf16[] = {"trainer.devices=cpu:2", "trainer.grad_reduce_dtype=bf16"};
+    size_t n = 0;
+    lcm_train_summary s;
+    float *wa = train_and_get(a, 2, f32, &n, &s);
+    float *wb = train_and_get(b, 2, bf16, &n, &s);
+    if (wa && wb) {
+        double rel = harness_rel_err(wb, wa, n);
+        CHECKF(rel > 0 && rel < 1e-2, "bf16 vs f32 reduction: weights differ by %.3g relative", rel);
+    }
+    free(wa);
+    free(wb);
+}
