@@ -78,7 +78,7 @@ ifeq ($(WITH_CUDA),1)
 endif
 
 # ---- sources: each directory of src/ is one concern (see docs/architecture.md) -----------------
-# CUDA-only host files live in directories named cuda/ (src/backend/cuda, src/dist/cuda); the
+# CUDA-only host files live in directories named cuda/ (src/backend/cuda, src/comm/cuda); the
 # fallbacks that report "built without CUDA" live in src/nocuda/.
 ALL_C    := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
 # (filter takes one % per pattern, so /cuda/ anywhere in the path is found with findstring)
