@@ -1,4 +1,4 @@
-/* group.h (private to src/dist/): the state of a group that both implementations share. local.c owns
+/* group.h (private to src/comm/): the state of a group that both implementations share. local.c owns
  * it: rank bookkeeping, the stop flag with its reason, the abortable barrier and the host-side
  * collectives. cuda/nccl.c builds an NCCL group on top of it and adds its communicators through
  * lcm_group_impl. */
