@@ -14,7 +14,6 @@
 #define LCM_CHECKPOINT_H
 
 #include <stdint.h>
-#include "lcm/dataset.h"
 #include "lcm/error.h"
 #include "lcm/model.h"
 #include "lcm/plan.h"

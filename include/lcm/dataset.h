@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include "lcm/error.h"
 #include "lcm/fileio.h"
+#include "lcm/normalizer.h"
 
 typedef enum lcm_dtype { LCM_F32 = 1, LCM_F16 = 2, LCM_BF16 = 3 } lcm_dtype;
 
@@ -59,29 +60,12 @@ int lcm_dataset_writer_set_eot(lcm_dataset_writer *w, const float *eot, lcm_erro
 int lcm_dataset_writer_commit(lcm_dataset_writer *w, lcm_error *err); /* frees w */
 void lcm_dataset_writer_abort(lcm_dataset_writer *w);                 /* frees w, removes the temp file */
 
-/* ---- the SONAR normalizer: xn = (x - center) / scale --------------------------------------------- */
+/* ---- fitting the SONAR normalizer (include/lcm/normalizer.h) ------------------------------------- */
 
-typedef struct lcm_normalizer {
-    int dim;
-    float *center; /* [dim] */
-    float *scale;  /* [dim] */
-} lcm_normalizer;
-
-/* Identity (center 0, scale 1). */
-int lcm_normalizer_identity(lcm_normalizer *n, int dim, lcm_error *err);
 /* center = per-dimension median, scale = per-dimension IQR / 1.349 (the reference implementation's
  * "gaussian_robust" convention, sklearn RobustScaler(unit_variance=True); equals the standard
  * deviation for Gaussian data), from up to max_samples concepts drawn uniformly (seeded; 0 = all). */
 int lcm_normalizer_fit(lcm_normalizer *n, const lcm_dataset *ds, uint64_t max_samples, uint64_t seed, lcm_error *err);
-/* safetensors with F32 tensors "center" and "scale" of shape [dim]. */
-int lcm_normalizer_save(const lcm_normalizer *n, const char *path, lcm_error *err);
-/* Reads "center"/"scale" (or the reference names frontend.sonar_normalizer.{center,scale}).
- * expect_dim > 0 checks the dimension. */
-int lcm_normalizer_load(lcm_normalizer *n, const char *path, int expect_dim, lcm_error *err);
-void lcm_normalizer_free(lcm_normalizer *n);
-
-/* The file name of the normalizer written beside a dataset ("<dir of dataset>/normalizer.safetensors"). */
-void lcm_normalizer_path_for(const char *dataset_path, char *out, size_t cap);
 
 /* ---- the text side file: the sentence of each concept (written by the parquet tool and synth) ---- */
 

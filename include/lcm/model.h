@@ -19,7 +19,7 @@
 #include <stdio.h>
 #include "lcm/backend.h"
 #include "lcm/config.h"
-#include "lcm/dataset.h"
+#include "lcm/normalizer.h"
 #include "lcm/error.h"
 
 typedef struct lcm_dims {

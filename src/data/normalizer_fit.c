@@ -1,10 +1,10 @@
-/* normalizer_fit.c: the SONAR normalizer's values and where its file lives. Fitting follows the reference
+/* normalizer_fit.c: fitting the SONAR normalizer on a dataset. Fitting follows the reference
  * implementation's default ("gaussian_robust", sklearn's RobustScaler with unit_variance): center =
  * per-dimension median, scale = per-dimension interquartile range / 1.349 (1.349 = the IQR of a
  * standard normal, so for Gaussian data the scale is the standard deviation), from a uniform sample.
  * Quantiles are numpy's default ("linear": the order statistics at floor and ceil of q * (m - 1),
  * interpolated), found by counting for f16/bf16 data and by selection for f32, never by sorting.
- * Reading and writing the .safetensors file is src/io/'s job (lcm_normalizer_save / _load). */
+ * The normalizer itself (type, file, resolving model.normalizer) is src/io/normalizer.c. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,39 +23,6 @@
 #define FIT_BLOCK_DIMS 64
 #define FIT_PREFETCH 16
 #define FIT_BUDGET_BYTES ((size_t)256 << 20)
-
-void lcm_normalizer_path_for(const char *dataset_path, char *out, size_t cap) {
-    char dir[LCM_PATH_MAX];
-    lcm_dirname(dataset_path, dir, sizeof dir);
-    if (lcm_path_join(out, cap, dir, "normalizer.safetensors") != 0 && cap > 0) out[0] = '\0';
-}
-
-void lcm_normalizer_free(lcm_normalizer *n) {
-    free(n->center);
-    free(n->scale);
-    memset(n, 0, sizeof *n);
-}
-
-static int normalizer_alloc(lcm_normalizer *n, int dim, lcm_error *err) {
-    memset(n, 0, sizeof *n);
-    n->center = malloc((size_t)dim * sizeof *n->center);
-    n->scale = malloc((size_t)dim * sizeof *n->scale);
-    if (!n->center || !n->scale) {
-        lcm_normalizer_free(n);
-        return lcm_fail(err, LCM_ERR_NOMEM, "out of memory for a normalizer of dimension %d", dim);
-    }
-    n->dim = dim;
-    return 0;
-}
-
-int lcm_normalizer_identity(lcm_normalizer *n, int dim, lcm_error *err) {
-    LCM_TRY(normalizer_alloc(n, dim, err));
-    for (int d = 0; d < dim; d++) {
-        n->center[d] = 0.0f;
-        n->scale[d] = 1.0f;
-    }
-    return 0;
-}
 
 /* Hoare quickselect: afterwards a[k] is the k-th smallest of a[lo..hi], everything before it is <= and
  * everything after it is >=. */
@@ -192,7 +159,7 @@ int lcm_normalizer_fit(lcm_normalizer *n, const lcm_dataset *ds, uint64_t max_sa
     if (!vals || (half && !hist))
         rc = lcm_fail(err, LCM_ERR_NOMEM, "out of memory fitting the normalizer (%zu x %llu values)", block,
                       (unsigned long long)m);
-    if (rc == 0) rc = normalizer_alloc(n, dim, err);
+    if (rc == 0) rc = lcm_normalizer_alloc(n, dim, err);
     uint32_t exp_mask = ds->dtype == LCM_F32 ? 0x7f800000u : ds->dtype == LCM_F16 ? 0x7c00u : 0x7f80u;
     static const double qs[3] = {0.25, 0.5, 0.75};
     for (size_t d0 = 0; rc == 0 && d0 < (size_t)dim; d0 += block) {

@@ -1,4 +1,5 @@
-/* normalizer_io.c: saving and loading the SONAR normalizer (xn = (x - center) / scale) as safetensors.
+/* normalizer.c: the SONAR normalizer (xn = (x - center) / scale): allocation and the identity, saving
+ * and loading it as safetensors, its file beside a dataset, and resolving model.normalizer.
  *
  * lcm writes F32 tensors "center" and "scale" of shape [dim]. Loading also accepts the names used by
  * the released reference checkpoints ("frontend.sonar_normalizer.center" / ".scale") and any floating
@@ -10,10 +11,44 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lcm/dataset.h"
+#include "lcm/fileio.h"
+#include "lcm/normalizer.h"
 #include "lcm/safetensors.h"
 
 #define REFERENCE_PREFIX "frontend.sonar_normalizer."
+
+void lcm_normalizer_free(lcm_normalizer *n) {
+    free(n->center);
+    free(n->scale);
+    memset(n, 0, sizeof *n);
+}
+
+int lcm_normalizer_alloc(lcm_normalizer *n, int dim, lcm_error *err) {
+    memset(n, 0, sizeof *n);
+    n->center = malloc((size_t)dim * sizeof *n->center);
+    n->scale = malloc((size_t)dim * sizeof *n->scale);
+    if (!n->center || !n->scale) {
+        lcm_normalizer_free(n);
+        return lcm_fail(err, LCM_ERR_NOMEM, "out of memory for a normalizer of dimension %d", dim);
+    }
+    n->dim = dim;
+    return 0;
+}
+
+int lcm_normalizer_identity(lcm_normalizer *n, int dim, lcm_error *err) {
+    LCM_TRY(lcm_normalizer_alloc(n, dim, err));
+    for (int d = 0; d < dim; d++) {
+        n->center[d] = 0.0f;
+        n->scale[d] = 1.0f;
+    }
+    return 0;
+}
+
+void lcm_normalizer_path_for(const char *dataset_path, char *out, size_t cap) {
+    char dir[LCM_PATH_MAX];
+    lcm_dirname(dataset_path, dir, sizeof dir);
+    if (lcm_path_join(out, cap, dir, "normalizer.safetensors") != 0 && cap > 0) out[0] = '\0';
+}
 
 /* An error naming the first value that would make (x - center) / scale non-finite. */
 static int check_values(const char *path, const float *center, const float *scale, int dim, lcm_error *err) {
@@ -101,4 +136,19 @@ int lcm_normalizer_load(lcm_normalizer *n, const char *path, int expect_dim, lcm
         memset(n, 0, sizeof *n);
     }
     return rc;
+}
+
+int lcm_normalizer_resolve(lcm_normalizer *n, const char *spec, const char *dataset_path, int D, lcm_error *err) {
+    if (strcmp(spec, "none") == 0) return lcm_normalizer_identity(n, D, err);
+    char path[LCM_PATH_MAX];
+    if (strcmp(spec, "dataset") == 0) {
+        lcm_normalizer_path_for(dataset_path, path, sizeof path);
+        if (!lcm_file_exists(path))
+            return lcm_fail(err, LCM_ERR_CONFIG,
+                            "model.normalizer=dataset but %s does not exist: fit one with `lcm data fit-normalizer %s "
+                            "-o %s`, or set model.normalizer=none", path, dataset_path, path);
+    } else {
+        snprintf(path, sizeof path, "%s", spec);
+    }
+    return lcm_normalizer_load(n, path, D, err);
 }

@@ -75,16 +75,7 @@ static int evaluate(eval_state *s, const char *checkpoint, const char *dataset, 
     if (rc) return rc;
     if (s->norm.dim == 0) {
         lcm_warn("%s carries no normalizer: using model.normalizer = %s", path, cfg->model.normalizer);
-        char npath[LCM_PATH_MAX];
-        if (strcmp(cfg->model.normalizer, "none") == 0) {
-            LCM_TRY(lcm_normalizer_identity(&s->norm, d.D, err));
-        } else {
-            if (strcmp(cfg->model.normalizer, "dataset") == 0)
-                lcm_normalizer_path_for(dataset, npath, sizeof npath);
-            else
-                snprintf(npath, sizeof npath, "%s", cfg->model.normalizer);
-            LCM_TRY(lcm_normalizer_load(&s->norm, npath, d.D, err));
-        }
+        LCM_TRY(lcm_normalizer_resolve(&s->norm, cfg->model.normalizer, dataset, d.D, err));
     }
     LCM_TRY(lcm_dataset_open(&s->ds, dataset, err));
     s->have_ds = 1;

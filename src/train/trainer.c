@@ -132,22 +132,6 @@ static int open_data(lcm_run *run, const char *train, const char *valid, lcm_err
     return 0;
 }
 
-static int load_normalizer(lcm_run *run, const char *train, lcm_error *err) {
-    const char *spec = run->cfg->model.normalizer;
-    if (strcmp(spec, "none") == 0) return lcm_normalizer_identity(&run->norm, run->d.D, err);
-    char path[LCM_PATH_MAX];
-    if (strcmp(spec, "dataset") == 0) {
-        lcm_normalizer_path_for(train, path, sizeof path);
-        if (!lcm_file_exists(path))
-            return lcm_fail(err, LCM_ERR_CONFIG,
-                            "model.normalizer=dataset but %s does not exist: fit one with `lcm data fit-normalizer %s "
-                            "-o %s`, or set model.normalizer=none", path, train, path);
-    } else {
-        snprintf(path, sizeof path, "%s", spec);
-    }
-    return lcm_normalizer_load(&run->norm, path, run->d.D, err);
-}
-
 /* ---- the run ---------------------------------------------------------------------------------- */
 
 static int start_state(lcm_run *run, const char *ckpt, lcm_error *err) {
@@ -285,7 +269,7 @@ int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err) {
     }
     if (!rc) rc = resolve_data(cfg, run->run_dir, train, valid, sizeof train, err);
     if (!rc) rc = open_data(run, train, valid, err);
-    if (!rc) rc = load_normalizer(run, train, err);
+    if (!rc) rc = lcm_normalizer_resolve(&run->norm, cfg->model.normalizer, train, run->d.D, err);
     if (!rc) rc = start_state(run, ckpt, err);
     if (!rc) rc = lcm_resolve_devices(cfg->trainer.devices, run->dev, &run->n, err);
     if (!rc && run->have_valid) {
