@@ -27,6 +27,10 @@ typedef struct lcm_device {
 /* trainer.devices -> the device list ("auto": every visible GPU, else one CPU worker). */
 int lcm_resolve_devices(const char *spec, lcm_device *out, int *n, lcm_error *err);
 
+struct lcm_backend;
+/* The backend of a device: CUDA for a GPU, the CPU backend for a CPU worker. */
+int lcm_backend_for_device(struct lcm_backend **out, lcm_device dev, lcm_error *err);
+
 /* The learning rate of 1-based step k (warmup from start_lr over warmup_steps, then cosine to
  * final_lr over max_steps - warmup_steps + 1 steps; or constant after warmup). */
 double lcm_lr_at(const lcm_optim_config *o, int64_t max_steps, int64_t step);

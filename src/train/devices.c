@@ -41,3 +41,7 @@ int lcm_resolve_devices(const char *spec, lcm_device *out, int *n, lcm_error *er
     *n = parsed.count;
     return 0;
 }
+
+int lcm_backend_for_device(lcm_backend **out, lcm_device dev, lcm_error *err) {
+    return dev.is_gpu ? lcm_cuda_backend_create(out, dev.index, err) : lcm_cpu_backend_create(out, dev.index, err);
+}

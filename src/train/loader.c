@@ -44,7 +44,7 @@ static int load_step(lcm_loader *ld) {
     lcm_run *run = ld->run;
     const int total = run->n * run->accum;
     lcm_error err = {0};
-    if (lcm_plan_take(run->train_plan, &ld->cursor, total, ld->mbs, ld->rows, ld->rows_cap, &err) != 0) {
+    if (lcm_plan_take(run->train.plan, &ld->cursor, total, ld->mbs, ld->rows, ld->rows_cap, &err) != 0) {
         pthread_mutex_lock(&ld->mu);
         ld->err = err;
         ld->failed = 1;
@@ -72,7 +72,7 @@ static int load_step(lcm_loader *ld) {
 
         const int j = ld->rank * run->accum + a;
         const lcm_microbatch *mb = &ld->mbs[j];
-        lcm_batch_fill(&run->train, mb, run->cfg->data.append_eot, s->x, s->lens, s->docs);
+        lcm_batch_fill(&run->train.ds, mb, run->cfg->data.append_eot, s->x, s->lens, s->docs);
         s->B = mb->n_rows;
         s->T = mb->max_len;
         s->step = ld->next_step;

@@ -19,6 +19,13 @@
 
 typedef struct lcm_run lcm_run;
 
+/* A dataset opened for training or evaluation (split.c). */
+typedef struct lcm_split {
+    lcm_dataset ds;
+    int open;              /* ds is mapped */
+    lcm_plan *plan;
+} lcm_split;
+
 /* One micro-batch in host staging memory (pinned on CUDA), with what the step needs to know. */
 typedef struct lcm_slot {
     float *x;              /* [max_tokens * D] raw embeddings, zero-padded */
@@ -32,6 +39,20 @@ typedef struct lcm_slot {
     double step_flops;     /* model FLOPs of the whole global step */
     lcm_cursor cursor_after; /* the plan cursor once the step is done */
 } lcm_slot;
+
+/* What one evaluation pass needs: a model (the training model during validation, an inference model
+ * in `lcm eval`), the split, and the host buffers sized by the model's capacity (allocated once, before
+ * training starts). */
+typedef struct lcm_eval_ctx {
+    lcm_model *model;
+    const lcm_split *split;
+    int append_eot;
+    const lcm_normalizer *norm;
+    lcm_slot slot;         /* staging for one micro-batch */
+    lcm_row *rows;
+    float *pred;           /* [max_tokens * D] host predictions */
+    float *scratch;
+} lcm_eval_ctx;
 
 /* Fills this worker's micro-batches, a step ahead, in its own thread. */
 typedef struct lcm_loader {
@@ -61,11 +82,8 @@ typedef struct lcm_worker {
     lcm_model model;
     lcm_comm *comm;
     lcm_loader loader;
-    lcm_slot eval_slot;    /* staging for validation batches */
+    lcm_eval_ctx eval;     /* validation (when the run has a validation split) */
     lcm_slot *bench_slots; /* bench mode: grad_accum slots of random rows, filled once */
-    lcm_row *eval_rows;
-    float *eval_pred;      /* [max_tokens * D] host predictions */
-    float *eval_scratch;
     uint16_t *grad_bf16;   /* device: gradients for the bf16 all-reduce option */
     float *host_m, *host_v, *host_master; /* rank 0: checkpoint staging */
     pthread_t thread;
@@ -80,9 +98,7 @@ struct lcm_run {
     const lcm_config *cfg;
     lcm_dims d;
     char run_dir[LCM_PATH_MAX];
-    lcm_dataset train, valid;
-    int have_train, have_valid;
-    lcm_plan *train_plan, *valid_plan;
+    lcm_split train, valid; /* valid.open: the run validates */
     lcm_normalizer norm;
     int n;                 /* devices */
     lcm_device dev[LCM_MAX_DEVICES];
@@ -120,11 +136,19 @@ int lcm_run_make_group(lcm_run *run, lcm_error *err);
 int lcm_run_workers(lcm_run *run, lcm_error *err);
 void lcm_run_free(lcm_run *run);
 
-/* evaluate.c: micro-batches rank, rank + n_ranks, ... of the EVAL plan (at most max_batches of them
- * when > 0) through the model, accumulated into sums. */
-int lcm_eval_loop(lcm_model *m, const lcm_dataset *ds, lcm_plan *plan, int append_eot, const lcm_normalizer *norm,
-                  int rank, int n_ranks, int64_t max_batches, lcm_slot *slot, lcm_row *rows, float *pred,
-                  float *scratch, lcm_eval_sums *sums, lcm_error *err);
+/* split.c: open, check the dimension against D, scan for NaN/Inf (check_finite), build the plan. On an
+ * error, lcm_split_close still releases what was opened. */
+int lcm_split_open(lcm_split *s, const char *path, int D, int check_finite, const lcm_config *cfg, lcm_plan_mode mode,
+                   lcm_error *err);
+void lcm_split_close(lcm_split *s);
+
+/* evaluate.c: the context's buffers for model m (its backend and capacity); then micro-batches rank,
+ * rank + n_ranks, ... of the split's EVAL plan (at most max_batches of them when > 0) through the
+ * model, accumulated into sums. */
+int lcm_eval_ctx_init(lcm_eval_ctx *c, lcm_model *m, const lcm_split *split, int append_eot,
+                      const lcm_normalizer *norm, lcm_error *err);
+void lcm_eval_ctx_free(lcm_eval_ctx *c);
+int lcm_eval_loop(lcm_eval_ctx *c, int rank, int n_ranks, int64_t max_batches, lcm_eval_sums *sums, lcm_error *err);
 
 /* signals.c */
 void lcm_signals_install(void);

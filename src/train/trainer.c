@@ -100,31 +100,16 @@ static int resolve_data(const lcm_config *cfg, const char *run_dir, char *train,
 
 static int open_data(lcm_run *run, const char *train, const char *valid, lcm_error *err) {
     const lcm_config *cfg = run->cfg;
-    LCM_TRY(lcm_dataset_open(&run->train, train, err));
-    run->have_train = 1;
-    if (run->train.dim != run->d.D)
-        return lcm_fail(err, LCM_ERR_CONFIG, "%s holds %d-dimensional concepts but model.sonar_dim is %d", train,
-                        run->train.dim, run->d.D);
-    if (cfg->data.check_finite) LCM_TRY(lcm_dataset_check_finite(&run->train, err));
-    lcm_plan_config pc;
-    lcm_plan_config_from(&pc, cfg, LCM_PLAN_TRAIN);
-    LCM_TRY(lcm_plan_create(&run->train_plan, &run->train, &pc, err));
-    if (lcm_plan_num_rows(run->train_plan) == 0)
+    LCM_TRY(lcm_split_open(&run->train, train, run->d.D, cfg->data.check_finite, cfg, LCM_PLAN_TRAIN, err));
+    if (lcm_plan_num_rows(run->train.plan) == 0)
         return lcm_fail(err, LCM_ERR_DATA, "%s has no row with a target (every document is a single concept)", train);
-    run->max_rows = lcm_plan_max_rows(run->train_plan);
+    run->max_rows = lcm_plan_max_rows(run->train.plan);
     if (valid[0]) {
         if (!lcm_file_exists(valid)) {
             lcm_warn("data.valid = '%s' does not exist: training without validation", valid);
         } else {
-            LCM_TRY(lcm_dataset_open(&run->valid, valid, err));
-            run->have_valid = 1;
-            if (run->valid.dim != run->d.D)
-                return lcm_fail(err, LCM_ERR_CONFIG, "%s holds %d-dimensional concepts but model.sonar_dim is %d", valid,
-                                run->valid.dim, run->d.D);
-            if (cfg->data.check_finite) LCM_TRY(lcm_dataset_check_finite(&run->valid, err));
-            lcm_plan_config_from(&pc, cfg, LCM_PLAN_EVAL);
-            LCM_TRY(lcm_plan_create(&run->valid_plan, &run->valid, &pc, err));
-            if (lcm_plan_max_rows(run->valid_plan) > run->max_rows) run->max_rows = lcm_plan_max_rows(run->valid_plan);
+            LCM_TRY(lcm_split_open(&run->valid, valid, run->d.D, cfg->data.check_finite, cfg, LCM_PLAN_EVAL, err));
+            if (lcm_plan_max_rows(run->valid.plan) > run->max_rows) run->max_rows = lcm_plan_max_rows(run->valid.plan);
         }
     }
     run->max_T = cfg->data.max_seq_len;
@@ -231,10 +216,8 @@ int lcm_run_workers(lcm_run *run, lcm_error *err) {
 
 void lcm_run_free(lcm_run *run) {
     if (run->group) lcm_group_destroy(run->group);
-    if (run->train_plan) lcm_plan_free(run->train_plan);
-    if (run->valid_plan) lcm_plan_free(run->valid_plan);
-    if (run->have_train) lcm_dataset_close(&run->train);
-    if (run->have_valid) lcm_dataset_close(&run->valid);
+    lcm_split_close(&run->train);
+    lcm_split_close(&run->valid);
     lcm_normalizer_free(&run->norm);
     if (run->metrics) fclose(run->metrics);
     free(run->init_master);
@@ -272,8 +255,8 @@ int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err) {
     if (!rc) rc = lcm_normalizer_resolve(&run->norm, cfg->model.normalizer, train, run->d.D, err);
     if (!rc) rc = start_state(run, ckpt, err);
     if (!rc) rc = lcm_resolve_devices(cfg->trainer.devices, run->dev, &run->n, err);
-    if (!rc && run->have_valid) {
-        rc = lcm_eval_mean_baseline(&run->valid, run->valid_plan, cfg->data.append_eot, run->norm.center,
+    if (!rc && run->valid.open) {
+        rc = lcm_eval_mean_baseline(&run->valid.ds, run->valid.plan, cfg->data.append_eot, run->norm.center,
                                     run->norm.scale, &run->baseline, err);
         run->have_baseline = !rc;
         sum->baseline = run->baseline;

@@ -154,9 +154,7 @@ static int run_step(lcm_worker *w, lcm_slot **slots, step_result *res, lcm_error
 static int run_validation(lcm_worker *w, lcm_eval_result *out, lcm_error *err) {
     lcm_run *run = w->run;
     lcm_eval_sums sums = {0};
-    LCM_TRY(lcm_eval_loop(&w->model, &run->valid, run->valid_plan, run->cfg->data.append_eot, &run->norm, w->rank,
-                          run->n, run->cfg->trainer.validate_max_batches, &w->eval_slot, w->eval_rows, w->eval_pred,
-                          w->eval_scratch, &sums, err));
+    LCM_TRY(lcm_eval_loop(&w->eval, w->rank, run->n, run->cfg->trainer.validate_max_batches, &sums, err));
     double v[LCM_EVAL_NSUMS] = {sums.loss_sum, sums.l2_sum, sums.ca_sum, sums.ca_count, sums.n_targets};
     LCM_TRY(lcm_comm_sum_f64(w->comm, v, LCM_EVAL_NSUMS, err));
     lcm_eval_sums total = {v[0], v[1], v[2], v[3], v[4]};
@@ -262,10 +260,7 @@ static void log_validation(lcm_worker *w, const lcm_eval_result *v) {
 
 static int setup(lcm_worker *w, lcm_error *err) {
     lcm_run *run = w->run;
-    if (w->dev.is_gpu)
-        LCM_TRY(lcm_cuda_backend_create(&w->be, w->dev.index, err));
-    else
-        LCM_TRY(lcm_cpu_backend_create(&w->be, w->dev.index, err));
+    LCM_TRY(lcm_backend_for_device(&w->be, w->dev, err));
     lcm_backend *be = w->be;
     LCM_TRY(lcm_model_create(&w->model, be, &run->d, run->max_tokens, run->max_rows, run->max_T, 1, err));
     LCM_TRY(lcm_model_set_params(&w->model, run->init_master, err));
@@ -277,14 +272,8 @@ static int setup(lcm_worker *w, lcm_error *err) {
     }
     if (run->n > 1 && strcmp(run->cfg->trainer.grad_reduce_dtype, "bf16") == 0)
         LCM_TRY(be->ops->alloc(be, (void **)&w->grad_bf16, w->model.t.total * sizeof(uint16_t), "bf16 gradients", err));
-    if (run->have_valid) {
-        LCM_TRY(lcm_slot_alloc(&w->eval_slot, be, run->max_tokens, run->max_rows, run->d.D, err));
-        w->eval_rows = malloc((size_t)run->max_rows * sizeof *w->eval_rows);
-        w->eval_pred = malloc((size_t)run->max_tokens * run->d.D * sizeof(float));
-        w->eval_scratch = malloc(lcm_eval_scratch_floats(run->max_rows, run->max_T, run->d.D) * sizeof(float));
-        if (!w->eval_rows || !w->eval_pred || !w->eval_scratch)
-            return lcm_fail(err, LCM_ERR_NOMEM, "out of host memory for validation buffers");
-    }
+    if (run->valid.open)
+        LCM_TRY(lcm_eval_ctx_init(&w->eval, &w->model, &run->valid, run->cfg->data.append_eot, &run->norm, err));
     if (run->bench) {
         w->bench_slots = calloc((size_t)run->accum, sizeof *w->bench_slots);
         if (!w->bench_slots) return lcm_fail(err, LCM_ERR_NOMEM, "out of memory");
@@ -326,7 +315,7 @@ static int train_loop(lcm_worker *w, lcm_error *err) {
         if (w->rank == 0) log_step(w, &r, &done, &win);
         const int64_t step = w->state.step;
         const int last = step == cfg->trainer.max_steps;
-        if (run->have_valid && (due(step, cfg->trainer.validate_every) || last)) {
+        if (run->valid.open && (due(step, cfg->trainer.validate_every) || last)) {
             lcm_eval_result v;
             if ((rc = run_validation(w, &v, err))) break;
             if (w->rank == 0) {
@@ -418,7 +407,7 @@ void *lcm_worker_main(void *arg) {
     w->rc = rc;
     lcm_loader_stop(&w->loader);
     if (w->be) {
-        lcm_slot_free(&w->eval_slot, w->be);
+        lcm_eval_ctx_free(&w->eval);
         for (int a = 0; w->bench_slots && a < run->accum; a++) lcm_slot_free(&w->bench_slots[a], w->be);
         if (w->grad_bf16) w->be->ops->release(w->be, w->grad_bf16);
         lcm_model_destroy(&w->model);
@@ -426,9 +415,6 @@ void *lcm_worker_main(void *arg) {
         w->be = NULL;
     }
     free(w->bench_slots);
-    free(w->eval_rows);
-    free(w->eval_pred);
-    free(w->eval_scratch);
     free(w->host_master);
     free(w->host_m);
     free(w->host_v);
