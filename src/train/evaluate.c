@@ -33,14 +33,13 @@ void lcm_eval_ctx_free(lcm_eval_ctx *c) {
 int lcm_eval_loop(lcm_eval_ctx *c, int rank, int n_ranks, int64_t max_batches, lcm_eval_sums *sums, lcm_error *err) {
     lcm_model *m = c->model;
     lcm_slot *slot = &c->slot;
-    lcm_plan *plan = c->split->plan;
     uint64_t n_mb = 0;
-    LCM_TRY(lcm_plan_epoch_size(plan, 0, &n_mb, err));
+    LCM_TRY(lcm_plan_epoch_size(c->split->plan, 0, &n_mb, err));
     if (max_batches > 0 && (uint64_t)max_batches < n_mb) n_mb = (uint64_t)max_batches;
     lcm_dropout_key no_dropout = {0};
     for (uint64_t i = (uint64_t)rank; i < n_mb; i += (uint64_t)n_ranks) {
         lcm_microbatch mb;
-        LCM_TRY(lcm_plan_get(plan, 0, i, &mb, c->rows, (size_t)m->max_rows, err));
+        LCM_TRY(lcm_plan_get(c->split->plan, 0, i, &mb, c->rows, (size_t)m->max_rows, err));
         lcm_batch_fill(&c->split->ds, &mb, c->append_eot, slot->x, slot->lens, slot->docs);
         LCM_TRY(lcm_model_upload_batch(m, slot->x, slot->lens, mb.n_rows, mb.max_len, err));
         lcm_model_forward(m, mb.n_rows, mb.max_len, 0.0f, no_dropout);
