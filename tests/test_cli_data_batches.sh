@@ -76,7 +76,7 @@ valid_in_dataset_order() {
 
 errors() {
   "$LCM" data batches $data --frobnicate >"$tmp/o" 2>"$tmp/e"
-  [ $? -eq 2 ] && one_line "$tmp/e" && has "$tmp/e" "does not take '--frobnicate'" || return 1
+  [ $? -eq 2 ] && one_line "$tmp/e" && has "$tmp/e" "unknown option '--frobnicate'; see \`lcm data batches --help\`" || return 1
   "$LCM" data batches $data --epoch x >"$tmp/o" 2>"$tmp/e"
   [ $? -eq 2 ] && one_line "$tmp/e" && has "$tmp/e" "--epoch needs a whole number" || return 1
   "$LCM" data batches $data data.valid= --split valid >"$tmp/o" 2>"$tmp/e"

@@ -223,6 +223,23 @@ TEST(bad_device_lists_are_errors) {
     CHECK_FAILS(tiny_config(&cfg, root, data_dir(), 1, zero, &err), &err, LCM_ERR_CONFIG, "trainer.devices");
 }
 
+/* A training-only rule, checked by lcm_train (not by the config, which `lcm data synth` and others load):
+ * data that training synthesizes feeds the model, so it must have the model's dimension. */
+TEST(synthesized_data_must_have_the_model_dimension) {
+    lcm_log_set_quiet(1);
+    char out[600];
+    snprintf(out, sizeof out, "%s/run", harness_tmpdir());
+    static lcm_config cfg;
+    lcm_error err = {0};
+    lcm_train_summary sum;
+    const char *extra[] = {"data.train=", "data.valid=", "data.synthesize=true", "synth.dim=32"};
+    CHECK_OK(tiny_config(&cfg, out, data_dir(), 4, extra, &err), &err);
+    CHECK_FAILS(lcm_train(&cfg, &sum, &err), &err, LCM_ERR_CONFIG,
+                "synth.dim = 32 (command line) differs from model.sonar_dim = 16 (command line)");
+    struct stat st;
+    CHECK(stat(out, &st) != 0); /* refused before the run directory is made */
+}
+
 TEST(nan_in_the_data_stops_before_training) {
     lcm_log_set_quiet(1);
     const char *root = harness_tmpdir();

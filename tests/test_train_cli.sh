@@ -104,7 +104,8 @@ bad_input_is_one_line_and_non_zero() {
     one_line_error 2 "not found" -- train /nonexistent/config.ini &&
     one_line_error 1 "does not exist" -- train trainer.output_dir="$tmp/x" data.train=/nonexistent/train.lcmd &&
     one_line_error 1 "does not exist" -- eval /nonexistent/ckpt "$tmp/data/valid.lcmd" &&
-    one_line_error 2 "expected a checkpoint and a dataset" -- eval onlyone
+    one_line_error 2 "expected a checkpoint and a dataset" -- eval onlyone &&
+    one_line_error 2 "only one config file is accepted, got 'a.ini' and 'b.ini'; to combine them, .*\[config\] base = a.ini" -- train a.ini b.ini
 }
 
 corrupt_checkpoint_is_reported_by_train_and_eval() {

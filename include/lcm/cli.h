@@ -4,6 +4,8 @@
 #ifndef LCM_CLI_H
 #define LCM_CLI_H
 
+#include <stdint.h>
+
 #include "lcm/config.h"
 #include "lcm/error.h"
 
@@ -21,24 +23,47 @@ int lcm_cli_report(const lcm_error *err);
 /* True for -h / --help. */
 int lcm_cli_is_help(const char *arg);
 
-/* Split argv into an optional config file (first argument ending in .ini), overrides (arguments with
- * '=' ) and other operands (kept in order), then load the config. Operands beyond max_operands are a
- * usage error naming the argument. */
+/* ---- the one command-line parser ----------------------------------------------------------------- */
+
+/* An option: "--name VALUE", "--name=VALUE" or "ALIAS VALUE" when value is set; "--name" when flag is. */
+typedef struct lcm_cli_opt {
+    const char *name;      /* "--limit" */
+    const char *alias;     /* "-o", or NULL */
+    const char **value;    /* an option with a value stores it here */
+    int *flag;             /* an option without one sets *flag = 1 */
+} lcm_cli_opt;
+
+/* What a (sub)command accepts. */
+typedef struct lcm_cli_cmd {
+    const char *name;      /* "data synth": messages point at `lcm data synth --help` */
+    int takes_config;      /* [config.ini] [section.key=value ...] */
+    int max_operands;      /* other arguments, kept in order */
+    const lcm_cli_opt *opts;
+    int n_opts;
+} lcm_cli_cmd;
+
+#define LCM_CLI_MAX_ARGS 512
+
 typedef struct lcm_cli_args {
     const char *config_path;   /* NULL: the embedded default */
-    char **overrides;
-    int n_overrides;
-    char **operands;
-    int n_operands;
-    char **flags;              /* arguments starting with "--", "=value" included (command-specific) */
-    int n_flags;
+    int n_overrides, n_operands;
+    char *overrides[LCM_CLI_MAX_ARGS];
+    char *operands[LCM_CLI_MAX_ARGS];
 } lcm_cli_args;
 
-int lcm_cli_split(int argc, char **argv, lcm_cli_args *out, lcm_error *err);
-void lcm_cli_args_free(lcm_cli_args *a);
+/* Options anywhere; with takes_config, the first argument ending in .ini (before any override) is the
+ * config and section.key=value arguments are overrides; the rest are operands, at most max_operands.
+ * Anything else is a usage error naming the argument and pointing at the command's help. The result
+ * points into argv and needs no freeing. */
+int lcm_cli_parse(const lcm_cli_cmd *cmd, int argc, char **argv, lcm_cli_args *out, lcm_error *err);
 
-/* For commands that take only [config.ini] [key=value ...]: anything else is a usage error that points
- * at `lcm <what> --help`; then the config is loaded. */
+/* A usage error: "<message>; see `lcm <cmd> --help`". Returns LCM_ERR_USAGE. */
+__attribute__((format(printf, 3, 4))) int lcm_cli_usage(lcm_error *err, const char *cmd, const char *fmt, ...);
+
+/* An option's value as a whole number in [0, max]. */
+int lcm_cli_u64(const char *cmd, const char *opt, const char *s, uint64_t max, uint64_t *out, lcm_error *err);
+
+/* For commands that take only [config.ini] [key=value ...]: parse, then load the config. */
 int lcm_cli_load_config(int argc, char **argv, const char *what, lcm_config *cfg, lcm_error *err);
 
 #endif

@@ -147,8 +147,13 @@ int lcm_config_load(lcm_config *cfg, const char *path, int n_overrides, char *co
 /* Apply one override "section.key=value" (or +/++ spellings); `origin` names where it came from. */
 int lcm_config_set(lcm_config *cfg, const char *assignment, const char *origin, lcm_error *err);
 
-/* Cross-key validation (also run by lcm_config_load). */
+/* Cross-key validation (also run by lcm_config_load). Rules that hold for one command only (training's
+ * data) are checked by that command. */
 int lcm_config_validate(const lcm_config *cfg, lcm_error *err);
+
+/* A key as messages name it: "model.model_dim = 2000 (conf/x.ini:3)"; buf of LCM_DESCRIBE_MAX. */
+#define LCM_DESCRIBE_MAX (LCM_STR_MAX + LCM_ORIGIN_MAX + 64)
+const char *lcm_config_describe(const lcm_config *cfg, const char *section, const char *name, char *buf, size_t cap);
 
 /* The effective configuration as an INI file that lcm can load back (every key, with its value). */
 int lcm_config_write(const lcm_config *cfg, FILE *f);

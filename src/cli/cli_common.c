@@ -1,6 +1,9 @@
-/* cli_common.c: what every subcommand shares: argument splitting and error reporting. */
+/* cli_common.c: what every subcommand shares: the one command-line parser (options, the config file,
+ * overrides and operands), usage errors that point at the command's help, and error reporting. */
 #include "lcm/cli.h"
 
+#include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,51 +15,91 @@ int lcm_cli_report(const lcm_error *err) {
 
 int lcm_cli_is_help(const char *arg) { return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0; }
 
-static int is_config_arg(const char *s) {
-    size_t n = strlen(s);
-    return n > 4 && strcmp(s + n - 4, ".ini") == 0;
+int lcm_cli_usage(lcm_error *err, const char *cmd, const char *fmt, ...) {
+    char msg[sizeof err->msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return lcm_fail(err, LCM_ERR_USAGE, "%s; see `lcm %s --help`", msg, cmd);
 }
 
-int lcm_cli_split(int argc, char **argv, lcm_cli_args *a, lcm_error *err) {
-    memset(a, 0, sizeof *a);
-    a->overrides = calloc((size_t)argc + 1, sizeof(char *));
-    a->operands = calloc((size_t)argc + 1, sizeof(char *));
-    a->flags = calloc((size_t)argc + 1, sizeof(char *));
-    if (!a->overrides || !a->operands || !a->flags) {
-        lcm_cli_args_free(a);
-        return lcm_fail(err, LCM_ERR_NOMEM, "out of memory parsing the command line");
+int lcm_cli_u64(const char *cmd, const char *opt, const char *s, uint64_t max, uint64_t *out, lcm_error *err) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (!s[0] || *end || errno || s[0] == '-' || v > max)
+        return lcm_cli_usage(err, cmd, "%s needs a whole number between 0 and %llu, not '%s'", opt,
+                             (unsigned long long)max, s);
+    *out = v;
+    return 0;
+}
+
+static int is_config_arg(const char *s) {
+    size_t n = strlen(s);
+    return n > 4 && strcmp(s + n - 4, ".ini") == 0 && !strchr(s, '=');
+}
+
+/* An option of cmd: "--name", its alias, or "--name=value" (then *inline_value points at the value). */
+static const lcm_cli_opt *find_opt(const lcm_cli_cmd *cmd, const char *a, const char **inline_value) {
+    *inline_value = NULL;
+    for (int k = 0; k < cmd->n_opts; k++) {
+        const lcm_cli_opt *o = &cmd->opts[k];
+        size_t n = strlen(o->name);
+        if (strcmp(a, o->name) == 0 || (o->alias && strcmp(a, o->alias) == 0)) return o;
+        if (strncmp(a, o->name, n) == 0 && a[n] == '=') {
+            *inline_value = a + n + 1;
+            return o;
+        }
     }
+    return NULL;
+}
+
+int lcm_cli_parse(const lcm_cli_cmd *cmd, int argc, char **argv, lcm_cli_args *a, lcm_error *err) {
+    memset(a, 0, sizeof *a);
+    if (argc > LCM_CLI_MAX_ARGS) return lcm_cli_usage(err, cmd->name, "more than %d arguments", LCM_CLI_MAX_ARGS);
     for (int i = 0; i < argc; i++) {
         char *s = argv[i];
-        if (strncmp(s, "--", 2) == 0) {
-            a->flags[a->n_flags++] = s;
-        } else if (!a->config_path && a->n_overrides == 0 && is_config_arg(s) && !strchr(s, '=')) {
+        if (s[0] == '-' && s[1] != '\0') {
+            const char *value;
+            const lcm_cli_opt *o = find_opt(cmd, s, &value);
+            if (!o) return lcm_cli_usage(err, cmd->name, "unknown option '%s'", s);
+            if (o->flag) {
+                if (value) return lcm_cli_usage(err, cmd->name, "option '%s' takes no value", o->name);
+                *o->flag = 1;
+                continue;
+            }
+            if (!value) {
+                if (i + 1 >= argc) return lcm_cli_usage(err, cmd->name, "option '%s' needs a value", s);
+                value = argv[++i];
+            }
+            *o->value = value;
+        } else if (cmd->takes_config && is_config_arg(s) && a->config_path) {
+            return lcm_cli_usage(err, cmd->name,
+                                 "only one config file is accepted, got '%s' and '%s'; to combine them, name one as "
+                                 "the base of the other (`[config] base = %s` in %s)",
+                                 a->config_path, s, a->config_path, s);
+        } else if (cmd->takes_config && is_config_arg(s) && a->n_overrides > 0) {
+            return lcm_cli_usage(err, cmd->name, "the config file '%s' must come before the overrides", s);
+        } else if (cmd->takes_config && is_config_arg(s)) {
             a->config_path = s;
-        } else if (strchr(s, '=') && s[0] != '/' && s[0] != '.') {
+        } else if (cmd->takes_config && strchr(s, '=') && s[0] != '/' && s[0] != '.') {
             a->overrides[a->n_overrides++] = s;
-        } else {
+        } else if (a->n_operands < cmd->max_operands) {
             a->operands[a->n_operands++] = s;
+        } else if (cmd->takes_config) {
+            return lcm_cli_usage(err, cmd->name, "'%s' is neither a config file (*.ini) nor an override "
+                                 "(section.key=value)", s);
+        } else {
+            return lcm_cli_usage(err, cmd->name, "unexpected argument '%s'", s);
         }
     }
     return 0;
 }
 
-void lcm_cli_args_free(lcm_cli_args *a) {
-    free(a->overrides);
-    free(a->operands);
-    free(a->flags);
-    memset(a, 0, sizeof *a);
-}
-
 int lcm_cli_load_config(int argc, char **argv, const char *what, lcm_config *cfg, lcm_error *err) {
-    lcm_cli_args a;
-    LCM_TRY(lcm_cli_split(argc, argv, &a, err));
-    int rc;
-    if (a.n_operands > 0 || a.n_flags > 0)
-        rc = lcm_fail(err, LCM_ERR_USAGE, "unexpected argument '%s' (a config must end in .ini, an override is "
-                      "section.key=value); see `lcm %s --help`", a.n_operands ? a.operands[0] : a.flags[0], what);
-    else
-        rc = lcm_config_load(cfg, a.config_path, a.n_overrides, a.overrides, err);
-    lcm_cli_args_free(&a);
-    return rc;
+    const lcm_cli_cmd cmd = {.name = what, .takes_config = 1};
+    static lcm_cli_args a; /* static: large, and each process loads one command line */
+    LCM_TRY(lcm_cli_parse(&cmd, argc, argv, &a, err));
+    return lcm_config_load(cfg, a.config_path, a.n_overrides, a.overrides, err);
 }

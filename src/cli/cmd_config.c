@@ -1,5 +1,4 @@
 /* cmd_config.c: `lcm config`: the key reference and the effective configuration. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -18,36 +17,21 @@ static const char usage_text[] =
     "A config file may extend others with `[config] base = a.ini, b.ini`. Overrides may also be\n"
     "written +section.key=value or ++section.key=value. See docs/config.md.\n";
 
-__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "lcm: usage error: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "; run `lcm config --help`\n");
-    va_end(ap);
-    return lcm_exit_status(LCM_ERR_USAGE);
-}
-
-static int cmd_keys(const lcm_cli_args *a) {
+static int cmd_keys(int argc, char **argv) {
     int markdown = 0;
-    for (int i = 0; i < a->n_flags; i++) {
-        if (strcmp(a->flags[i], "--markdown") != 0) return usage_error("`lcm config keys` has no option %s", a->flags[i]);
-        markdown = 1;
-    }
-    if (a->config_path) return usage_error("`lcm config keys` takes no config file (got %s)", a->config_path);
-    if (a->n_overrides) return usage_error("`lcm config keys` takes no overrides (got %s)", a->overrides[0]);
-    if (a->n_operands) return usage_error("`lcm config keys` takes no operand (got %s)", a->operands[0]);
+    const lcm_cli_opt opts[] = {{"--markdown", NULL, NULL, &markdown}};
+    const lcm_cli_cmd cmd = {.name = "config keys", .opts = opts, .n_opts = 1};
+    lcm_cli_args a;
+    lcm_error err = {0};
+    if (lcm_cli_parse(&cmd, argc, argv, &a, &err)) return lcm_cli_report(&err);
     lcm_config_print_keys(stdout, markdown);
     return 0;
 }
 
-static int cmd_show(const lcm_cli_args *a) {
-    if (a->n_flags) return usage_error("`lcm config show` has no option %s", a->flags[0]);
-    if (a->n_operands)
-        return usage_error("'%s' is neither a config file (*.ini) nor an override (section.key=value)", a->operands[0]);
+static int cmd_show(int argc, char **argv) {
     static lcm_config cfg; /* static: a large struct, and this runs once per process */
     lcm_error err = {0};
-    if (lcm_config_load(&cfg, a->config_path, a->n_overrides, a->overrides, &err)) return lcm_cli_report(&err);
+    if (lcm_cli_load_config(argc, argv, "config show", &cfg, &err)) return lcm_cli_report(&err);
     if (lcm_config_write(&cfg, stdout) || fflush(stdout)) {
         lcm_fail(&err, LCM_ERR_IO, "writing the configuration to stdout failed");
         return lcm_cli_report(&err);
@@ -65,17 +49,9 @@ int lcm_cmd_config(int argc, char **argv) {
             fputs(usage_text, stdout);
             return 0;
         }
-    int (*run)(const lcm_cli_args *) = NULL;
-    if (strcmp(argv[1], "keys") == 0)
-        run = cmd_keys;
-    else if (strcmp(argv[1], "show") == 0)
-        run = cmd_show;
-    else
-        return usage_error("unknown `lcm config` command '%s' (use keys or show)", argv[1]);
-    lcm_cli_args a;
+    if (strcmp(argv[1], "keys") == 0) return cmd_keys(argc - 2, argv + 2);
+    if (strcmp(argv[1], "show") == 0) return cmd_show(argc - 2, argv + 2);
     lcm_error err = {0};
-    if (lcm_cli_split(argc - 2, argv + 2, &a, &err)) return lcm_cli_report(&err);
-    int rc = run(&a);
-    lcm_cli_args_free(&a);
-    return rc;
+    lcm_cli_usage(&err, "config", "unknown `lcm config` command '%s' (use keys or show)", argv[1]);
+    return lcm_cli_report(&err);
 }

@@ -33,66 +33,6 @@ static void data_usage(FILE *f) {
             "Parquet files in the reference layout: tools/parquet_to_lcmd.py.\n");
 }
 
-static int usage_error(const char *sub, const char *fmt, const char *arg) {
-    fprintf(stderr, "lcm: usage error: lcm data %s: ", sub);
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "; run `lcm data %s --help`\n", sub);
-    return 2;
-}
-
-/* ---- options ------------------------------------------------------------------------------------ */
-
-typedef struct opt {
-    const char *name;    /* "--eot" */
-    const char *alias;   /* "-o" or NULL */
-    const char **value;  /* options with a value */
-    int *flag;           /* options without one */
-} opt;
-
-/* Options in any order, "--name VALUE" or "--name=VALUE"; the rest are positional (at most max_pos). */
-static int parse_opts(const char *sub, int argc, char **argv, const opt *opts, int n_opts, const char **pos,
-                      int *n_pos, int max_pos) {
-    *n_pos = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (a[0] != '-' || a[1] == '\0') {
-            if (*n_pos == max_pos) return usage_error(sub, "unexpected argument '%s'", a);
-            pos[(*n_pos)++] = a;
-            continue;
-        }
-        const opt *o = NULL;
-        const char *val = NULL;
-        for (int k = 0; k < n_opts && !o; k++) {
-            size_t n = strlen(opts[k].name);
-            if (strcmp(a, opts[k].name) == 0 || (opts[k].alias && strcmp(a, opts[k].alias) == 0)) o = &opts[k];
-            else if (opts[k].value && strncmp(a, opts[k].name, n) == 0 && a[n] == '=') {
-                o = &opts[k];
-                val = a + n + 1;
-            }
-        }
-        if (!o) return usage_error(sub, "unknown option '%s'", a);
-        if (o->flag) {
-            if (val) return usage_error(sub, "option '%s' takes no value", o->name);
-            *o->flag = 1;
-            continue;
-        }
-        if (!val) {
-            if (i + 1 >= argc) return usage_error(sub, "option '%s' needs a value", a);
-            val = argv[++i];
-        }
-        *o->value = val;
-    }
-    return 0;
-}
-
-static int parse_u64(const char *sub, const char *what, const char *s, uint64_t *out) {
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (!*s || *end || s[0] == '-') return usage_error(sub, what, s);
-    *out = v;
-    return 0;
-}
-
 /* ---- progress on stderr ------------------------------------------------------------------------ */
 
 typedef struct progress_line {
@@ -155,67 +95,27 @@ static int cmd_synth(int argc, char **argv) {
         return 0;
     }
     const char *out = NULL;
-    char **rest = calloc((size_t)argc, sizeof *rest);
-    if (!rest) return 1;
-    int n_rest = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) {
-            if (i + 1 >= argc) {
-                free(rest);
-                return usage_error("synth", "option '%s' needs a directory", argv[i]);
-            }
-            out = argv[++i];
-        } else {
-            rest[n_rest++] = argv[i];
-        }
-    }
-    if (!out) {
-        free(rest);
-        return usage_error("synth", "%s", "give the output directory with -o DIR");
-    }
+    const lcm_cli_opt opts[] = {{"--output", "-o", &out, NULL}};
+    const lcm_cli_cmd cmd = {.name = "data synth", .takes_config = 1, .opts = opts, .n_opts = 1};
     lcm_error err = {0};
-    lcm_cli_args a;
-    int rc = lcm_cli_split(n_rest, rest, &a, &err);
-    free(rest);
-    if (rc != 0) return lcm_cli_report(&err);
-    if (a.n_operands > 0 || a.n_flags > 0) {
-        const char *bad = a.n_operands > 0 ? a.operands[0] : a.flags[0];
-        char copy[LCM_PATH_MAX];
-        snprintf(copy, sizeof copy, "%s", bad);
-        lcm_cli_args_free(&a);
-        return usage_error("synth", "unexpected argument '%s' (give a config.ini, synth.key=value overrides and -o DIR)", copy);
-    }
-    lcm_config *cfg = calloc(1, sizeof *cfg);
-    if (!cfg) {
-        lcm_cli_args_free(&a);
-        return 1;
-    }
-    /* Only [synth] matters here: data.synthesize=false first (the user's overrides follow and win) keeps
-     * the training-time rule that synth.dim equal model.sonar_dim out of the way. */
-    char **ov = calloc((size_t)a.n_overrides + 1, sizeof *ov);
-    if (!ov) {
-        free(cfg);
-        lcm_cli_args_free(&a);
-        return 1;
-    }
-    ov[0] = "data.synthesize=false";
-    for (int i = 0; i < a.n_overrides; i++) ov[i + 1] = a.overrides[i];
-    rc = lcm_config_load(cfg, a.config_path, a.n_overrides + 1, ov, &err);
-    free(ov);
-    lcm_cli_args_free(&a);
+    static lcm_cli_args a;
+    static lcm_config cfg;
+    int rc = lcm_cli_parse(&cmd, argc - 1, argv + 1, &a, &err);
+    if (rc == 0 && !out) rc = lcm_cli_usage(&err, cmd.name, "give the output directory with -o DIR");
+    if (rc == 0) rc = lcm_config_load(&cfg, a.config_path, a.n_overrides, a.overrides, &err);
     if (rc == 0) {
         progress_line p;
         progress_init(&p, "synth");
         double t0 = lcm_now();
-        rc = lcm_synth_write(&cfg->synth, out, progress_cb, &p, &err);
+        rc = lcm_synth_write(&cfg.synth, out, progress_cb, &p, &err);
         progress_done(&p);
         if (rc == 0) {
             double dt = lcm_now() - t0;
             char path[LCM_PATH_MAX];
-            printf("lcm data synth: wrote %s in %.1f s (seed %llu)\n", out, dt, (unsigned long long)cfg->synth.seed);
+            printf("lcm data synth: wrote %s in %.1f s (seed %llu)\n", out, dt, (unsigned long long)cfg.synth.seed);
             lcm_path_join(path, sizeof path, out, "train.lcmd");
             print_dataset_line(path);
-            if (cfg->synth.valid_docs > 0) {
+            if (cfg.synth.valid_docs > 0) {
                 lcm_path_join(path, sizeof path, out, "valid.lcmd");
                 print_dataset_line(path);
             }
@@ -223,7 +123,6 @@ static int cmd_synth(int argc, char **argv) {
             printf("  %s (fitted on train.lcmd)\n", path);
         }
     }
-    free(cfg);
     return rc == 0 ? 0 : lcm_cli_report(&err);
 }
 
@@ -244,17 +143,21 @@ static int cmd_import(int argc, char **argv) {
                "Every input is checked before anything is written. Parquet input: tools/parquet_to_lcmd.py.\n");
         return 0;
     }
-    const char *out = NULL, *eot = NULL, *ids = NULL, *dtype = NULL, *pos[2];
-    int offsets = 0, n_pos;
-    opt opts[] = {{"--output", "-o", &out, NULL}, {"--eot", NULL, &eot, NULL}, {"--source-ids", NULL, &ids, NULL},
-                  {"--dtype", NULL, &dtype, NULL}, {"--offsets", NULL, NULL, &offsets}};
-    LCM_TRY(parse_opts("import", argc, argv, opts, 5, pos, &n_pos, 2));
-    if (n_pos != 2) return usage_error("import", "%s", "give EMB.npy and LENGTHS.npy");
-    if (!out) return usage_error("import", "%s", "give the output file with -o OUT.lcmd");
-    lcm_import_spec spec = {pos[0], pos[1], offsets, eot, ids, 0, out};
-    if (dtype && lcm_dtype_parse(dtype, &spec.dtype) != 0)
-        return usage_error("import", "--dtype '%s': use f32, f16 or bf16", dtype);
+    const char *out = NULL, *eot = NULL, *ids = NULL, *dtype = NULL;
+    int offsets = 0;
+    const lcm_cli_opt opts[] = {{"--output", "-o", &out, NULL}, {"--eot", NULL, &eot, NULL},
+                                {"--source-ids", NULL, &ids, NULL}, {"--dtype", NULL, &dtype, NULL},
+                                {"--offsets", NULL, NULL, &offsets}};
+    const lcm_cli_cmd cmd = {.name = "data import", .max_operands = 2, .opts = opts, .n_opts = 5};
     lcm_error err = {0};
+    lcm_cli_args a;
+    if (lcm_cli_parse(&cmd, argc - 1, argv + 1, &a, &err)) return lcm_cli_report(&err);
+    if (a.n_operands != 2) lcm_cli_usage(&err, cmd.name, "give EMB.npy and LENGTHS.npy");
+    else if (!out) lcm_cli_usage(&err, cmd.name, "give the output file with -o OUT.lcmd");
+    lcm_import_spec spec = {a.operands[0], a.operands[1], offsets, eot, ids, 0, out};
+    if (!err.code && dtype && lcm_dtype_parse(dtype, &spec.dtype) != 0)
+        lcm_cli_usage(&err, cmd.name, "--dtype '%s': use f32, f16 or bf16", dtype);
+    if (err.code) return lcm_cli_report(&err);
     lcm_import_result r;
     progress_line p;
     progress_init(&p, "import");
@@ -325,21 +228,24 @@ static int cmd_inspect(int argc, char **argv) {
                "--show DOC prints one document instead: each concept's norm and, with a text file, its sentence.\n");
         return 0;
     }
-    const char *show = NULL, *samples = NULL, *pos[1];
-    int n_pos;
-    opt opts[] = {{"--show", NULL, &show, NULL}, {"--samples", NULL, &samples, NULL}};
-    LCM_TRY(parse_opts("inspect", argc, argv, opts, 2, pos, &n_pos, 1));
-    if (n_pos != 1) return usage_error("inspect", "%s", "give the dataset file");
-    uint64_t doc = 0, max_samples = 100000;
-    if (show) LCM_TRY(parse_u64("inspect", "--show '%s': give a document index", show, &doc));
-    if (samples) LCM_TRY(parse_u64("inspect", "--samples '%s': give a count", samples, &max_samples));
+    const char *show = NULL, *samples = NULL;
+    const lcm_cli_opt opts[] = {{"--show", NULL, &show, NULL}, {"--samples", NULL, &samples, NULL}};
+    const lcm_cli_cmd cmd = {.name = "data inspect", .max_operands = 1, .opts = opts, .n_opts = 2};
     lcm_error err = {0};
+    lcm_cli_args a;
+    uint64_t doc = 0, max_samples = 100000;
+    if (lcm_cli_parse(&cmd, argc - 1, argv + 1, &a, &err) ||
+        (a.n_operands != 1 && lcm_cli_usage(&err, cmd.name, "give the dataset file")) ||
+        (show && lcm_cli_u64(cmd.name, "--show", show, UINT64_MAX, &doc, &err)) ||
+        (samples && lcm_cli_u64(cmd.name, "--samples", samples, UINT64_MAX, &max_samples, &err)))
+        return lcm_cli_report(&err);
+    const char *path = a.operands[0];
     lcm_dataset ds;
-    if (lcm_dataset_open(&ds, pos[0], &err) != 0) return lcm_cli_report(&err);
+    if (lcm_dataset_open(&ds, path, &err) != 0) return lcm_cli_report(&err);
     char text_path[LCM_PATH_MAX], text_note[LCM_PATH_MAX + 1100];
     lcm_text text;
     int have_text = 0;
-    lcm_text_path_for(pos[0], text_path, sizeof text_path);
+    lcm_text_path_for(path, text_path, sizeof text_path);
     if (!lcm_file_exists(text_path)) {
         snprintf(text_note, sizeof text_note, "absent");
     } else if (lcm_text_open(&text, text_path, ds.n_concepts, &err) != 0) {
@@ -353,7 +259,7 @@ static int cmd_inspect(int argc, char **argv) {
     if (show) {
         if (doc >= ds.n_docs) {
             fprintf(stderr, "lcm: usage error: lcm data inspect: --show %llu: %s has documents 0..%llu\n",
-                    (unsigned long long)doc, pos[0], (unsigned long long)(ds.n_docs - 1));
+                    (unsigned long long)doc, path, (unsigned long long)(ds.n_docs - 1));
             status = 2;
         } else {
             show_document(&ds, doc, have_text ? &text : NULL);
@@ -363,7 +269,7 @@ static int cmd_inspect(int argc, char **argv) {
         if (lcm_dataset_inspect(&ds, max_samples, 1, &r, &err) != 0) {
             status = lcm_cli_report(&err);
         } else {
-            printf("%s: lcm dataset, format version %u, %.1f MB\n", pos[0], ds.version, (double)ds.map.size / 1e6);
+            printf("%s: lcm dataset, format version %u, %.1f MB\n", path, ds.version, (double)ds.map.size / 1e6);
             printf("  %-14s %s\n", "dtype", lcm_dtype_name(ds.dtype));
             printf("  %-14s %d\n", "dim", ds.dim);
             printf("  %-14s %llu\n", "documents", (unsigned long long)ds.n_docs);
@@ -404,20 +310,24 @@ static int cmd_fit_normalizer(int argc, char **argv) {
                "TRAIN), which model.normalizer = dataset (or its path) uses.\n");
         return 0;
     }
-    const char *out = NULL, *max_s = NULL, *seed_s = NULL, *pos[1];
-    int n_pos;
-    opt opts[] = {{"--output", "-o", &out, NULL}, {"--max-samples", NULL, &max_s, NULL}, {"--seed", NULL, &seed_s, NULL}};
-    LCM_TRY(parse_opts("fit-normalizer", argc, argv, opts, 3, pos, &n_pos, 1));
-    if (n_pos != 1) return usage_error("fit-normalizer", "%s", "give the training dataset");
+    const char *out = NULL, *max_s = NULL, *seed_s = NULL;
+    const lcm_cli_opt opts[] = {{"--output", "-o", &out, NULL}, {"--max-samples", NULL, &max_s, NULL},
+                                {"--seed", NULL, &seed_s, NULL}};
+    const lcm_cli_cmd cmd = {.name = "data fit-normalizer", .max_operands = 1, .opts = opts, .n_opts = 3};
+    lcm_error err = {0};
+    lcm_cli_args a;
     uint64_t max_samples = 1000000, seed = 0;
-    if (max_s) LCM_TRY(parse_u64("fit-normalizer", "--max-samples '%s': give a count", max_s, &max_samples));
-    if (seed_s) LCM_TRY(parse_u64("fit-normalizer", "--seed '%s': give a non-negative integer", seed_s, &seed));
+    if (lcm_cli_parse(&cmd, argc - 1, argv + 1, &a, &err) ||
+        (a.n_operands != 1 && lcm_cli_usage(&err, cmd.name, "give the training dataset")) ||
+        (max_s && lcm_cli_u64(cmd.name, "--max-samples", max_s, UINT64_MAX, &max_samples, &err)) ||
+        (seed_s && lcm_cli_u64(cmd.name, "--seed", seed_s, UINT64_MAX, &seed, &err)))
+        return lcm_cli_report(&err);
+    const char *train = a.operands[0];
     char path[LCM_PATH_MAX];
     if (out) snprintf(path, sizeof path, "%s", out);
-    else lcm_normalizer_path_for(pos[0], path, sizeof path);
-    lcm_error err = {0};
+    else lcm_normalizer_path_for(train, path, sizeof path);
     lcm_dataset ds;
-    if (lcm_dataset_open(&ds, pos[0], &err) != 0) return lcm_cli_report(&err);
+    if (lcm_dataset_open(&ds, train, &err) != 0) return lcm_cli_report(&err);
     lcm_normalizer nz;
     double t0 = lcm_now();
     int rc = lcm_normalizer_fit(&nz, &ds, max_samples, seed, &err);

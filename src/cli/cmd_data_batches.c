@@ -34,63 +34,22 @@ typedef struct batches_args {
     int devices; /* 0 = no device column */
 } batches_args;
 
-static int parse_u64(const char *flag, const char *s, uint64_t max, uint64_t *out, lcm_error *err) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (!s[0] || *end || errno || s[0] == '-' || v > max)
-        return lcm_fail(err, LCM_ERR_USAGE, "%s needs a whole number between 0 and %llu, not '%s'", flag,
-                        (unsigned long long)max, s);
-    *out = v;
-    return 0;
-}
-
-/* Takes this command's own flags (as "--flag value" or "--flag=value") out of argv; what is left goes
- * to lcm_cli_split. rest must hold argc entries. */
-static int parse_flags(int argc, char **argv, batches_args *a, char **rest, int *n_rest, lcm_error *err) {
-    static const char *names[] = {"--split", "--epoch", "--limit", "--devices"};
-    a->valid = 0;
-    a->epoch = 0;
-    a->limit = 20;
-    a->devices = 0;
-    *n_rest = 0;
-    for (int i = 1; i < argc; i++) {
-        int which = -1;
-        const char *value = NULL;
-        for (int k = 0; k < 4; k++) {
-            size_t n = strlen(names[k]);
-            if (strncmp(argv[i], names[k], n) == 0 && (argv[i][n] == '\0' || argv[i][n] == '=')) {
-                which = k;
-                value = argv[i][n] == '=' ? argv[i] + n + 1 : NULL;
-            }
-        }
-        if (which < 0) {
-            rest[(*n_rest)++] = argv[i];
-            continue;
-        }
-        if (!value) {
-            if (i + 1 >= argc) return lcm_fail(err, LCM_ERR_USAGE, "%s needs a value", names[which]);
-            value = argv[++i];
-        }
-        uint64_t v;
-        switch (which) {
-        case 0:
-            if (strcmp(value, "train") != 0 && strcmp(value, "valid") != 0)
-                return lcm_fail(err, LCM_ERR_USAGE, "--split is train or valid, not '%s'", value);
-            a->valid = strcmp(value, "valid") == 0;
-            break;
-        case 1:
-            LCM_TRY(parse_u64("--epoch", value, UINT64_MAX - 1, &a->epoch, err));
-            break;
-        case 2:
-            LCM_TRY(parse_u64("--limit", value, UINT64_MAX, &a->limit, err));
-            break;
-        default:
-            LCM_TRY(parse_u64("--devices", value, 1024, &v, err));
-            if (v == 0) return lcm_fail(err, LCM_ERR_USAGE, "--devices needs at least 1 device");
-            a->devices = (int)v;
-        }
-    }
+static int parse_args(int argc, char **argv, batches_args *ba, lcm_cli_args *a, lcm_error *err) {
+    const char *split = NULL, *epoch = NULL, *limit = NULL, *devices = NULL;
+    const lcm_cli_opt opts[] = {{"--split", NULL, &split, NULL}, {"--epoch", NULL, &epoch, NULL},
+                                {"--limit", NULL, &limit, NULL}, {"--devices", NULL, &devices, NULL}};
+    const lcm_cli_cmd cmd = {.name = "data batches", .takes_config = 1, .opts = opts, .n_opts = 4};
+    *ba = (batches_args){.limit = 20};
+    LCM_TRY(lcm_cli_parse(&cmd, argc - 1, argv + 1, a, err));
+    if (split && strcmp(split, "train") != 0 && strcmp(split, "valid") != 0)
+        return lcm_cli_usage(err, cmd.name, "--split is train or valid, not '%s'", split);
+    ba->valid = split && strcmp(split, "valid") == 0;
+    if (epoch) LCM_TRY(lcm_cli_u64(cmd.name, "--epoch", epoch, UINT64_MAX - 1, &ba->epoch, err));
+    if (limit) LCM_TRY(lcm_cli_u64(cmd.name, "--limit", limit, UINT64_MAX, &ba->limit, err));
+    uint64_t v = 0;
+    if (devices) LCM_TRY(lcm_cli_u64(cmd.name, "--devices", devices, 1024, &v, err));
+    if (devices && v == 0) return lcm_cli_usage(err, cmd.name, "--devices needs at least 1 device");
+    ba->devices = (int)v;
     return 0;
 }
 
@@ -174,20 +133,13 @@ int lcm_cmd_data_batches(int argc, char **argv) {
     }
     lcm_error err = {0};
     batches_args ba;
-    char **rest = calloc((size_t)argc + 1, sizeof *rest);
-    if (!rest) return lcm_cli_report(&(lcm_error){LCM_ERR_NOMEM, "out of memory parsing the command line"});
-    int n_rest;
-    lcm_cli_args a = {0};
-    lcm_config *cfg = calloc(1, sizeof *cfg);
+    static lcm_cli_args a;
+    static lcm_config config;
+    lcm_config *cfg = &config;
     lcm_dataset ds;
     int ds_open = 0;
     lcm_plan *plan = NULL;
-    int rc = cfg ? 0 : lcm_fail(&err, LCM_ERR_NOMEM, "out of memory for the configuration");
-    if (rc == 0) rc = parse_flags(argc, argv, &ba, rest, &n_rest, &err);
-    if (rc == 0) rc = lcm_cli_split(n_rest, rest, &a, &err);
-    if (rc == 0 && (a.n_flags > 0 || a.n_operands > 0))
-        rc = lcm_fail(&err, LCM_ERR_USAGE, "`lcm data batches` does not take '%s'; see `lcm data batches --help`",
-                      a.n_flags > 0 ? a.flags[0] : a.operands[0]);
+    int rc = parse_args(argc, argv, &ba, &a, &err);
     if (rc == 0) rc = lcm_config_load(cfg, a.config_path, a.n_overrides, a.overrides, &err);
     const char *key = ba.valid ? "data.valid" : "data.train";
     const char *path = rc == 0 ? (ba.valid ? cfg->data.valid : cfg->data.train) : "";
@@ -206,8 +158,5 @@ int lcm_cmd_data_batches(int argc, char **argv) {
     if (rc == 0) rc = print_plan(plan, &ds, &pc, &ba, cfg->trainer.grad_accum, &err);
     lcm_plan_free(plan);
     if (ds_open) lcm_dataset_close(&ds);
-    lcm_cli_args_free(&a);
-    free(rest);
-    free(cfg);
     return rc == 0 ? 0 : lcm_cli_report(&err);
 }

@@ -45,29 +45,13 @@ int lcm_cmd_eval(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    /* --json FILE / --json=FILE, taken out before the generic split */
     const char *json_path = NULL;
-    char **args = calloc((size_t)argc, sizeof *args);
-    int n = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0 && i + 1 < argc)
-            json_path = argv[++i];
-        else if (strncmp(argv[i], "--json=", 7) == 0)
-            json_path = argv[i] + 7;
-        else
-            args[n++] = argv[i];
-    }
+    const lcm_cli_opt opts[] = {{"--json", NULL, &json_path, NULL}};
+    const lcm_cli_cmd cmd = {.name = "eval", .takes_config = 1, .max_operands = 2, .opts = opts, .n_opts = 1};
     lcm_error err = {0};
-    lcm_cli_args a;
-    int rc = lcm_cli_split(n, args, &a, &err);
-    if (rc) {
-        free(args);
-        return lcm_cli_report(&err);
-    }
-    if (a.n_flags > 0)
-        rc = lcm_fail(&err, LCM_ERR_USAGE, "unknown option %s; see `lcm eval --help`", a.flags[0]);
-    else if (a.n_operands != 2)
-        rc = lcm_fail(&err, LCM_ERR_USAGE, "expected a checkpoint and a dataset; see `lcm eval --help`");
+    static lcm_cli_args a;
+    int rc = lcm_cli_parse(&cmd, argc - 1, argv + 1, &a, &err);
+    if (!rc && a.n_operands != 2) rc = lcm_cli_usage(&err, "eval", "expected a checkpoint and a dataset");
     static lcm_config cfg;
     lcm_eval_result res;
     for (int i = 0; !rc && i < 2; i++)
@@ -80,23 +64,18 @@ int lcm_cmd_eval(int argc, char **argv) {
             rc = load_checkpoint_config(&cfg, a.operands[0], &a, &err);
     }
     if (!rc) rc = lcm_evaluate(a.operands[0], a.operands[1], &cfg, &res, &err);
-    if (rc) {
-        rc = lcm_cli_report(&err);
-    } else {
-        char line[512];
-        snprintf(line, sizeof line,
-                 "{\"checkpoint\":\"%s\",\"dataset\":\"%s\",\"loss\":%.9g,\"l2\":%.9g,\"ca\":%.9g,\"n_targets\":%lld}",
-                 a.operands[0], a.operands[1], res.loss, res.l2, res.ca, (long long)res.n_targets);
-        fprintf(stderr, "loss %.4f | l2 %.4f | CA %.2f%% | %lld targets\n", res.loss, res.l2, 100 * res.ca,
-                (long long)res.n_targets);
-        printf("%s\n", line);
-        if (json_path) {
-            char buf[600];
-            snprintf(buf, sizeof buf, "%s\n", line);
-            if (lcm_write_file_atomic(json_path, buf, strlen(buf), &err) != 0) rc = lcm_cli_report(&err);
-        }
+    if (rc) return lcm_cli_report(&err);
+    char line[512];
+    snprintf(line, sizeof line,
+             "{\"checkpoint\":\"%s\",\"dataset\":\"%s\",\"loss\":%.9g,\"l2\":%.9g,\"ca\":%.9g,\"n_targets\":%lld}",
+             a.operands[0], a.operands[1], res.loss, res.l2, res.ca, (long long)res.n_targets);
+    fprintf(stderr, "loss %.4f | l2 %.4f | CA %.2f%% | %lld targets\n", res.loss, res.l2, 100 * res.ca,
+            (long long)res.n_targets);
+    printf("%s\n", line);
+    if (json_path) {
+        char buf[600];
+        snprintf(buf, sizeof buf, "%s\n", line);
+        if (lcm_write_file_atomic(json_path, buf, strlen(buf), &err) != 0) return lcm_cli_report(&err);
     }
-    lcm_cli_args_free(&a);
-    free(args);
-    return rc;
+    return 0;
 }

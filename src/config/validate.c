@@ -7,8 +7,7 @@
 
 #include "config_internal.h"
 
-/* "model.model_dim = 2000 (conf/x.ini:3)" */
-static const char *describe(const lcm_config *cfg, const char *section, const char *name, char *buf, size_t cap) {
+const char *lcm_config_describe(const lcm_config *cfg, const char *section, const char *name, char *buf, size_t cap) {
     const lcm_key *k = lcm_config_find_key(section, name);
     char value[LCM_STR_MAX + 8];
     lcm_config_format(cfg, k, value, sizeof value);
@@ -20,9 +19,9 @@ static const char *describe(const lcm_config *cfg, const char *section, const ch
     return buf;
 }
 
-#define DESC_MAX (LCM_STR_MAX + LCM_ORIGIN_MAX + 64)
-#define DESC_A(section, name) describe(cfg, section, name, a, sizeof a)
-#define DESC_B(section, name) describe(cfg, section, name, b, sizeof b)
+#define DESC_MAX LCM_DESCRIBE_MAX
+#define DESC_A(section, name) lcm_config_describe(cfg, section, name, a, sizeof a)
+#define DESC_B(section, name) lcm_config_describe(cfg, section, name, b, sizeof b)
 
 static int check_model(const lcm_config *cfg, lcm_error *err) {
     char a[DESC_MAX], b[DESC_MAX];
@@ -48,11 +47,6 @@ static int check_data(const lcm_config *cfg, lcm_error *err) {
     if (cfg->model.max_seq_len < d->max_seq_len)
         return lcm_fail(err, LCM_ERR_CONFIG, "%s is more than %s: rows would be longer than the model accepts",
                         DESC_A("data", "max_seq_len"), DESC_B("model", "max_seq_len"));
-    /* With data.train given, the dataset may already exist (synthesis then does not run) and its own
-     * dimension is checked against the model when it is opened. */
-    if (d->synthesize && !d->train[0] && cfg->synth.dim != cfg->model.sonar_dim)
-        return lcm_fail(err, LCM_ERR_CONFIG, "%s differs from %s: the synthesized data feeds the model (data.synthesize = true)",
-                        DESC_A("synth", "dim"), DESC_B("model", "sonar_dim"));
     return 0;
 }
 

@@ -98,6 +98,17 @@ static int resolve_data(const lcm_config *cfg, const char *run_dir, char *train,
     return 0;
 }
 
+/* Training's own rule on the data: synthesized data feeds the model, so it has the model's dimension.
+ * (With data.train given, the dataset may already exist and its dimension is checked when it is opened.) */
+static int check_data_rules(const lcm_config *cfg, lcm_error *err) {
+    char a[LCM_DESCRIBE_MAX], b[LCM_DESCRIBE_MAX];
+    if (cfg->data.synthesize && !cfg->data.train[0] && cfg->synth.dim != cfg->model.sonar_dim)
+        return lcm_fail(err, LCM_ERR_CONFIG, "%s differs from %s: the synthesized data feeds the model (data.synthesize = true)",
+                        lcm_config_describe(cfg, "synth", "dim", a, sizeof a),
+                        lcm_config_describe(cfg, "model", "sonar_dim", b, sizeof b));
+    return 0;
+}
+
 static int open_data(lcm_run *run, const char *train, const char *valid, lcm_error *err) {
     const lcm_config *cfg = run->cfg;
     LCM_TRY(lcm_split_open(&run->train, train, run->d.D, cfg->data.check_finite, cfg, LCM_PLAN_TRAIN, err));
@@ -236,6 +247,7 @@ int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err) {
     run->accum = cfg->trainer.grad_accum;
     char ckpt[LCM_PATH_MAX + 64], train[LCM_PATH_MAX], valid[LCM_PATH_MAX], path[LCM_PATH_MAX + 32];
     int rc = lcm_dims_from_config(&run->d, &cfg->model, err);
+    if (!rc) rc = check_data_rules(cfg, err);
     if (!rc) {
         snprintf(run->run_dir, sizeof run->run_dir, "%s", cfg->trainer.output_dir);
         rc = lcm_mkdir_p(run->run_dir, err);
