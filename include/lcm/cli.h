@@ -25,12 +25,15 @@ int lcm_cli_is_help(const char *arg);
 
 /* ---- the one command-line parser ----------------------------------------------------------------- */
 
-/* An option: "--name VALUE", "--name=VALUE" or "ALIAS VALUE" when value is set; "--name" when flag is. */
+/* An option: "--name VALUE", "--name=VALUE" or "ALIAS VALUE" when value or number is set, else "--name". */
 typedef struct lcm_cli_opt {
     const char *name;      /* "--limit" */
     const char *alias;     /* "-o", or NULL */
-    const char **value;    /* an option with a value stores it here */
-    int *flag;             /* an option without one sets *flag = 1 */
+    const char **value;    /* a string value is stored here */
+    int *flag;             /* set to 1 when the option is given */
+    uint64_t *number;      /* a whole-number value in [0, max] is stored here (max 0: UINT64_MAX) */
+    uint64_t max;
+    const char *required;  /* when set, the option must be given: "give <required>" */
 } lcm_cli_opt;
 
 /* What a (sub)command accepts. */
@@ -38,6 +41,7 @@ typedef struct lcm_cli_cmd {
     const char *name;      /* "data synth": messages point at `lcm data synth --help` */
     int takes_config;      /* [config.ini] [section.key=value ...] */
     int max_operands;      /* other arguments, kept in order */
+    const char *operands;  /* when set: exactly max_operands are needed, and a message names them */
     const lcm_cli_opt *opts;
     int n_opts;
 } lcm_cli_cmd;
@@ -52,16 +56,14 @@ typedef struct lcm_cli_args {
 } lcm_cli_args;
 
 /* Options anywhere; with takes_config, the first argument ending in .ini (before any override) is the
- * config and section.key=value arguments are overrides; the rest are operands, at most max_operands.
- * Anything else is a usage error naming the argument and pointing at the command's help. The result
- * points into argv and needs no freeing. */
-int lcm_cli_parse(const lcm_cli_cmd *cmd, int argc, char **argv, lcm_cli_args *out, lcm_error *err);
+ * config and section.key=value arguments are overrides; the rest are operands, at most max_operands
+ * (exactly, when cmd->operands names them). Anything else is a usage error naming the argument and
+ * pointing at the command's help (NULL returned). The result points into argv and lives in storage of
+ * the parser's (a process parses one command line). */
+const lcm_cli_args *lcm_cli_parse(const lcm_cli_cmd *cmd, int argc, char **argv, lcm_error *err);
 
 /* A usage error: "<message>; see `lcm <cmd> --help`". Returns LCM_ERR_USAGE. */
 __attribute__((format(printf, 3, 4))) int lcm_cli_usage(lcm_error *err, const char *cmd, const char *fmt, ...);
-
-/* An option's value as a whole number in [0, max]. */
-int lcm_cli_u64(const char *cmd, const char *opt, const char *s, uint64_t max, uint64_t *out, lcm_error *err);
 
 /* For commands that take only [config.ini] [key=value ...]: parse, then load the config. */
 int lcm_cli_load_config(int argc, char **argv, const char *what, lcm_config *cfg, lcm_error *err);

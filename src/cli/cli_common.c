@@ -24,7 +24,8 @@ int lcm_cli_usage(lcm_error *err, const char *cmd, const char *fmt, ...) {
     return lcm_fail(err, LCM_ERR_USAGE, "%s; see `lcm %s --help`", msg, cmd);
 }
 
-int lcm_cli_u64(const char *cmd, const char *opt, const char *s, uint64_t max, uint64_t *out, lcm_error *err) {
+static int parse_u64(const char *cmd, const char *opt, const char *s, uint64_t max, uint64_t *out, lcm_error *err) {
+    if (max == 0) max = UINT64_MAX;
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
@@ -55,8 +56,9 @@ static const lcm_cli_opt *find_opt(const lcm_cli_cmd *cmd, const char *a, const 
     return NULL;
 }
 
-int lcm_cli_parse(const lcm_cli_cmd *cmd, int argc, char **argv, lcm_cli_args *a, lcm_error *err) {
-    memset(a, 0, sizeof *a);
+static int parse(const lcm_cli_cmd *cmd, int argc, char **argv, lcm_cli_args *a, lcm_error *err) {
+    int given[64] = {0};
+    if (cmd->n_opts > 64) return lcm_fail(err, LCM_ERR_INTERNAL, "lcm %s: more than 64 options", cmd->name);
     if (argc > LCM_CLI_MAX_ARGS) return lcm_cli_usage(err, cmd->name, "more than %d arguments", LCM_CLI_MAX_ARGS);
     for (int i = 0; i < argc; i++) {
         char *s = argv[i];
@@ -64,16 +66,18 @@ int lcm_cli_parse(const lcm_cli_cmd *cmd, int argc, char **argv, lcm_cli_args *a
             const char *value;
             const lcm_cli_opt *o = find_opt(cmd, s, &value);
             if (!o) return lcm_cli_usage(err, cmd->name, "unknown option '%s'", s);
-            if (o->flag) {
+            given[o - cmd->opts] = 1;
+            if (o->flag) *o->flag = 1;
+            if (!o->value && !o->number) {
                 if (value) return lcm_cli_usage(err, cmd->name, "option '%s' takes no value", o->name);
-                *o->flag = 1;
                 continue;
             }
             if (!value) {
                 if (i + 1 >= argc) return lcm_cli_usage(err, cmd->name, "option '%s' needs a value", s);
                 value = argv[++i];
             }
-            *o->value = value;
+            if (o->number) LCM_TRY(parse_u64(cmd->name, o->name, value, o->max, o->number, err));
+            else *o->value = value;
         } else if (cmd->takes_config && is_config_arg(s) && a->config_path) {
             return lcm_cli_usage(err, cmd->name,
                                  "only one config file is accepted, got '%s' and '%s'; to combine them, name one as "
@@ -94,12 +98,21 @@ int lcm_cli_parse(const lcm_cli_cmd *cmd, int argc, char **argv, lcm_cli_args *a
             return lcm_cli_usage(err, cmd->name, "unexpected argument '%s'", s);
         }
     }
+    if (cmd->operands && a->n_operands != cmd->max_operands)
+        return lcm_cli_usage(err, cmd->name, "expected %s", cmd->operands);
+    for (int k = 0; k < cmd->n_opts; k++)
+        if (cmd->opts[k].required && !given[k]) return lcm_cli_usage(err, cmd->name, "give %s", cmd->opts[k].required);
     return 0;
+}
+
+const lcm_cli_args *lcm_cli_parse(const lcm_cli_cmd *cmd, int argc, char **argv, lcm_error *err) {
+    static lcm_cli_args a; /* large, and a process parses one command line */
+    memset(&a, 0, sizeof a);
+    return parse(cmd, argc, argv, &a, err) == 0 ? &a : NULL;
 }
 
 int lcm_cli_load_config(int argc, char **argv, const char *what, lcm_config *cfg, lcm_error *err) {
     const lcm_cli_cmd cmd = {.name = what, .takes_config = 1};
-    static lcm_cli_args a; /* static: large, and each process loads one command line */
-    LCM_TRY(lcm_cli_parse(&cmd, argc, argv, &a, err));
-    return lcm_config_load(cfg, a.config_path, a.n_overrides, a.overrides, err);
+    const lcm_cli_args *a = lcm_cli_parse(&cmd, argc, argv, err);
+    return a ? lcm_config_load(cfg, a->config_path, a->n_overrides, a->overrides, err) : (int)err->code;
 }

@@ -19,11 +19,10 @@ static const char usage_text[] =
 
 static int cmd_keys(int argc, char **argv) {
     int markdown = 0;
-    const lcm_cli_opt opts[] = {{"--markdown", NULL, NULL, &markdown}};
-    const lcm_cli_cmd cmd = {.name = "config keys", .opts = opts, .n_opts = 1};
-    lcm_cli_args a;
+    const lcm_cli_opt opts[] = {{"--markdown", .flag = &markdown}};
+    const lcm_cli_cmd cmd = {"config keys", 0, 0, NULL, opts, 1};
     lcm_error err = {0};
-    if (lcm_cli_parse(&cmd, argc, argv, &a, &err)) return lcm_cli_report(&err);
+    if (!lcm_cli_parse(&cmd, argc, argv, &err)) return lcm_cli_report(&err);
     lcm_config_print_keys(stdout, markdown);
     return 0;
 }

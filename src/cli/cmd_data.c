@@ -33,6 +33,11 @@ static void data_usage(FILE *f) {
             "Parquet files in the reference layout: tools/parquet_to_lcmd.py.\n");
 }
 
+static int help(const char *text) {
+    fputs(text, stdout);
+    return 0;
+}
+
 /* ---- progress on stderr ------------------------------------------------------------------------ */
 
 typedef struct progress_line {
@@ -83,26 +88,24 @@ static void print_dataset_line(const char *path) {
 
 /* ---- synth ---------------------------------------------------------------------------------------- */
 
+static const char synth_usage[] =
+    "usage: lcm data synth [config.ini] [synth.key=value ...] -o DIR\n\n"
+    "Writes a synthetic dataset with learnable sequential structure and SONAR-like statistics into\n"
+    "DIR: train.lcmd, valid.lcmd (synth.valid_docs > 0), normalizer.safetensors (fitted on train)\n"
+    "and, with synth.with_text=true, a made-up sentence per concept (train.text, valid.text).\n"
+    "The [synth] section of the config (default: the embedded default config) sets dim, dtype,\n"
+    "train_docs, valid_docs, min_len, max_len, mean_len, latent_dim, persistence, noise, spread,\n"
+    "seed, with_text; `lcm config keys` lists them. The same seed gives byte-identical files.\n";
+
 static int cmd_synth(int argc, char **argv) {
-    if (argc > 1 && lcm_cli_is_help(argv[1])) {
-        printf("usage: lcm data synth [config.ini] [synth.key=value ...] -o DIR\n\n"
-               "Writes a synthetic dataset with learnable sequential structure and SONAR-like statistics into\n"
-               "DIR: train.lcmd, valid.lcmd (synth.valid_docs > 0), normalizer.safetensors (fitted on train)\n"
-               "and, with synth.with_text=true, a made-up sentence per concept (train.text, valid.text).\n"
-               "The [synth] section of the config (default: the embedded default config) sets dim, dtype,\n"
-               "train_docs, valid_docs, min_len, max_len, mean_len, latent_dim, persistence, noise, spread,\n"
-               "seed, with_text; `lcm config keys` lists them. The same seed gives byte-identical files.\n");
-        return 0;
-    }
+    if (argc > 1 && lcm_cli_is_help(argv[1])) return help(synth_usage);
     const char *out = NULL;
-    const lcm_cli_opt opts[] = {{"--output", "-o", &out, NULL}};
-    const lcm_cli_cmd cmd = {.name = "data synth", .takes_config = 1, .opts = opts, .n_opts = 1};
+    const lcm_cli_opt opts[] = {{"--output", "-o", .value = &out, .required = "the output directory with -o DIR"}};
+    const lcm_cli_cmd cmd = {"data synth", 1, 0, NULL, opts, 1};
     lcm_error err = {0};
-    static lcm_cli_args a;
     static lcm_config cfg;
-    int rc = lcm_cli_parse(&cmd, argc - 1, argv + 1, &a, &err);
-    if (rc == 0 && !out) rc = lcm_cli_usage(&err, cmd.name, "give the output directory with -o DIR");
-    if (rc == 0) rc = lcm_config_load(&cfg, a.config_path, a.n_overrides, a.overrides, &err);
+    const lcm_cli_args *a = lcm_cli_parse(&cmd, argc - 1, argv + 1, &err);
+    int rc = a ? lcm_config_load(&cfg, a->config_path, a->n_overrides, a->overrides, &err) : (int)err.code;
     if (rc == 0) {
         progress_line p;
         progress_init(&p, "synth");
@@ -128,36 +131,34 @@ static int cmd_synth(int argc, char **argv) {
 
 /* ---- import --------------------------------------------------------------------------------------- */
 
+static const char import_usage[] =
+    "usage: lcm data import EMB.npy LENGTHS.npy [--offsets] [--eot EOT.npy] [--source-ids IDS.npy]\n"
+    "                      [--dtype f32|f16|bf16] -o OUT.lcmd\n\n"
+    "EMB.npy       float32 or float16 [N, D]: every concept (sentence embedding), documents back to back\n"
+    "LENGTHS.npy   int32/int64 [n_docs]: concepts per document (each >= 1, summing to N), or with\n"
+    "              --offsets, [n_docs + 1] offsets into EMB (0, ..., N, strictly increasing)\n"
+    "--eot         [D] or [1, D]: the SONAR embedding of \"End of text.\", appended to every document in\n"
+    "              training (data.append_eot); without it, train with data.append_eot=false\n"
+    "--source-ids  integers [n_docs]: kept with each document (e.g. a row id of the source corpus)\n"
+    "--dtype       storage type (default: that of EMB.npy); f16/bf16 halve the file\n"
+    "-o            the dataset to write; it appears complete or not at all\n\n"
+    "Every input is checked before anything is written. Parquet input: tools/parquet_to_lcmd.py.\n";
+
 static int cmd_import(int argc, char **argv) {
-    if (argc > 1 && lcm_cli_is_help(argv[1])) {
-        printf("usage: lcm data import EMB.npy LENGTHS.npy [--offsets] [--eot EOT.npy] [--source-ids IDS.npy]\n"
-               "                      [--dtype f32|f16|bf16] -o OUT.lcmd\n\n"
-               "EMB.npy       float32 or float16 [N, D]: every concept (sentence embedding), documents back to back\n"
-               "LENGTHS.npy   int32/int64 [n_docs]: concepts per document (each >= 1, summing to N), or with\n"
-               "              --offsets, [n_docs + 1] offsets into EMB (0, ..., N, strictly increasing)\n"
-               "--eot         [D] or [1, D]: the SONAR embedding of \"End of text.\", appended to every document in\n"
-               "              training (data.append_eot); without it, train with data.append_eot=false\n"
-               "--source-ids  integers [n_docs]: kept with each document (e.g. a row id of the source corpus)\n"
-               "--dtype       storage type (default: that of EMB.npy); f16/bf16 halve the file\n"
-               "-o            the dataset to write; it appears complete or not at all\n\n"
-               "Every input is checked before anything is written. Parquet input: tools/parquet_to_lcmd.py.\n");
-        return 0;
-    }
+    if (argc > 1 && lcm_cli_is_help(argv[1])) return help(import_usage);
     const char *out = NULL, *eot = NULL, *ids = NULL, *dtype = NULL;
     int offsets = 0;
-    const lcm_cli_opt opts[] = {{"--output", "-o", &out, NULL}, {"--eot", NULL, &eot, NULL},
-                                {"--source-ids", NULL, &ids, NULL}, {"--dtype", NULL, &dtype, NULL},
-                                {"--offsets", NULL, NULL, &offsets}};
-    const lcm_cli_cmd cmd = {.name = "data import", .max_operands = 2, .opts = opts, .n_opts = 5};
+    const lcm_cli_opt opts[] = {{"--output", "-o", .value = &out, .required = "the output file with -o OUT.lcmd"},
+                                {"--eot", .value = &eot}, {"--source-ids", .value = &ids}, {"--dtype", .value = &dtype},
+                                {"--offsets", .flag = &offsets}};
+    const lcm_cli_cmd cmd = {"data import", 0, 2, "EMB.npy and LENGTHS.npy", opts, 5};
     lcm_error err = {0};
-    lcm_cli_args a;
-    if (lcm_cli_parse(&cmd, argc - 1, argv + 1, &a, &err)) return lcm_cli_report(&err);
-    if (a.n_operands != 2) lcm_cli_usage(&err, cmd.name, "give EMB.npy and LENGTHS.npy");
-    else if (!out) lcm_cli_usage(&err, cmd.name, "give the output file with -o OUT.lcmd");
-    lcm_import_spec spec = {a.operands[0], a.operands[1], offsets, eot, ids, 0, out};
-    if (!err.code && dtype && lcm_dtype_parse(dtype, &spec.dtype) != 0)
-        lcm_cli_usage(&err, cmd.name, "--dtype '%s': use f32, f16 or bf16", dtype);
-    if (err.code) return lcm_cli_report(&err);
+    const lcm_cli_args *a = lcm_cli_parse(&cmd, argc - 1, argv + 1, &err);
+    if (!a) return lcm_cli_report(&err);
+    lcm_import_spec spec = {a->operands[0], a->operands[1], offsets, eot, ids, 0, out};
+    if (dtype && lcm_dtype_parse(dtype, &spec.dtype) != 0 &&
+        lcm_cli_usage(&err, cmd.name, "--dtype '%s': use f32, f16 or bf16", dtype))
+        return lcm_cli_report(&err);
     lcm_import_result r;
     progress_line p;
     progress_init(&p, "import");
@@ -219,27 +220,23 @@ static void print_histogram(const lcm_inspect *r) {
     }
 }
 
+static const char inspect_usage[] =
+    "usage: lcm data inspect FILE.lcmd [--show DOC] [--samples N]\n\n"
+    "Validates the file and prints its sizes, document-length histogram, NaN/Inf count (every value),\n"
+    "L2 norms and per-dimension mean/std (from a uniform sample of N concepts, default 100000; 0 = all),\n"
+    "and whether it has an EOT vector, source ids and a text side file (FILE.text).\n"
+    "--show DOC prints one document instead: each concept's norm and, with a text file, its sentence.\n";
+
 static int cmd_inspect(int argc, char **argv) {
-    if (argc > 1 && lcm_cli_is_help(argv[1])) {
-        printf("usage: lcm data inspect FILE.lcmd [--show DOC] [--samples N]\n\n"
-               "Validates the file and prints its sizes, document-length histogram, NaN/Inf count (every value),\n"
-               "L2 norms and per-dimension mean/std (from a uniform sample of N concepts, default 100000; 0 = all),\n"
-               "and whether it has an EOT vector, source ids and a text side file (FILE.text).\n"
-               "--show DOC prints one document instead: each concept's norm and, with a text file, its sentence.\n");
-        return 0;
-    }
-    const char *show = NULL, *samples = NULL;
-    const lcm_cli_opt opts[] = {{"--show", NULL, &show, NULL}, {"--samples", NULL, &samples, NULL}};
-    const lcm_cli_cmd cmd = {.name = "data inspect", .max_operands = 1, .opts = opts, .n_opts = 2};
-    lcm_error err = {0};
-    lcm_cli_args a;
+    if (argc > 1 && lcm_cli_is_help(argv[1])) return help(inspect_usage);
+    int show = 0;
     uint64_t doc = 0, max_samples = 100000;
-    if (lcm_cli_parse(&cmd, argc - 1, argv + 1, &a, &err) ||
-        (a.n_operands != 1 && lcm_cli_usage(&err, cmd.name, "give the dataset file")) ||
-        (show && lcm_cli_u64(cmd.name, "--show", show, UINT64_MAX, &doc, &err)) ||
-        (samples && lcm_cli_u64(cmd.name, "--samples", samples, UINT64_MAX, &max_samples, &err)))
-        return lcm_cli_report(&err);
-    const char *path = a.operands[0];
+    const lcm_cli_opt opts[] = {{"--show", .flag = &show, .number = &doc}, {"--samples", .number = &max_samples}};
+    const lcm_cli_cmd cmd = {"data inspect", 0, 1, "the dataset file", opts, 2};
+    lcm_error err = {0};
+    const lcm_cli_args *a = lcm_cli_parse(&cmd, argc - 1, argv + 1, &err);
+    if (!a) return lcm_cli_report(&err);
+    const char *path = a->operands[0];
     lcm_dataset ds;
     if (lcm_dataset_open(&ds, path, &err) != 0) return lcm_cli_report(&err);
     char text_path[LCM_PATH_MAX], text_note[LCM_PATH_MAX + 1100];
@@ -300,29 +297,25 @@ static int cmd_inspect(int argc, char **argv) {
 
 /* ---- fit-normalizer --------------------------------------------------------------------------------- */
 
+static const char fit_normalizer_usage[] =
+    "usage: lcm data fit-normalizer TRAIN.lcmd [-o OUT.safetensors] [--max-samples N] [--seed N]\n\n"
+    "Fits the SONAR normalizer on a training set: center = per-dimension median, scale =\n"
+    "per-dimension interquartile range / 1.349 (the reference's robust convention: the standard\n"
+    "deviation for Gaussian data), from a uniform sample of N concepts (default 1000000; 0 = all).\n"
+    "Writes F32 tensors \"center\" and \"scale\" [D] to OUT (default: normalizer.safetensors beside\n"
+    "TRAIN), which model.normalizer = dataset (or its path) uses.\n";
+
 static int cmd_fit_normalizer(int argc, char **argv) {
-    if (argc > 1 && lcm_cli_is_help(argv[1])) {
-        printf("usage: lcm data fit-normalizer TRAIN.lcmd [-o OUT.safetensors] [--max-samples N] [--seed N]\n\n"
-               "Fits the SONAR normalizer on a training set: center = per-dimension median, scale =\n"
-               "per-dimension interquartile range / 1.349 (the reference's robust convention: the standard\n"
-               "deviation for Gaussian data), from a uniform sample of N concepts (default 1000000; 0 = all).\n"
-               "Writes F32 tensors \"center\" and \"scale\" [D] to OUT (default: normalizer.safetensors beside\n"
-               "TRAIN), which model.normalizer = dataset (or its path) uses.\n");
-        return 0;
-    }
-    const char *out = NULL, *max_s = NULL, *seed_s = NULL;
-    const lcm_cli_opt opts[] = {{"--output", "-o", &out, NULL}, {"--max-samples", NULL, &max_s, NULL},
-                                {"--seed", NULL, &seed_s, NULL}};
-    const lcm_cli_cmd cmd = {.name = "data fit-normalizer", .max_operands = 1, .opts = opts, .n_opts = 3};
-    lcm_error err = {0};
-    lcm_cli_args a;
+    if (argc > 1 && lcm_cli_is_help(argv[1])) return help(fit_normalizer_usage);
+    const char *out = NULL;
     uint64_t max_samples = 1000000, seed = 0;
-    if (lcm_cli_parse(&cmd, argc - 1, argv + 1, &a, &err) ||
-        (a.n_operands != 1 && lcm_cli_usage(&err, cmd.name, "give the training dataset")) ||
-        (max_s && lcm_cli_u64(cmd.name, "--max-samples", max_s, UINT64_MAX, &max_samples, &err)) ||
-        (seed_s && lcm_cli_u64(cmd.name, "--seed", seed_s, UINT64_MAX, &seed, &err)))
-        return lcm_cli_report(&err);
-    const char *train = a.operands[0];
+    const lcm_cli_opt opts[] = {{"--output", "-o", .value = &out}, {"--max-samples", .number = &max_samples},
+                                {"--seed", .number = &seed}};
+    const lcm_cli_cmd cmd = {"data fit-normalizer", 0, 1, "the training dataset", opts, 3};
+    lcm_error err = {0};
+    const lcm_cli_args *a = lcm_cli_parse(&cmd, argc - 1, argv + 1, &err);
+    if (!a) return lcm_cli_report(&err);
+    const char *train = a->operands[0];
     char path[LCM_PATH_MAX];
     if (out) snprintf(path, sizeof path, "%s", out);
     else lcm_normalizer_path_for(train, path, sizeof path);

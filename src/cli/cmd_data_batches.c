@@ -34,23 +34,22 @@ typedef struct batches_args {
     int devices; /* 0 = no device column */
 } batches_args;
 
-static int parse_args(int argc, char **argv, batches_args *ba, lcm_cli_args *a, lcm_error *err) {
-    const char *split = NULL, *epoch = NULL, *limit = NULL, *devices = NULL;
-    const lcm_cli_opt opts[] = {{"--split", NULL, &split, NULL}, {"--epoch", NULL, &epoch, NULL},
-                                {"--limit", NULL, &limit, NULL}, {"--devices", NULL, &devices, NULL}};
-    const lcm_cli_cmd cmd = {.name = "data batches", .takes_config = 1, .opts = opts, .n_opts = 4};
+static const lcm_cli_args *parse_args(int argc, char **argv, batches_args *ba, lcm_error *err) {
+    const char *split = NULL;
+    int have_devices = 0;
+    uint64_t devices = 0;
     *ba = (batches_args){.limit = 20};
-    LCM_TRY(lcm_cli_parse(&cmd, argc - 1, argv + 1, a, err));
-    if (split && strcmp(split, "train") != 0 && strcmp(split, "valid") != 0)
-        return lcm_cli_usage(err, cmd.name, "--split is train or valid, not '%s'", split);
+    const lcm_cli_opt opts[] = {{"--split", .value = &split}, {"--epoch", .number = &ba->epoch, .max = UINT64_MAX - 1},
+                                {"--limit", .number = &ba->limit},
+                                {"--devices", .flag = &have_devices, .number = &devices, .max = 1024}};
+    const lcm_cli_cmd cmd = {"data batches", 1, 0, NULL, opts, 4};
+    const lcm_cli_args *a = lcm_cli_parse(&cmd, argc - 1, argv + 1, err);
+    if (a && split && strcmp(split, "train") != 0 && strcmp(split, "valid") != 0)
+        return lcm_cli_usage(err, cmd.name, "--split is train or valid, not '%s'", split), NULL;
+    if (a && have_devices && devices == 0) return lcm_cli_usage(err, cmd.name, "--devices needs at least 1 device"), NULL;
     ba->valid = split && strcmp(split, "valid") == 0;
-    if (epoch) LCM_TRY(lcm_cli_u64(cmd.name, "--epoch", epoch, UINT64_MAX - 1, &ba->epoch, err));
-    if (limit) LCM_TRY(lcm_cli_u64(cmd.name, "--limit", limit, UINT64_MAX, &ba->limit, err));
-    uint64_t v = 0;
-    if (devices) LCM_TRY(lcm_cli_u64(cmd.name, "--devices", devices, 1024, &v, err));
-    if (devices && v == 0) return lcm_cli_usage(err, cmd.name, "--devices needs at least 1 device");
-    ba->devices = (int)v;
-    return 0;
+    ba->devices = (int)devices;
+    return a;
 }
 
 static void print_rows(const lcm_microbatch *mb) {
@@ -133,14 +132,13 @@ int lcm_cmd_data_batches(int argc, char **argv) {
     }
     lcm_error err = {0};
     batches_args ba;
-    static lcm_cli_args a;
     static lcm_config config;
     lcm_config *cfg = &config;
     lcm_dataset ds;
     int ds_open = 0;
     lcm_plan *plan = NULL;
-    int rc = parse_args(argc, argv, &ba, &a, &err);
-    if (rc == 0) rc = lcm_config_load(cfg, a.config_path, a.n_overrides, a.overrides, &err);
+    const lcm_cli_args *a = parse_args(argc, argv, &ba, &err);
+    int rc = a ? lcm_config_load(cfg, a->config_path, a->n_overrides, a->overrides, &err) : (int)err.code;
     const char *key = ba.valid ? "data.valid" : "data.train";
     const char *path = rc == 0 ? (ba.valid ? cfg->data.valid : cfg->data.train) : "";
     if (rc == 0 && !path[0])

@@ -46,29 +46,28 @@ int lcm_cmd_eval(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     const char *json_path = NULL;
-    const lcm_cli_opt opts[] = {{"--json", NULL, &json_path, NULL}};
-    const lcm_cli_cmd cmd = {.name = "eval", .takes_config = 1, .max_operands = 2, .opts = opts, .n_opts = 1};
+    const lcm_cli_opt opts[] = {{"--json", .value = &json_path}};
+    const lcm_cli_cmd cmd = {"eval", 1, 2, "a checkpoint and a dataset", opts, 1};
     lcm_error err = {0};
-    static lcm_cli_args a;
-    int rc = lcm_cli_parse(&cmd, argc - 1, argv + 1, &a, &err);
-    if (!rc && a.n_operands != 2) rc = lcm_cli_usage(&err, "eval", "expected a checkpoint and a dataset");
+    const lcm_cli_args *a = lcm_cli_parse(&cmd, argc - 1, argv + 1, &err);
+    int rc = a ? 0 : (int)err.code;
     static lcm_config cfg;
     lcm_eval_result res;
     for (int i = 0; !rc && i < 2; i++)
-        if (!lcm_file_exists(a.operands[i]))
-            rc = lcm_fail(&err, LCM_ERR_IO, "%s '%s' does not exist", i == 0 ? "checkpoint" : "dataset", a.operands[i]);
+        if (!lcm_file_exists(a->operands[i]))
+            rc = lcm_fail(&err, LCM_ERR_IO, "%s '%s' does not exist", i == 0 ? "checkpoint" : "dataset", a->operands[i]);
     if (!rc) {
-        if (a.config_path)
-            rc = lcm_config_load(&cfg, a.config_path, a.n_overrides, a.overrides, &err);
+        if (a->config_path)
+            rc = lcm_config_load(&cfg, a->config_path, a->n_overrides, a->overrides, &err);
         else
-            rc = load_checkpoint_config(&cfg, a.operands[0], &a, &err);
+            rc = load_checkpoint_config(&cfg, a->operands[0], a, &err);
     }
-    if (!rc) rc = lcm_evaluate(a.operands[0], a.operands[1], &cfg, &res, &err);
+    if (!rc) rc = lcm_evaluate(a->operands[0], a->operands[1], &cfg, &res, &err);
     if (rc) return lcm_cli_report(&err);
     char line[512];
     snprintf(line, sizeof line,
              "{\"checkpoint\":\"%s\",\"dataset\":\"%s\",\"loss\":%.9g,\"l2\":%.9g,\"ca\":%.9g,\"n_targets\":%lld}",
-             a.operands[0], a.operands[1], res.loss, res.l2, res.ca, (long long)res.n_targets);
+             a->operands[0], a->operands[1], res.loss, res.l2, res.ca, (long long)res.n_targets);
     fprintf(stderr, "loss %.4f | l2 %.4f | CA %.2f%% | %lld targets\n", res.loss, res.l2, 100 * res.ca,
             (long long)res.n_targets);
     printf("%s\n", line);

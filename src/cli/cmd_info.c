@@ -11,9 +11,8 @@ int lcm_cmd_info(int argc, char **argv) {
         return 0;
     }
     const lcm_cli_cmd cmd = {.name = "info"};
-    lcm_cli_args a;
     lcm_error err = {0};
-    if (lcm_cli_parse(&cmd, argc - 1, argv + 1, &a, &err)) return lcm_cli_report(&err);
+    if (!lcm_cli_parse(&cmd, argc - 1, argv + 1, &err)) return lcm_cli_report(&err);
     printf("lcm %s (%s), CUDA backend %s\n", LCM_VERSION, LCM_GIT_REV, lcm_cuda_built() ? "built" : "not built");
     printf("CPU cores: %d\n", lcm_cpu_count());
     lcm_cuda_print_info(stdout);

@@ -246,12 +246,10 @@ int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err) {
     run->sum = sum;
     run->accum = cfg->trainer.grad_accum;
     char ckpt[LCM_PATH_MAX + 64], train[LCM_PATH_MAX], valid[LCM_PATH_MAX], path[LCM_PATH_MAX + 32];
+    snprintf(run->run_dir, sizeof run->run_dir, "%s", cfg->trainer.output_dir);
     int rc = lcm_dims_from_config(&run->d, &cfg->model, err);
     if (!rc) rc = check_data_rules(cfg, err);
-    if (!rc) {
-        snprintf(run->run_dir, sizeof run->run_dir, "%s", cfg->trainer.output_dir);
-        rc = lcm_mkdir_p(run->run_dir, err);
-    }
+    if (!rc) rc = lcm_mkdir_p(run->run_dir, err);
     if (!rc) rc = choose_start(cfg, run->run_dir, ckpt, sizeof ckpt, err);
     if (!rc) {
         lcm_path_join(path, sizeof path, run->run_dir, "train.log");
