@@ -113,7 +113,7 @@ TEST(defaults_are_the_reference_recipe) {
     CHECK(cfg.data.train[0] == 0 && cfg.data.valid[0] == 0 && cfg.data.max_seq_len == 128 && cfg.data.max_tokens == 7168);
     CHECK(cfg.data.bucket_factor == 4 && cfg.data.shuffle == 1 && cfg.data.append_eot == 1);
     CHECK(cfg.data.synthesize == 0 && cfg.data.check_finite == 1);
-    CHECK(cfg.synth.dim == 1024 && strcmp(cfg.synth.dtype, "f16") == 0 && cfg.synth.train_docs == 2000);
+    CHECK(cfg.synth.dim == 1024 && cfg.synth.dtype == LCM_F16 && cfg.synth.train_docs == 2000);
     CHECK(cfg.synth.valid_docs == 100 && cfg.synth.min_len == 4 && cfg.synth.max_len == 300 && cfg.synth.mean_len == 30.0f);
     CHECK(cfg.synth.latent_dim == 32 && cfg.synth.persistence == 0.9f && cfg.synth.noise == 0.3f);
     CHECK(cfg.synth.spread == 0.006f && cfg.synth.seed == 1 && cfg.synth.with_text == 0);
@@ -121,10 +121,10 @@ TEST(defaults_are_the_reference_recipe) {
     CHECK(cfg.trainer.max_steps == 250000 && cfg.trainer.grad_accum == 1 && cfg.trainer.seed == 1);
     CHECK(cfg.trainer.log_every == 10 && cfg.trainer.validate_every == 10000 && cfg.trainer.validate_max_batches == 0);
     CHECK(cfg.trainer.checkpoint_every == 2000 && cfg.trainer.keep_last == 2 && strcmp(cfg.trainer.resume, "auto") == 0);
-    CHECK(cfg.trainer.init_from[0] == 0 && cfg.trainer.max_bad_steps == 20 && strcmp(cfg.trainer.grad_reduce_dtype, "f32") == 0);
+    CHECK(cfg.trainer.init_from[0] == 0 && cfg.trainer.max_bad_steps == 20 && cfg.trainer.grad_reduce_dtype == LCM_GRAD_REDUCE_F32);
     CHECK(cfg.trainer.cpu_threads == 0 && cfg.trainer.plot == 1);
     CHECK(cfg.optim.lr == 4e-4f && cfg.optim.beta1 == 0.9f && cfg.optim.beta2 == 0.95f && cfg.optim.eps == 1e-5f);
-    CHECK(cfg.optim.weight_decay == 0.1f && cfg.optim.grad_clip == 25.0f && strcmp(cfg.optim.schedule, "cosine") == 0);
+    CHECK(cfg.optim.weight_decay == 0.1f && cfg.optim.grad_clip == 25.0f && cfg.optim.schedule == LCM_SCHEDULE_COSINE);
     CHECK(cfg.optim.start_lr == 1e-7f && cfg.optim.final_lr == 1e-5f && cfg.optim.warmup_steps == 10000);
     CHECK(cfg.bench.warmup_steps == 3 && cfg.bench.steps == 10 && cfg.bench.peak_tflops == 0.0f);
     CHECK(cfg.base[0] == 0);
@@ -439,7 +439,7 @@ TEST(write_then_load_gives_the_same_config) {
     for (int i = 0; i < lcm_num_keys; i++) {
         const lcm_key *k = &lcm_keys[i];
         if (strcmp(k->section, "config") == 0) continue; /* written as a comment: the bases are merged */
-        int same = k->type == LCM_KEY_STRING || k->type == LCM_KEY_ENUM
+        int same = k->type == LCM_KEY_STRING
                        ? strcmp(field_of(&cfg, k), field_of(&cfg2, k)) == 0
                        : memcmp(field_of(&cfg, k), field_of(&cfg2, k), (size_t)k->width) == 0;
         CHECKF(same, "%s.%s differs after write + load", k->section, k->name);
@@ -619,8 +619,8 @@ TEST(validate_catches_fields_set_in_code) {
     cfg.model.num_heads = 0;
     CHECK_FAILS(lcm_config_validate(&cfg, &err), &err, LCM_ERR_CONFIG, "model.num_heads = '0': expected an integer in [1, 1024]");
     lcm_config_defaults(&cfg);
-    strcpy(cfg.synth.dtype, "f8");
-    CHECK_FAILS(lcm_config_validate(&cfg, &err), &err, LCM_ERR_CONFIG, "synth.dtype = 'f8': expected one of f32, f16, bf16");
+    cfg.synth.dtype = (lcm_dtype)7; /* not one of the enum's values */
+    CHECK_FAILS(lcm_config_validate(&cfg, &err), &err, LCM_ERR_CONFIG, "synth.dtype = '7': expected one of f32, f16, bf16");
 }
 
 TEST(devices_syntax) {

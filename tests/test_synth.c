@@ -12,7 +12,7 @@ static lcm_synth_config small_config(void) {
     lcm_synth_config sc;
     memset(&sc, 0, sizeof sc);
     sc.dim = 64;
-    snprintf(sc.dtype, sizeof sc.dtype, "f32");
+    sc.dtype = LCM_F32;
     sc.train_docs = 300;
     sc.valid_docs = 40;
     sc.min_len = 8;
@@ -45,7 +45,7 @@ TEST(same_seed_same_bytes) {
     lcm_synth_config sc = small_config();
     sc.train_docs = 50;
     sc.with_text = 1;
-    snprintf(sc.dtype, sizeof sc.dtype, "f16");
+    sc.dtype = LCM_F16;
     snprintf(a, sizeof a, "%s/a/train.lcmd", dir);
     snprintf(b, sizeof b, "%s/b/train.lcmd", dir);
     snprintf(c, sizeof c, "%s/c/train.lcmd", dir);
@@ -285,8 +285,8 @@ TEST(config_errors_name_the_key) {
     sc.persistence = 1.5f;
     CHECK_FAILS(lcm_synth_validate(&sc, &err), &err, LCM_ERR_CONFIG, "synth.persistence");
     sc = small_config();
-    snprintf(sc.dtype, sizeof sc.dtype, "f8");
-    CHECK_FAILS(lcm_synth_validate(&sc, &err), &err, LCM_ERR_CONFIG, "synth.dtype = 'f8'");
+    sc.dtype = (lcm_dtype)7; /* not one of the enum's values */
+    CHECK_FAILS(lcm_synth_validate(&sc, &err), &err, LCM_ERR_CONFIG, "synth.dtype = 7: use f32, f16 or bf16");
     sc = small_config();
     CHECK_OK(lcm_synth_validate(&sc, &err), &err);
 }

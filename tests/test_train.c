@@ -287,7 +287,7 @@ TEST(nan_in_the_data_stops_before_training) {
 
 TEST(lr_schedule_matches_the_reference_formula) {
     lcm_optim_config o = {.lr = 4e-4f, .start_lr = 1e-7f, .final_lr = 1e-5f, .warmup_steps = 10000};
-    snprintf(o.schedule, sizeof o.schedule, "cosine");
+    o.schedule = LCM_SCHEDULE_COSINE;
     const int64_t max_steps = 250000;
     const double lr = o.lr, start = o.start_lr, final = o.final_lr; /* the fp32 values the config holds */
     /* step 1 uses e = 0: the start LR; the warmup is linear in e. */
@@ -300,7 +300,7 @@ TEST(lr_schedule_matches_the_reference_formula) {
                1e-15);
     /* the last step is a hair above final_lr (the cycle is one step longer than the steps left) */
     CHECK(lcm_lr_at(&o, max_steps, max_steps) > final && lcm_lr_at(&o, max_steps, max_steps) < final + 1e-12);
-    snprintf(o.schedule, sizeof o.schedule, "constant");
+    o.schedule = LCM_SCHEDULE_CONSTANT;
     CHECK_NEAR(lcm_lr_at(&o, max_steps, 200000), lr, 1e-15);
 }
 

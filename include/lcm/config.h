@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include "lcm/error.h"
 #include "lcm/fileio.h"
+#include "lcm/half.h"
 
 #define LCM_STR_MAX LCM_PATH_MAX
 #define LCM_CONFIG_MAX_KEYS 80   /* capacity of lcm_config.origin; the schema has fewer keys */
@@ -44,9 +45,14 @@ typedef struct lcm_data_config {
     int check_finite;         /* scan the whole dataset for NaN/Inf when opening it for training */
 } lcm_data_config;
 
+/* Enum keys are stored as C enums: the value of a key's first choice is its schema min, the next
+ * choices count up from there (schema.c lists the choices in the enums' order). */
+typedef enum { LCM_GRAD_REDUCE_F32, LCM_GRAD_REDUCE_BF16 } lcm_grad_reduce;
+typedef enum { LCM_SCHEDULE_COSINE, LCM_SCHEDULE_CONSTANT } lcm_schedule;
+
 typedef struct lcm_synth_config {
     int dim;                  /* D */
-    char dtype[16];           /* f32, f16, bf16 */
+    lcm_dtype dtype;          /* f32, f16, bf16 */
     int64_t train_docs;
     int64_t valid_docs;
     int min_len;              /* concepts per document */
@@ -76,7 +82,7 @@ typedef struct lcm_trainer_config {
     int64_t stop_at_step;     /* stop after this step, with a checkpoint, as if interrupted; 0 = off */
     int64_t hang_timeout_s;   /* a device wait longer than this aborts the run (hung GPU or peer); 0 = off */
     int max_bad_steps;        /* NaN/Inf steps in a row before the run stops */
-    char grad_reduce_dtype[8];/* f32 | bf16 */
+    lcm_grad_reduce grad_reduce_dtype; /* f32 | bf16 */
     int cpu_threads;          /* BLAS threads in total for CPU workers; 0 = all cores */
     int plot;                 /* write metrics.png at the end (needs python3 + matplotlib) */
 } lcm_trainer_config;
@@ -86,7 +92,7 @@ typedef struct lcm_optim_config {
     float beta1, beta2, eps;
     float weight_decay;       /* decoupled, applied to every parameter */
     float grad_clip;          /* global L2 norm; 0 = no clipping */
-    char schedule[16];        /* cosine | constant */
+    lcm_schedule schedule;    /* cosine | constant */
     float start_lr;           /* warmup starts here */
     float final_lr;           /* cosine ends here */
     int64_t warmup_steps;
@@ -124,7 +130,7 @@ typedef struct lcm_key {
     int width;            /* bytes of the field: 4 or 8 for ints, 4 for floats, capacity for strings */
     const char *def;      /* default, as it would be written in an INI file */
     double min, max;      /* numeric range (inclusive) */
-    const char *choices;  /* LCM_KEY_ENUM: "a|b|c" */
+    const char *choices;  /* LCM_KEY_ENUM: "a|b|c", stored as the int min, min + 1, ... (a C enum) */
     const char *doc;
 } lcm_key;
 

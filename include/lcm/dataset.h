@@ -10,9 +10,8 @@
 #include <stddef.h>
 #include "lcm/error.h"
 #include "lcm/fileio.h"
+#include "lcm/half.h"
 #include "lcm/normalizer.h"
-
-typedef enum lcm_dtype { LCM_F32 = 1, LCM_F16 = 2, LCM_BF16 = 3 } lcm_dtype;
 
 const char *lcm_dtype_name(lcm_dtype t);            /* "f32", "f16", "bf16" */
 int lcm_dtype_parse(const char *s, lcm_dtype *out); /* 0 on success */

@@ -5,6 +5,9 @@
 #include <stdint.h>
 #include <string.h>
 
+/* The element types of embeddings (datasets, synthesis): f32, f16, bf16. */
+typedef enum lcm_dtype { LCM_F32 = 1, LCM_F16 = 2, LCM_BF16 = 3 } lcm_dtype;
+
 static inline float lcm_bf16_to_f32(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
     float f;

@@ -57,7 +57,7 @@ static int check_data(const lcm_config *cfg, lcm_error *err) {
 static int check_schedule(const lcm_config *cfg, lcm_error *err) {
     char a[DESC_MAX], b[DESC_MAX];
     const lcm_optim_config *o = &cfg->optim;
-    int cosine = strcmp(o->schedule, "cosine") == 0;
+    int cosine = o->schedule == LCM_SCHEDULE_COSINE;
     if (cosine && o->warmup_steps >= cfg->trainer.max_steps)
         return lcm_fail(err, LCM_ERR_CONFIG,
                         "%s must be less than %s with the cosine schedule (the steps after warmup follow the cosine "

@@ -64,15 +64,18 @@ static int parse_bool(const char *s, int *out) {
     return -1;
 }
 
-static int enum_has(const char *choices, const char *s) {
-    size_t n = strlen(s);
-    for (const char *c = choices; *c;) {
+/* The position of s among "a|b|c" (-1: none); with want >= 0, copies choice `want` into name instead. */
+static int enum_lookup(const char *choices, const char *s, int want, char *name, size_t cap) {
+    size_t n = s ? strlen(s) : 0;
+    int i = 0;
+    for (const char *c = choices; *c; i++) {
         const char *bar = strchr(c, '|');
         size_t len = bar ? (size_t)(bar - c) : strlen(c);
-        if (len == n && n > 0 && strncmp(c, s, n) == 0) return 1;
+        if (s && len == n && n > 0 && strncmp(c, s, n) == 0) return i;
+        if (!s && i == want) return snprintf(name, cap, "%.*s", (int)len, c) >= 0 ? i : -1;
         c += len + (bar ? 1 : 0);
     }
-    return 0;
+    return -1;
 }
 
 /* A string must survive an INI round trip: no control characters (a newline would end the line) and
@@ -189,10 +192,13 @@ int lcm_config_apply(lcm_config *cfg, const lcm_key *k, const char *text, const 
         memcpy(dst, &b, sizeof b);
         break;
     }
-    case LCM_KEY_ENUM:
-        if (!enum_has(k->choices, text)) return bad_value(err, k, text, where, NULL);
-        snprintf(dst, (size_t)k->width, "%s", text);
+    case LCM_KEY_ENUM: {
+        int i = enum_lookup(k->choices, text, -1, NULL, 0);
+        if (i < 0) return bad_value(err, k, text, where, NULL);
+        int v = (int)k->min + i;
+        memcpy(dst, &v, sizeof v);
         break;
+    }
     case LCM_KEY_STRING: {
         const char *why = string_problem(text, k->width);
         if (why) return bad_value(err, k, text, where, why);
@@ -255,7 +261,12 @@ void lcm_config_format(const lcm_config *cfg, const lcm_key *k, char *buf, size_
         snprintf(buf, cap, "%s", b ? "true" : "false");
         break;
     }
-    case LCM_KEY_ENUM:
+    case LCM_KEY_ENUM: {
+        int v;
+        memcpy(&v, src, sizeof v);
+        if (enum_lookup(k->choices, NULL, v - (int)k->min, buf, cap) < 0) snprintf(buf, cap, "%d", v);
+        break;
+    }
     case LCM_KEY_STRING: format_string(buf, cap, (const char *)src); break;
     }
 }

@@ -24,9 +24,8 @@
 #define NOISE_TABLE 65536
 
 int lcm_synth_validate(const lcm_synth_config *sc, lcm_error *err) {
-    lcm_dtype dt;
-    if (lcm_dtype_parse(sc->dtype, &dt) != 0)
-        return lcm_fail(err, LCM_ERR_CONFIG, "synth.dtype = '%s': use f32, f16 or bf16", sc->dtype);
+    if (sc->dtype != LCM_F32 && sc->dtype != LCM_F16 && sc->dtype != LCM_BF16)
+        return lcm_fail(err, LCM_ERR_CONFIG, "synth.dtype = %d: use f32, f16 or bf16", (int)sc->dtype);
     if (sc->dim < 1 || sc->dim > 65536)
         return lcm_fail(err, LCM_ERR_CONFIG, "synth.dim = %d: must be in [1, 65536]", sc->dim);
     if (sc->latent_dim < 1 || sc->latent_dim > sc->dim)
@@ -293,8 +292,7 @@ static int run_split(split_job *j, uint64_t n_docs, void (*progress)(void *, dou
 int lcm_synth_write_split(const lcm_synth_config *sc, int split, const char *path,
                           void (*progress)(void *ctx, double frac), void *ctx, lcm_error *err) {
     LCM_TRY(lcm_synth_validate(sc, err));
-    lcm_dtype dt;
-    lcm_dtype_parse(sc->dtype, &dt);
+    const lcm_dtype dt = sc->dtype;
     uint64_t n_docs = (uint64_t)(split == 0 ? sc->train_docs : sc->valid_docs);
     synth_model m;
     LCM_TRY(model_init(&m, sc, err));

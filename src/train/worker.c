@@ -270,7 +270,7 @@ static int setup(lcm_worker *w, lcm_error *err) {
         LCM_TRY(be->ops->upload(be, w->model.m, run->init_m, bytes, err));
         LCM_TRY(be->ops->upload(be, w->model.v, run->init_v, bytes, err));
     }
-    if (run->n > 1 && strcmp(run->cfg->trainer.grad_reduce_dtype, "bf16") == 0)
+    if (run->n > 1 && run->cfg->trainer.grad_reduce_dtype == LCM_GRAD_REDUCE_BF16)
         LCM_TRY(be->ops->alloc(be, (void **)&w->grad_bf16, w->model.t.total * sizeof(uint16_t), "bf16 gradients", err));
     if (run->valid.open)
         LCM_TRY(lcm_eval_ctx_init(&w->eval, &w->model, &run->valid, run->cfg->data.append_eot, &run->norm, err));
