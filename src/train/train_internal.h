@@ -18,6 +18,17 @@
 #include "lcm/train.h"
 
 typedef struct lcm_run lcm_run;
+typedef struct lcm_worker lcm_worker;
+
+/* What a worker runs once its backend and model exist: prepare allocates what the loop needs (before
+ * the first collective, like every allocation), run is the loop, release frees what prepare made
+ * (before the backend goes; also after a failed prepare). lcm_train uses lcm_train_loop (worker.c),
+ * lcm bench its own (bench.c). */
+typedef struct lcm_worker_loop {
+    int (*prepare)(lcm_worker *w, lcm_error *err);
+    int (*run)(lcm_worker *w, lcm_error *err);
+    void (*release)(lcm_worker *w);
+} lcm_worker_loop;
 
 /* A dataset opened for training or evaluation (split.c). */
 typedef struct lcm_split {
@@ -74,7 +85,7 @@ typedef struct lcm_loader {
     lcm_error err;
 } lcm_loader;
 
-typedef struct lcm_worker {
+struct lcm_worker {
     lcm_run *run;
     int rank;
     lcm_device dev;
@@ -83,7 +94,7 @@ typedef struct lcm_worker {
     lcm_comm *comm;
     lcm_loader loader;
     lcm_eval_ctx eval;     /* validation (when the run has a validation split) */
-    lcm_slot *bench_slots; /* bench mode: grad_accum slots of random rows, filled once */
+    void *loop_state;      /* the loop's own (lcm bench: its slots of random rows) */
     uint16_t *grad_bf16;   /* device: gradients for the bf16 all-reduce option */
     float *host_m, *host_v, *host_master; /* rank 0: checkpoint staging */
     pthread_t thread;
@@ -92,7 +103,7 @@ typedef struct lcm_worker {
     lcm_train_state state;
     double last_loss;
     atomic_llong heartbeat_step;
-} lcm_worker;
+};
 
 struct lcm_run {
     const lcm_config *cfg;
@@ -106,7 +117,7 @@ struct lcm_run {
     lcm_group *group;
     int64_t max_tokens;
     int max_rows, max_T;
-    int bench;             /* lcm bench: random batches, no data, no checkpoints */
+    const lcm_worker_loop *loop;
     float *init_master, *init_m, *init_v; /* host initial state read by every worker */
     lcm_train_state start;
     char *config_text;
@@ -117,7 +128,7 @@ struct lcm_run {
     double t_start;
     lcm_worker *workers;
     lcm_train_summary *sum;
-    lcm_bench_result *bench_out; /* filled by rank 0 in bench mode */
+    void *loop_out;        /* what the loop reports (lcm bench: an lcm_bench_result, filled by rank 0) */
 };
 
 /* loader.c */
@@ -130,6 +141,18 @@ void lcm_slot_free(lcm_slot *s, lcm_backend *be);
 
 /* worker.c */
 void *lcm_worker_main(void *arg);
+extern const lcm_worker_loop lcm_train_loop;
+
+/* One global step: this worker's micro-batches (slots[0..accum)) through forward, loss and backward,
+ * the gradient all-reduce, clipping and AdamW. */
+typedef struct lcm_step_result {
+    double loss;          /* global objective (summed squared error / global targets) */
+    double grad_norm;     /* before clipping */
+    double lr;
+    int skipped;          /* NaN/Inf: no update */
+    int stop;             /* a stop was requested: checkpoint and end after this step */
+} lcm_step_result;
+int lcm_worker_step(lcm_worker *w, lcm_slot **slots, lcm_step_result *res, lcm_error *err);
 
 /* trainer.c: what lcm_train and lcm_bench share */
 int lcm_run_make_group(lcm_run *run, lcm_error *err);

@@ -244,6 +244,7 @@ int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err) {
     memset(run, 0, sizeof *run);
     run->cfg = cfg;
     run->sum = sum;
+    run->loop = &lcm_train_loop;
     run->accum = cfg->trainer.grad_accum;
     char ckpt[LCM_PATH_MAX + 64], train[LCM_PATH_MAX], valid[LCM_PATH_MAX], path[LCM_PATH_MAX + 32];
     snprintf(run->run_dir, sizeof run->run_dir, "%s", cfg->trainer.output_dir);

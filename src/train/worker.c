@@ -63,21 +63,13 @@ static int reduce_bucket(void *ctx, size_t begin, size_t end, lcm_error *err) {
 
 /* ---- one step --------------------------------------------------------------------------------- */
 
-typedef struct step_result {
-    double loss;          /* global objective (summed squared error / global targets) */
-    double grad_norm;     /* before clipping */
-    double lr;
-    int skipped;          /* NaN/Inf: no update */
-    int stop;             /* a stop was requested: checkpoint and end after this step */
-} step_result;
-
 static int64_t slot_targets(const lcm_slot *s) {
     int64_t n = 0;
     for (int b = 0; b < s->B; b++) n += s->lens[b] - 1;
     return n;
 }
 
-static int run_step(lcm_worker *w, lcm_slot **slots, step_result *res, lcm_error *err) {
+int lcm_worker_step(lcm_worker *w, lcm_slot **slots, lcm_step_result *res, lcm_error *err) {
     lcm_run *run = w->run;
     const lcm_config *cfg = run->cfg;
     lcm_backend *be = w->be;
@@ -196,7 +188,7 @@ typedef struct log_window {
     int steps;
 } log_window;
 
-static void log_step(lcm_worker *w, const step_result *r, const lcm_slot *s, log_window *win) {
+static void log_step(lcm_worker *w, const lcm_step_result *r, const lcm_slot *s, log_window *win) {
     lcm_run *run = w->run;
     const lcm_config *cfg = run->cfg;
     win->targets += s->step_targets;
@@ -274,19 +266,6 @@ static int setup(lcm_worker *w, lcm_error *err) {
         LCM_TRY(be->ops->alloc(be, (void **)&w->grad_bf16, w->model.t.total * sizeof(uint16_t), "bf16 gradients", err));
     if (run->valid.open)
         LCM_TRY(lcm_eval_ctx_init(&w->eval, &w->model, &run->valid, run->cfg->data.append_eot, &run->norm, err));
-    if (run->bench) {
-        w->bench_slots = calloc((size_t)run->accum, sizeof *w->bench_slots);
-        if (!w->bench_slots) return lcm_fail(err, LCM_ERR_NOMEM, "out of memory");
-        for (int a = 0; a < run->accum; a++)
-            LCM_TRY(lcm_slot_alloc(&w->bench_slots[a], be, run->max_tokens, run->max_rows, run->d.D, err));
-    }
-    if (w->rank == 0 && !run->bench) {
-        w->host_master = malloc(bytes);
-        w->host_m = malloc(bytes);
-        w->host_v = malloc(bytes);
-        if (!w->host_master || !w->host_m || !w->host_v)
-            return lcm_fail(err, LCM_ERR_NOMEM, "out of host memory for checkpoint staging (3 x %.2f GB)", bytes / 1e9);
-    }
     LCM_TRY(be->ops->sync(be, err));
     w->state = run->start;
     lcm_comm_bind_stream(w->comm, be->ops->comm_stream(be));
@@ -305,8 +284,8 @@ static int train_loop(lcm_worker *w, lcm_error *err) {
     int rc = 0, stopped = 0;
     while (w->state.step < cfg->trainer.max_steps) {
         for (int a = 0; a < A && !rc; a++) rc = lcm_loader_next(&w->loader, &slots[a], err);
-        step_result r;
-        if (!rc) rc = run_step(w, slots, &r, err);
+        lcm_step_result r;
+        if (!rc) rc = lcm_worker_step(w, slots, &r, err);
         if (rc) break;
         const lcm_slot done = *slots[0]; /* the step's figures; the slot itself goes back to the loader */
         lcm_loader_release(&w->loader, A);
@@ -342,81 +321,45 @@ static int train_loop(lcm_worker *w, lcm_error *err) {
     return rc;
 }
 
-/* lcm bench: full-length random rows, warm-up steps, then timed steps through the same run_step. */
-static int bench_loop(lcm_worker *w, lcm_error *err) {
-    lcm_run *run = w->run;
-    const lcm_config *cfg = run->cfg;
-    const int A = run->accum, B = run->max_rows, T = run->max_T, D = run->d.D;
-    lcm_slot *slots[64];
-    if (A > 64) return lcm_fail(err, LCM_ERR_CONFIG, "lcm bench supports trainer.grad_accum <= 64");
-    const double per_mb_concepts = (double)B * T;
-    lcm_rng rng;
-    lcm_rng_init(&rng, cfg->trainer.seed, 1000 + (uint64_t)w->rank);
-    for (int a = 0; a < A; a++) {
-        lcm_slot *s = slots[a] = &w->bench_slots[a];
-        for (size_t i = 0; i < (size_t)B * T * D; i++) s->x[i] = 2.0f * lcm_rng_uniform(&rng) - 1.0f;
-        for (int b = 0; b < B; b++) s->lens[b] = T;
-        s->B = B;
-        s->T = T;
-        s->microbatch = (uint32_t)(w->rank * A + a);
-        s->step_targets = (int64_t)run->n * A * B * (T - 1);
-        s->step_concepts = (int64_t)(run->n * A * per_mb_concepts);
-        s->step_flops = run->n * A * per_mb_concepts * lcm_model_flops_per_concept(&run->d, T);
-    }
-    const int warmup = cfg->bench.warmup_steps, steps = cfg->bench.steps;
-    double t0 = 0;
-    for (int i = 1; i <= warmup + steps; i++) {
-        if (i == warmup + 1) {
-            LCM_TRY(lcm_comm_barrier(w->comm, err));
-            t0 = lcm_now();
-        }
-        for (int a = 0; a < A; a++) slots[a]->step = i;
-        step_result r;
-        LCM_TRY(run_step(w, slots, &r, err));
-    }
-    const double dt = (lcm_now() - t0) / steps;
+/* Training's part of the worker: rank 0's checkpoint staging and the batch loader. */
+static int train_prepare(lcm_worker *w, lcm_error *err) {
+    const size_t bytes = w->model.t.total * sizeof(float);
     if (w->rank == 0) {
-        lcm_bench_result *o = run->bench_out;
-        o->B = B;
-        o->T = T;
-        o->accum = A;
-        o->step_s = dt;
-        o->concepts_per_s = slots[0]->step_concepts / dt;
-        o->tflops = slots[0]->step_flops / dt / 1e12;
-        o->flops_per_concept = lcm_model_flops_per_concept(&run->d, T);
-        o->params = w->model.t.count;
-        o->model_gb = (double)lcm_model_device_bytes(&w->model) / 1e9;
-        o->peak_tflops = run->peak_tflops;
-        o->mfu = run->peak_tflops > 0 ? o->tflops / (run->n * run->peak_tflops) : -1;
-        size_t free_b = 0, total_b = 0;
-        w->be->ops->mem_info(w->be, &free_b, &total_b);
-        o->mem_gb = w->dev.is_gpu ? (double)(total_b - free_b) / 1e9 : -1;
+        w->host_master = malloc(bytes);
+        w->host_m = malloc(bytes);
+        w->host_v = malloc(bytes);
+        if (!w->host_master || !w->host_m || !w->host_v)
+            return lcm_fail(err, LCM_ERR_NOMEM, "out of host memory for checkpoint staging (3 x %.2f GB)", bytes / 1e9);
     }
-    return 0;
+    return lcm_loader_start(&w->loader, w->run, w->rank, w->be, err);
 }
+
+static void train_release(lcm_worker *w) {
+    lcm_loader_stop(&w->loader);
+    free(w->host_master);
+    free(w->host_m);
+    free(w->host_v);
+}
+
+const lcm_worker_loop lcm_train_loop = {train_prepare, train_loop, train_release};
 
 void *lcm_worker_main(void *arg) {
     lcm_worker *w = arg;
     lcm_run *run = w->run;
     int rc = setup(w, &w->err);
-    if (!rc && !run->bench) rc = lcm_loader_start(&w->loader, run, w->rank, w->be, &w->err);
+    if (!rc) rc = run->loop->prepare(w, &w->err);
     /* The first collective: every worker has allocated everything it will use. */
     if (!rc) rc = lcm_comm_barrier(w->comm, &w->err);
-    if (!rc) rc = run->bench ? bench_loop(w, &w->err) : train_loop(w, &w->err);
+    if (!rc) rc = run->loop->run(w, &w->err);
     if (rc && w->err.code != LCM_ERR_INTERRUPTED) lcm_group_abort(run->group, &w->err);
     w->rc = rc;
-    lcm_loader_stop(&w->loader);
+    run->loop->release(w);
     if (w->be) {
         lcm_eval_ctx_free(&w->eval);
-        for (int a = 0; w->bench_slots && a < run->accum; a++) lcm_slot_free(&w->bench_slots[a], w->be);
         if (w->grad_bf16) w->be->ops->release(w->be, w->grad_bf16);
         lcm_model_destroy(&w->model);
         lcm_backend_destroy(w->be);
         w->be = NULL;
     }
-    free(w->bench_slots);
-    free(w->host_master);
-    free(w->host_m);
-    free(w->host_v);
     return NULL;
 }
