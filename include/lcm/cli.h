@@ -33,7 +33,7 @@ typedef struct lcm_cli_opt {
     int *flag;             /* set to 1 when the option is given */
     uint64_t *number;      /* a whole-number value in [0, max] is stored here (max 0: UINT64_MAX) */
     uint64_t max;
-    const char *required;  /* when set, the option must be given: "give <required>" */
+    const char *required;  /* a value option that must be given: the error says "give <required>" */
 } lcm_cli_opt;
 
 /* What a (sub)command accepts. */

@@ -57,8 +57,6 @@ static const lcm_cli_opt *find_opt(const lcm_cli_cmd *cmd, const char *a, const 
 }
 
 static int parse(const lcm_cli_cmd *cmd, int argc, char **argv, lcm_cli_args *a, lcm_error *err) {
-    int given[64] = {0};
-    if (cmd->n_opts > 64) return lcm_fail(err, LCM_ERR_INTERNAL, "lcm %s: more than 64 options", cmd->name);
     if (argc > LCM_CLI_MAX_ARGS) return lcm_cli_usage(err, cmd->name, "more than %d arguments", LCM_CLI_MAX_ARGS);
     for (int i = 0; i < argc; i++) {
         char *s = argv[i];
@@ -66,7 +64,6 @@ static int parse(const lcm_cli_cmd *cmd, int argc, char **argv, lcm_cli_args *a,
             const char *value;
             const lcm_cli_opt *o = find_opt(cmd, s, &value);
             if (!o) return lcm_cli_usage(err, cmd->name, "unknown option '%s'", s);
-            given[o - cmd->opts] = 1;
             if (o->flag) *o->flag = 1;
             if (!o->value && !o->number) {
                 if (value) return lcm_cli_usage(err, cmd->name, "option '%s' takes no value", o->name);
@@ -101,7 +98,8 @@ static int parse(const lcm_cli_cmd *cmd, int argc, char **argv, lcm_cli_args *a,
     if (cmd->operands && a->n_operands != cmd->max_operands)
         return lcm_cli_usage(err, cmd->name, "expected %s", cmd->operands);
     for (int k = 0; k < cmd->n_opts; k++)
-        if (cmd->opts[k].required && !given[k]) return lcm_cli_usage(err, cmd->name, "give %s", cmd->opts[k].required);
+        if (cmd->opts[k].required && !*cmd->opts[k].value)
+            return lcm_cli_usage(err, cmd->name, "give %s", cmd->opts[k].required);
     return 0;
 }
 
