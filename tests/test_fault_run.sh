@@ -25,7 +25,7 @@ trainer.log_every=1 trainer.validate_every=0 trainer.plot=false optim.warmup_ste
 # build itself uses. Under ASan the sanitizer runtime insists on coming first in the library list;
 # the shim does not touch memory it does not own, so that check is switched off for these runs.
 shim=""
-if cc -shared -fPIC -O1 -o "$tmp/shim.so" tests/shim/hang_sgemm.c -ldl 2>"$tmp/cc.err"; then
+if cc -shared -fPIC -O1 -o "$tmp/shim.so" tests/shim/hang_sgemm.c -ldl -pthread 2>"$tmp/cc.err"; then
   shim=$tmp/shim.so
 fi
 asan_opts="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
@@ -134,7 +134,10 @@ hung_worker_is_named_and_the_run_ends() {
   last=$(grep '^step ' "$tmp/hang.err" | tail -n 1 | sed 's/^step \([0-9]*\)\/.*/\1/')
   [ "$rc" -ne 0 ] && [ "$rc" -ne 137 ] || { echo "  status $rc (137: still hung after 60 s)" >&2; return 1; }
   tail -n 1 "$tmp/hang.err" >"$tmp/hang.last"
-  grep -q "^lcm: device error: watchdog: CPU worker [01] made no progress for [0-9.]* s in phase \(forward\|backward\) of step $((last + 1)) " "$tmp/hang.last" ||
+  # the worker named is the one whose thread hung (the shim wrote that thread's name, lcm-cpu<N>)
+  who=$(sed -n 's/^lcm-cpu\([0-9]*\)$/\1/p' "$tmp/hang.mark")
+  [ -n "$who" ] || { echo "  the hung thread is $(cat "$tmp/hang.mark"), not a worker" >&2; return 1; }
+  grep -q "^lcm: device error: watchdog: CPU worker $who made no progress for [0-9.]* s in phase \(forward\|backward\) of step $((last + 1)) " "$tmp/hang.last" ||
     { echo "  status $rc, last lines:" >&2; tail -n 3 "$tmp/hang.err" >&2; return 1; }
   [ "$(grep -c 'watchdog' "$tmp/hang.err")" -eq 1 ] || return 1
   ckpt=$(newest_checkpoint "$run")

@@ -304,19 +304,22 @@ static const char *phase_name(int phase) {
 }
 
 /* Seconds the main thread waits, after aborting the group, for the workers to notice and return. A
- * thread stuck inside a BLAS call or a driver cannot be cancelled: after this it is left behind. */
+ * thread stuck inside a BLAS call or a driver cannot be cancelled: after this it is left behind, and
+ * the process ends. Exiting then never damages a checkpoint: a write goes to step_N.tmp and becomes
+ * step_N by a rename (a leftover .tmp is removed by the next run), and a healthy worker that is still
+ * writing one is given hang_timeout_s more to finish. */
 #define WATCHDOG_GRACE_S 3.0
 
 /* The main thread while the workers run: it takes SIGINT/SIGTERM (the workers block them) and watches
- * the workers' heartbeats. A worker whose heartbeat has not moved for trainer.hang_timeout_s is hung
- * (the one that stopped first is the cause: its peers then wait for it in a collective); the group is
- * aborted, which wakes every barrier and collective and aborts NCCL. Returns once every worker is done,
+ * the workers' heartbeats. A worker whose heartbeat has not moved for trainer.hang_timeout_s is hung;
+ * the group is aborted, which wakes every barrier and collective and aborts NCCL. Returns once every worker is done,
  * or, when one does not return within the grace period, with run->abandoned set. */
 static void watch_workers(lcm_run *run, int started) {
     const double limit = (double)run->cfg->trainer.hang_timeout_s;
     long long *seen = calloc((size_t)started, sizeof *seen);
     double *since = calloc((size_t)started, sizeof *since);
     double aborted_at = -1;
+    int hung = -1;
     const double t0 = lcm_now();
     for (int r = 0; r < started && since; r++) since[r] = t0;
     for (;;) {
@@ -327,16 +330,24 @@ static void watch_workers(lcm_run *run, int started) {
         nanosleep(&ts, NULL);
         const double now = lcm_now();
         if (aborted_at >= 0) {
-            /* A bench has no checkpoint to protect and its caller keeps the run on its stack: wait. */
-            if (!run->bench && now - aborted_at > WATCHDOG_GRACE_S) {
+            /* A bench's caller keeps the run on its stack: wait. A healthy worker still writing a
+             * checkpoint (rotation included) gets up to hang_timeout_s more to finish it. */
+            int writing = 0;
+            for (int r = 0; r < started; r++)
+                writing |= r != hung && !atomic_load(&run->workers[r].done) &&
+                           atomic_load_explicit(&run->workers[r].phase, memory_order_relaxed) == LCM_PHASE_CHECKPOINT;
+            double grace = WATCHDOG_GRACE_S + (writing ? limit : 0);
+            if (!run->bench && now - aborted_at > grace) {
                 run->abandoned = 1;
                 break;
             }
             continue;
         }
         if (limit <= 0 || !seen || !since) continue;
-        /* The culprit: a stalled worker that is not waiting for the others (its peers then wait for it
-         * in a collective); when every stalled worker waits in a collective, the one stalled longest. */
+        /* Fires when some worker has been stalled for longer than the limit. The culprit is the stalled
+         * worker that is not waiting for the others, even when it stalled after them (its peers may have
+         * reached the collective before it reached its last phase); when every stalled worker waits in a
+         * collective, the one stalled longest. */
         int oldest = -1, culprit = -1;
         for (int r = 0; r < started; r++) {
             lcm_worker *w = &run->workers[r];
@@ -346,12 +357,12 @@ static void watch_workers(lcm_run *run, int started) {
                 since[r] = now;
                 continue;
             }
-            if (now - since[r] <= limit) continue;
             if (oldest < 0 || since[r] < since[oldest]) oldest = r;
-            if (culprit < 0 && atomic_load_explicit(&w->phase, memory_order_relaxed) != LCM_PHASE_COLLECTIVE)
+            if (atomic_load_explicit(&w->phase, memory_order_relaxed) != LCM_PHASE_COLLECTIVE &&
+                (culprit < 0 || since[r] < since[culprit]))
                 culprit = r;
         }
-        if (oldest < 0) continue;
+        if (oldest < 0 || now - since[oldest] <= limit) continue;
         if (culprit < 0) culprit = oldest;
         lcm_worker *w = &run->workers[culprit];
         lcm_error e = {0};
@@ -363,6 +374,7 @@ static void watch_workers(lcm_run *run, int started) {
                  (long long)atomic_load(&w->heartbeat_step) + 1, limit);
         lcm_group_abort(run->group, &e);
         aborted_at = now;
+        hung = culprit;
     }
     free(seen);
     free(since);
