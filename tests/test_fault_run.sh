@@ -214,6 +214,19 @@ second_signal_after_the_window_exits_now() {
     trainer.output_dir="$run" >"$tmp/again.out" 2>"$tmp/again.err" &
   pid=$!
   wait_for "$run/metrics.jsonl" 1 60 || { kill -9 "$pid"; return 1; }
+  # SIGINT (bit 0x2) and SIGTERM (0x4000) are blocked in every worker and loader thread, not in main
+  if [ -r "/proc/$pid/task/$pid/status" ]; then
+    for task in /proc/"$pid"/task/*; do
+      tname=$(cat "$task/comm" 2>/dev/null) || continue
+      blk=$(sed -n 's/^SigBlk:[[:space:]]*//p' "$task/status")
+      both=$(( 0x$blk & 0x4002 ))
+      case $tname in
+        lcm-cpu* | lcm-load*) want=16386 ;;
+        *) [ "$task" = "/proc/$pid/task/$pid" ] && want=0 || continue ;;
+      esac
+      [ "$both" -eq "$want" ] || { kill -9 "$pid"; echo "  thread $tname: SigBlk $blk" >&2; return 1; }
+    done
+  fi
   kill -INT "$pid"
   sleep 0.5
   t0=$(now)

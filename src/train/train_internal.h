@@ -102,6 +102,8 @@ static inline void lcm_worker_beat(lcm_worker *w, lcm_phase phase) {
 struct lcm_run {
     const lcm_config *cfg;
     int abandoned;         /* the watchdog gave up on a hung worker thread that is still running */
+    sigset_t sigmask;      /* the main thread's mask before SIGINT/SIGTERM were blocked for the workers */
+    int sigmask_saved;     /* they are blocked in the main thread now */
     lcm_dims d;
     char run_dir[LCM_PATH_MAX];
     lcm_dataset train, valid;

@@ -271,6 +271,12 @@ static int start_state(lcm_run *run, const char *ckpt, lcm_error *err) {
 }
 
 int lcm_run_make_group(lcm_run *run, lcm_error *err) {
+    /* From here on every thread started (OpenBLAS's new ones, NCCL's, the workers and theirs) inherits
+     * SIGINT/SIGTERM blocked; the main thread takes them back while it watches the workers. */
+    if (!run->sigmask_saved) {
+        lcm_signals_block(&run->sigmask);
+        run->sigmask_saved = 1;
+    }
     if (!run->dev[0].is_gpu) {
         int cores = lcm_cpu_count();
         int total = run->cfg->trainer.cpu_threads > 0 ? run->cfg->trainer.cpu_threads : cores;
@@ -385,9 +391,10 @@ int lcm_run_workers(lcm_run *run, lcm_error *err) {
     run->workers = calloc((size_t)run->n, sizeof *run->workers);
     if (!run->workers) return lcm_fail(err, LCM_ERR_NOMEM, "out of memory");
     int started = 0, rc = 0;
-    /* Workers, their loaders and their backend threads inherit this mask: signals go to this thread. */
-    sigset_t old;
-    lcm_signals_block(&old);
+    if (!run->sigmask_saved) {
+        lcm_signals_block(&run->sigmask);
+        run->sigmask_saved = 1;
+    }
     for (int r = 0; r < run->n; r++) {
         lcm_worker *w = &run->workers[r];
         w->run = run;
@@ -405,7 +412,8 @@ int lcm_run_workers(lcm_run *run, lcm_error *err) {
         pthread_setname_np(w->thread, name);
         started++;
     }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_sigmask(SIG_SETMASK, &run->sigmask, NULL); /* signals now reach this thread only */
+    run->sigmask_saved = 0;
     watch_workers(run, started);
     if (run->abandoned) {
         *err = *lcm_group_abort_reason(run->group);
@@ -426,6 +434,7 @@ int lcm_run_workers(lcm_run *run, lcm_error *err) {
 }
 
 void lcm_run_free(lcm_run *run) {
+    if (run->sigmask_saved) pthread_sigmask(SIG_SETMASK, &run->sigmask, NULL);
     if (run->group) lcm_group_destroy(run->group);
     if (run->train_plan) lcm_plan_free(run->train_plan);
     if (run->valid_plan) lcm_plan_free(run->valid_plan);
