@@ -416,6 +416,17 @@ int lcm_run_workers(lcm_run *run, lcm_error *err) {
     run->sigmask_saved = 0;
     watch_workers(run, started);
     if (run->abandoned) {
+        /* Threads that ended are joined; the hung ones (and their loaders, which end on the abort) are
+         * detached: nothing waits for them, and the process ends next. */
+        for (int r = 0; r < started; r++) {
+            lcm_worker *w = &run->workers[r];
+            if (atomic_load(&w->done)) {
+                pthread_join(w->thread, NULL);
+                continue;
+            }
+            pthread_detach(w->thread);
+            if (w->loader.started) pthread_detach(w->loader.thread);
+        }
         *err = *lcm_group_abort_reason(run->group);
         return err->code ? (int)err->code : LCM_ERR_INTERNAL;
     }
