@@ -3,7 +3,8 @@
 # plot helper is never started through a shell; two trainers on one run directory; a stale lock; a
 # worker hung inside BLAS (an LD_PRELOAD shim, tests/shim/hang_sgemm.c); SIGINT/SIGTERM from `timeout`,
 # duplicated and repeated; trainer.stop_at_step; metrics.jsonl after a resume; write errors on the log
-# and metrics (/dev/full); SIGTERM during `lcm data synth`. Prints PASS/FAIL/SKIP lines; needs $LCM_BIN.
+# and metrics (/dev/full); SIGTERM during `lcm data synth` and `lcm data import`. Prints PASS/FAIL/SKIP
+# lines; needs $LCM_BIN.
 set -u
 LCM=${LCM_BIN:-build/lcm}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lcm-fault-run-XXXXXX")
@@ -293,24 +294,50 @@ write_errors_on_log_and_metrics_are_reported() {
   grep -q 'done: step 6 of 6' "$tmp/full.out" && loads "$(newest_checkpoint "$run")"
 }
 
-# ---- lcm data synth under SIGTERM ------------------------------------------------------------------------
+# ---- lcm data synth and import under SIGTERM -------------------------------------------------------------
 
-sigterm_during_synth_leaves_no_temporary_files() {
-  out="$tmp/synth-term"
-  "$LCM" data synth model.sonar_dim=256 synth.dim=256 synth.train_docs=2000000 synth.valid_docs=0 -o "$out" \
-    >/dev/null 2>&1 &
-  pid=$!
+# term_when_tmp_appears DIR PID: SIGTERM to PID once DIR holds a *.tmp.* file; then no *.tmp.* may be
+# left, and the status is 143 (128 + SIGTERM).
+term_when_tmp_appears() {
   i=0
-  while [ -z "$(ls "$out" 2>/dev/null | grep '\.tmp\.')" ] && [ "$i" -lt 500 ]; do
+  while [ -z "$(ls "$1" 2>/dev/null | grep '\.tmp\.')" ] && [ "$i" -lt 500 ]; do
     sleep 0.02
     i=$((i + 1))
   done
-  [ -n "$(ls "$out" 2>/dev/null | grep '\.tmp\.')" ] || { kill -9 "$pid"; echo "  no temporary file appeared" >&2; return 1; }
-  kill -TERM "$pid"
-  wait "$pid"
+  [ -n "$(ls "$1" 2>/dev/null | grep '\.tmp\.')" ] || { kill -9 "$2"; echo "  no temporary file appeared" >&2; return 1; }
+  kill -TERM "$2"
+  wait "$2"
   rc=$?
-  left=$(ls "$out" | grep '\.tmp\.')
+  left=$(ls "$1" | grep '\.tmp\.')
   [ "$rc" -eq 143 ] && [ -z "$left" ] || { echo "  status $rc, left: $left" >&2; return 1; }
+}
+
+sigterm_during_synth_and_import_leaves_no_temporary_files() {
+  out="$tmp/synth-term"
+  "$LCM" data synth model.sonar_dim=256 synth.dim=256 synth.train_docs=2000000 synth.valid_docs=0 -o "$out" \
+    >/dev/null 2>&1 &
+  term_when_tmp_appears "$out" $! || return 1
+  command -v python3 >/dev/null 2>&1 || { echo "  (import not tested: no python3 to write the .npy headers)" >&2; return 0; }
+  # 1M x 256 float32 zeros, as a sparse file: nothing to write but the header
+  python3 - "$tmp/big.npy" "$tmp/biglens.npy" <<'EOF'
+import struct, sys
+def header(path, descr, shape):
+    d = "{'descr': '%s', 'fortran_order': False, 'shape': %s, }" % (descr, shape)
+    h = d + " " * (63 - (10 + len(d)) % 64) + "\n"
+    f = open(path, "wb")
+    f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(h)) + h.encode())
+    return f
+f = header(sys.argv[1], "<f4", "(1000000, 256)")
+f.truncate(f.tell() + 1000000 * 256 * 4)
+f.close()
+f = header(sys.argv[2], "<i4", "(1000,)")
+f.write(struct.pack("<1000i", *([1000] * 1000)))
+f.close()
+EOF
+  mkdir -p "$tmp/import-term"
+  "$LCM" data import "$tmp/big.npy" "$tmp/biglens.npy" -o "$tmp/import-term/big.lcmd" >/dev/null 2>&1 &
+  term_when_tmp_appears "$tmp/import-term" $! || return 1
+  rm -f "$tmp/big.npy"
 }
 
 check plot_output_dir_is_not_shell_code plot_output_dir_is_not_shell_code
@@ -324,4 +351,4 @@ check timeout_signals_checkpoint_and_resume timeout_signals_checkpoint_and_resum
 check stop_at_step_says_so_and_a_rerun_does_nothing stop_at_step_says_so_and_a_rerun_does_nothing
 check metrics_past_the_checkpoint_are_dropped_on_resume metrics_past_the_checkpoint_are_dropped_on_resume
 check write_errors_on_log_and_metrics_are_reported write_errors_on_log_and_metrics_are_reported
-check sigterm_during_synth_leaves_no_temporary_files sigterm_during_synth_leaves_no_temporary_files
+check sigterm_during_synth_and_import_leaves_no_temporary_files sigterm_during_synth_and_import_leaves_no_temporary_files
