@@ -25,7 +25,8 @@ static void usage(FILE *f) {
             "The run directory (trainer.output_dir) gets config.ini, train.log, metrics.jsonl, metrics.png and\n"
             "checkpoints/step_N/. Running the same command again resumes from the newest checkpoint\n"
             "(trainer.resume=auto). Ctrl-C finishes the step, writes a checkpoint and exits; a second Ctrl-C\n"
-            "exits at once. Keys: `lcm config keys`.\n");
+            "(more than 0.25 s later) exits at once. One trainer per run directory (a lock on <output_dir>/.lock).\n"
+            "Keys: `lcm config keys`.\n");
 }
 
 /* tools/plot_metrics.py next to the binary (build/lcm or ./lcm in a checkout), or in ./tools. */
