@@ -6,10 +6,13 @@
 #ifndef LCM_TEST_HARNESS_H
 #define LCM_TEST_HARNESS_H
 
+#include <fcntl.h>
 #include <math.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "lcm/blas_kernels.h"
@@ -112,6 +115,24 @@ static inline const char *harness_tmpdir(void) {
         exit(2);
     }
     return dir;
+}
+
+/* Run argv[0] (searched in PATH) with its arguments, never through a shell; its stdout and stderr go
+ * to /dev/null when quiet. Returns 1 when it exited with status 0. */
+static inline int harness_run(char *const argv[], int quiet) {
+    extern char **environ;
+    posix_spawn_file_actions_t fa;
+    if (posix_spawn_file_actions_init(&fa) != 0) return 0;
+    if (quiet) {
+        posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+        posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+    }
+    pid_t pid;
+    int ok = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ) == 0;
+    posix_spawn_file_actions_destroy(&fa);
+    int status = 0;
+    while (ok && waitpid(pid, &status, 0) < 0) ok = 0;
+    return ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
 int main(int argc, char **argv) {

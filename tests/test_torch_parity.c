@@ -11,9 +11,8 @@ static const char *find_torch_python(void) {
     const char *candidates[] = {env, "./.venv/bin/python", "/usr/bin/python3", "python3"};
     for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++) {
         if (!candidates[i]) continue;
-        char cmd[700];
-        snprintf(cmd, sizeof cmd, "%s -c 'import torch, numpy' >/dev/null 2>&1", candidates[i]);
-        if (system(cmd) == 0) {
+        char *check[] = {(char *)candidates[i], "-c", "import torch, numpy", NULL};
+        if (harness_run(check, 1)) {
             snprintf(found, sizeof found, "%s", candidates[i]);
             return found;
         }
@@ -49,7 +48,7 @@ static void run_parity(float p, int H) {
     tm.be->ops->download(tm.be, grads, tm.m.grads, P * sizeof(float), &err);
 
     const char *dir = harness_tmpdir();
-    char wpath[512], bpath[512], opath[512], cmd[2560];
+    char wpath[512], bpath[512], opath[512];
     snprintf(wpath, sizeof wpath, "%s/weights.safetensors", dir);
     snprintf(bpath, sizeof bpath, "%s/batch.safetensors", dir);
     snprintf(opath, sizeof opath, "%s/grads.safetensors", dir);
@@ -78,8 +77,9 @@ static void run_parity(float p, int H) {
     CHECK_OK(lcm_st_write(w, bpath, &err), &err);
     lcm_st_writer_free(w);
 
-    snprintf(cmd, sizeof cmd, "%s tools/torch_ref.py --weights %s --batch %s --out %s", py, wpath, bpath, opath);
-    CHECKF(system(cmd) == 0, "%s failed", cmd);
+    char *run_ref[] = {(char *)py, "tools/torch_ref.py", "--weights", wpath, "--batch", bpath, "--out", opath, NULL};
+    CHECKF(harness_run(run_ref, 0), "%s tools/torch_ref.py --weights %s --batch %s --out %s failed", py, wpath, bpath,
+           opath);
     lcm_st_file ref;
     if (lcm_st_open(&ref, opath, &err) == 0) {
         /* fp32 on both sides, different summation orders: errors are ~1e-6 relative; 1e-4 leaves

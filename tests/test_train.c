@@ -243,13 +243,14 @@ TEST(synthesized_data_must_have_the_model_dimension) {
 TEST(nan_in_the_data_stops_before_training) {
     lcm_log_set_quiet(1);
     const char *root = harness_tmpdir();
-    char src[600], dst[700], out[600], cmd[3200];
+    char src[600], dst[700], out[600], valid[600], norm[600];
     snprintf(src, sizeof src, "%s/train.lcmd", data_dir());
+    snprintf(valid, sizeof valid, "%s/valid.lcmd", data_dir());
+    snprintf(norm, sizeof norm, "%s/normalizer.safetensors", data_dir());
     snprintf(dst, sizeof dst, "%s/nan", root);
     mkdir(dst, 0777);
-    snprintf(cmd, sizeof cmd, "cp %s/train.lcmd %s/valid.lcmd %s/normalizer.safetensors %s/", data_dir(), data_dir(),
-             data_dir(), dst);
-    CHECK(system(cmd) == 0);
+    char *cp[] = {"cp", src, valid, norm, dst, NULL};
+    CHECK(harness_run(cp, 0));
     lcm_error err = {0};
     lcm_dataset ds;
     snprintf(dst, sizeof dst, "%s/nan/train.lcmd", root);

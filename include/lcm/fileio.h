@@ -18,6 +18,7 @@ typedef struct lcm_afile {
     char tmp[LCM_PATH_MAX + 32];
     char path[LCM_PATH_MAX];
     uint64_t written;
+    int slot;           /* 1 + its entry in the table of temporary files (fileio.c); 0: none */
 } lcm_afile;
 
 int lcm_afile_open(lcm_afile *af, const char *path, lcm_error *err);
@@ -30,6 +31,10 @@ int lcm_afile_pwrite(lcm_afile *af, uint64_t offset, const void *data, size_t n,
 int lcm_afile_commit(lcm_afile *af, lcm_error *err);
 /* Close and delete the temporary file (safe to call after a failed write or twice). */
 void lcm_afile_abort(lcm_afile *af);
+
+/* Unlink the temporary file of every atomic write in progress in this process. Async-signal-safe:
+ * for a SIGINT/SIGTERM handler that ends the process (the files would otherwise stay forever). */
+void lcm_afile_remove_all_tmp(void);
 
 int lcm_write_file_atomic(const char *path, const void *data, size_t n, lcm_error *err);
 int lcm_fsync_dir(const char *dir, lcm_error *err);

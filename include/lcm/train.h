@@ -43,9 +43,19 @@ typedef struct lcm_train_summary {
     int have_valid;
     lcm_eval_result valid;     /* last validation */
     double baseline;           /* predict-the-mean validation loss (when have_valid) */
-    int interrupted;           /* stopped by SIGINT/SIGTERM after writing a checkpoint */
+    int interrupted;           /* stopped early (a signal, or trainer.stop_at_step) after writing a checkpoint */
+    int stop_at_step_reached;  /* that stop, or a run with nothing to do, is trainer.stop_at_step's */
+    int threads_left;          /* the watchdog gave up on a hung worker thread that still runs: the caller
+                                * must end the process (_exit) without freeing anything */
+    char write_error[LCM_PATH_MAX + 256]; /* the run finished, but metrics.jsonl or train.log could not be written */
     char checkpoint[LCM_PATH_MAX + 64]; /* last checkpoint written or resumed from */
 } lcm_train_summary;
+
+/* SIGINT/SIGTERM handling for commands that write files (lcm_train installs it itself): a signal
+ * removes the temporary files of the atomic writes in progress, then ends the process by that signal
+ * (exit status 128+N). lcm_signals_restore puts back the default actions. */
+void lcm_signals_install(void);
+void lcm_signals_restore(void);
 
 /* Run (or resume) the training that cfg describes. */
 int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err);

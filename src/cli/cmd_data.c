@@ -14,6 +14,7 @@
 #include "lcm/inspect.h"
 #include "lcm/npy.h"
 #include "lcm/synth.h"
+#include "lcm/train.h"
 
 static void data_usage(FILE *f) {
     fprintf(f,
@@ -288,6 +289,8 @@ static int cmd_inspect(int argc, char **argv) {
             else printf("  %-14s absent (train with data.append_eot=false, or import again with --eot)\n", "EOT");
             printf("  %-14s %s\n", "source ids", ds.source_ids ? "present" : "absent");
             printf("  %-14s %s\n", "text", text_note);
+            /* A corrupt dataset is a failed inspection: scripts that gate on the exit status must see it. */
+            if (r.n_nan + r.n_inf > 0 && lcm_dataset_check_finite(&ds, &err) != 0) status = lcm_cli_report(&err);
         }
     }
     if (have_text) lcm_text_close(&text);
@@ -348,6 +351,9 @@ int lcm_cmd_data(int argc, char **argv) {
         return 0;
     }
     const char *sub = argv[1];
+    /* The writing commands: Ctrl-C or SIGTERM must not leave their *.tmp.<pid> files behind. */
+    if (strcmp(sub, "synth") == 0 || strcmp(sub, "import") == 0 || strcmp(sub, "fit-normalizer") == 0)
+        lcm_signals_install();
     if (strcmp(sub, "synth") == 0) return cmd_synth(argc - 1, argv + 1);
     if (strcmp(sub, "import") == 0) return cmd_import(argc - 1, argv + 1);
     if (strcmp(sub, "inspect") == 0) return cmd_inspect(argc - 1, argv + 1);

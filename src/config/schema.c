@@ -96,9 +96,11 @@ const lcm_key lcm_keys[] = {
     {"trainer", "init_from", S, FIELD(trainer.init_from), "", 0, 0, NULL,
      "weights (.safetensors) to start from; \"\" = fresh initialization"},
     {"trainer", "stop_at_step", I, FIELD(trainer.stop_at_step), "0", 0, BIG, NULL,
-     "stop after this step with a checkpoint, as if interrupted (the schedule still follows max_steps); 0 = off"},
+     "stop after this step with a checkpoint (the schedule still follows max_steps); a rerun once it is reached does "
+     "nothing; 0 = off"},
     {"trainer", "hang_timeout_s", I, FIELD(trainer.hang_timeout_s), "1800", 0, BIG, NULL,
-     "seconds a device or collective may take to finish a step's work before the run aborts; 0 = wait forever"},
+     "seconds a worker may make no progress (in one phase: loading, forward, backward, collective, optimizer, "
+     "validation, checkpoint) before the watchdog aborts the run; 0 = off"},
     {"trainer", "max_bad_steps", I, FIELD(trainer.max_bad_steps), "20", 1, 1000000, NULL,
      "NaN/Inf steps in a row (skipped) before the run stops"},
     {"trainer", "grad_reduce_dtype", E, FIELD(trainer.grad_reduce_dtype), "f32", LCM_GRAD_REDUCE_F32, 0, "f32|bf16",

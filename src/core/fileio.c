@@ -6,18 +6,56 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+/* The temporary files of the atomic writes in progress, for a signal handler to remove. A slot is
+ * FREE, then CLAIMED while its path is copied in, then READY; only READY slots are read by the
+ * handler. More writes at once than slots: the extra ones are simply not tracked. */
+enum { TMP_FREE, TMP_CLAIMED, TMP_READY };
+#define TMP_SLOTS 64
+static struct {
+    atomic_int state;
+    char path[LCM_PATH_MAX + 32];
+} tmp_files[TMP_SLOTS];
+
+static int tmp_track(const char *tmp) {
+    for (int i = 0; i < TMP_SLOTS; i++) {
+        int expected = TMP_FREE;
+        if (atomic_compare_exchange_strong(&tmp_files[i].state, &expected, TMP_CLAIMED)) {
+            snprintf(tmp_files[i].path, sizeof tmp_files[i].path, "%s", tmp);
+            atomic_store(&tmp_files[i].state, TMP_READY);
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+static void tmp_untrack(lcm_afile *af) {
+    if (af->slot > 0) atomic_store(&tmp_files[af->slot - 1].state, TMP_FREE);
+    af->slot = 0;
+}
+
+void lcm_afile_remove_all_tmp(void) {
+    for (int i = 0; i < TMP_SLOTS; i++)
+        if (atomic_load(&tmp_files[i].state) == TMP_READY) unlink(tmp_files[i].path);
+}
 
 int lcm_afile_open(lcm_afile *af, const char *path, lcm_error *err) {
     memset(af, 0, sizeof *af);
     if (strlen(path) >= sizeof af->path) return lcm_fail(err, LCM_ERR_IO, "%s: path too long", path);
     snprintf(af->path, sizeof af->path, "%s", path);
     snprintf(af->tmp, sizeof af->tmp, "%s.tmp.%ld", path, (long)getpid());
+    af->slot = tmp_track(af->tmp); /* before the file exists: a signal never finds it untracked */
     af->f = fopen(af->tmp, "wb");
-    if (!af->f) return lcm_fail(err, LCM_ERR_IO, "cannot create %s: %s", af->tmp, strerror(errno));
+    if (!af->f) {
+        int e = errno;
+        tmp_untrack(af);
+        return lcm_fail(err, LCM_ERR_IO, "cannot create %s: %s", af->tmp, strerror(e));
+    }
     return 0;
 }
 
@@ -67,10 +105,9 @@ int lcm_afile_commit(lcm_afile *af, lcm_error *err) {
     af->f = NULL;
     if (rc == 0 && rename(af->tmp, af->path) != 0)
         rc = lcm_fail(err, LCM_ERR_IO, "renaming %s to %s: %s", af->tmp, af->path, strerror(errno));
-    if (rc != 0) {
-        unlink(af->tmp);
-        return rc;
-    }
+    if (rc != 0) unlink(af->tmp);
+    tmp_untrack(af);
+    if (rc != 0) return rc;
     char dir[LCM_PATH_MAX];
     lcm_dirname(af->path, dir, sizeof dir);
     return lcm_fsync_dir(dir, err);
@@ -83,6 +120,7 @@ void lcm_afile_abort(lcm_afile *af) {
     }
     if (af->tmp[0]) unlink(af->tmp);
     af->tmp[0] = '\0';
+    tmp_untrack(af);
 }
 
 int lcm_write_file_atomic(const char *path, const void *data, size_t n, lcm_error *err) {

@@ -91,6 +91,7 @@ int lcm_bench(const lcm_config *cfg, lcm_bench_result *out, lcm_error *err) {
     run->sum = &sum;
     run->loop = &bench_loop_ops;
     run->loop_out = out;
+    run->on_stack = 1;
     run->accum = cfg->trainer.grad_accum;
     run->max_T = cfg->data.max_seq_len;
     run->max_tokens = cfg->data.max_tokens;

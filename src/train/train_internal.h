@@ -4,6 +4,7 @@
 #define LCM_TRAIN_INTERNAL_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 
@@ -85,6 +86,18 @@ typedef struct lcm_loader {
     lcm_error err;
 } lcm_loader;
 
+/* What a worker is doing, for the watchdog's message (trainer.c names them). */
+typedef enum lcm_phase {
+    LCM_PHASE_SETUP,
+    LCM_PHASE_LOADING,     /* waiting for its loader's next micro-batch */
+    LCM_PHASE_FORWARD,
+    LCM_PHASE_BACKWARD,
+    LCM_PHASE_COLLECTIVE,  /* a barrier, all-reduce or host sum with the other workers */
+    LCM_PHASE_OPTIMIZER,
+    LCM_PHASE_VALIDATION,
+    LCM_PHASE_CHECKPOINT,
+} lcm_phase;
+
 struct lcm_worker {
     lcm_run *run;
     int rank;
@@ -102,11 +115,25 @@ struct lcm_worker {
     lcm_error err;
     lcm_train_state state;
     double last_loss;
+    /* The heartbeat the main thread's watchdog reads: beats advances at every phase change (and on
+     * each validation batch), phase and heartbeat_step say where; done once the thread has cleaned up. */
     atomic_llong heartbeat_step;
+    atomic_llong beats;
+    atomic_int phase;
+    atomic_int done;
 };
+
+static inline void lcm_worker_beat(lcm_worker *w, lcm_phase phase) {
+    atomic_store_explicit(&w->phase, (int)phase, memory_order_relaxed);
+    atomic_fetch_add_explicit(&w->beats, 1, memory_order_release);
+}
 
 struct lcm_run {
     const lcm_config *cfg;
+    int abandoned;         /* the watchdog gave up on a hung worker thread that is still running */
+    int on_stack;          /* the caller keeps the run on its stack (lcm bench): never leave a thread behind */
+    sigset_t sigmask;      /* the main thread's mask before SIGINT/SIGTERM were blocked for the workers */
+    int sigmask_saved;     /* they are blocked in the main thread now */
     lcm_dims d;
     char run_dir[LCM_PATH_MAX];
     lcm_split train, valid; /* valid.open: the run validates */
@@ -122,6 +149,8 @@ struct lcm_run {
     lcm_train_state start;
     char *config_text;
     FILE *metrics;         /* rank 0 writes metrics.jsonl */
+    char metrics_path[LCM_PATH_MAX + 32];
+    int metrics_errno;     /* the first write error on it (0: none) */
     double baseline;
     int have_baseline;
     double peak_tflops;    /* per device, for MFU (0 = unknown) */
@@ -158,6 +187,8 @@ int lcm_worker_step(lcm_worker *w, lcm_slot **slots, lcm_step_result *res, lcm_e
 int lcm_run_make_group(lcm_run *run, lcm_error *err);
 int lcm_run_workers(lcm_run *run, lcm_error *err);
 void lcm_run_free(lcm_run *run);
+/* Append a line to metrics.jsonl; the first write error is warned about once and kept for the end. */
+void lcm_run_metrics_line(lcm_run *run, const char *line);
 
 /* split.c: open, check the dimension against D, scan for NaN/Inf (check_finite), build the plan. On an
  * error, lcm_split_close still releases what was opened. */
@@ -173,9 +204,12 @@ int lcm_eval_ctx_init(lcm_eval_ctx *c, lcm_model *m, const lcm_split *split, int
 void lcm_eval_ctx_free(lcm_eval_ctx *c);
 int lcm_eval_loop(lcm_eval_ctx *c, int rank, int n_ranks, int64_t max_batches, lcm_eval_sums *sums, lcm_error *err);
 
-/* signals.c */
-void lcm_signals_install(void);
-void lcm_signals_restore(void);
+/* signals.c (lcm_signals_install/restore: train.h) */
+/* on: a signal asks the workers to stop after the step; off: it removes temporary files and ends
+ * the process by that signal. */
+void lcm_signals_stop_mode(int on);
+/* Block SIGINT/SIGTERM in the calling thread (and so in the threads it creates); old mask in *old. */
+void lcm_signals_block(sigset_t *old);
 int lcm_stop_requested(void);
 
 /* perf.c */

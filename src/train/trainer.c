@@ -3,9 +3,14 @@
  * and their communicators, then one worker thread per device, and the summary once they are done.
  * Anything that can fail does so here, before a worker starts, with a message saying what to do. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "lcm/log.h"
 #include "lcm/sbuf.h"
@@ -13,6 +18,81 @@
 #include "train_internal.h"
 
 /* ---- the run directory and the starting point ------------------------------------------------- */
+
+/* One trainer per run directory: an exclusive flock on <run_dir>/.lock, held (through the open
+ * descriptor) until lcm_train returns or the process ends. The kernel drops it when the holder dies,
+ * even by SIGKILL, so a stale lock never blocks. The holder's pid is written into the file for the
+ * message the next trainer prints. Taken before anything in the run directory is written or removed. */
+static int lock_run_dir(const char *run_dir, int *fd_out, lcm_error *err) {
+    char path[LCM_PATH_MAX + 32];
+    if (lcm_path_join(path, sizeof path, run_dir, ".lock") != 0)
+        return lcm_fail(err, LCM_ERR_CONFIG, "trainer.output_dir is too long");
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return lcm_fail(err, LCM_ERR_IO, "cannot create the lock file %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char pid[32] = "";
+        ssize_t n = e == EWOULDBLOCK ? pread(fd, pid, sizeof pid - 1, 0) : -1;
+        close(fd);
+        if (e != EWOULDBLOCK) return lcm_fail(err, LCM_ERR_IO, "cannot lock %s: %s", path, strerror(e));
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        return lcm_fail(err, LCM_ERR_IO,
+                        "%s is in use by another lcm train (pid %s); wait for it to finish, stop it, or choose another "
+                        "trainer.output_dir", run_dir, pid[0] ? pid : "unknown");
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+        lcm_warn("cannot write the pid into %s: %s (the lock itself holds)", path, strerror(errno));
+    *fd_out = fd;
+    return 0;
+}
+
+/* metrics.jsonl after a resume from step `step` (0: a fresh start): the lines of steps past it were
+ * written by a run that died before checkpointing them, and the resumed run writes those steps again.
+ * They are dropped, and so is a torn last line; the file is replaced atomically. */
+static int trim_metrics(const char *path, int64_t step, lcm_error *err) {
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 0; /* none yet, or a device such as /dev/null */
+    char *text = NULL;
+    size_t size = 0;
+    LCM_TRY(lcm_read_file(path, &text, &size, err));
+    size_t kept = 0, dropped = 0;
+    for (char *line = text; *line;) {
+        char *nl = strchr(line, '\n');
+        char *end = nl ? nl + 1 : line + strlen(line);
+        const char *key = strstr(line, "\"step\":");
+        int keep = nl && key && key < nl;
+        if (keep) {
+            char *after;
+            long long v = strtoll(key + 7, &after, 10);
+            keep = after != key + 7 && v <= step;
+        }
+        if (keep) {
+            memmove(text + kept, line, (size_t)(end - line));
+            kept += (size_t)(end - line);
+        } else {
+            dropped++;
+        }
+        line = end;
+    }
+    int rc = dropped ? lcm_write_file_atomic(path, text, kept, err) : 0;
+    if (!rc && dropped)
+        lcm_info("metrics.jsonl: dropped %zu line%s past step %" PRId64 " (written before the last checkpoint was)",
+                 dropped, dropped > 1 ? "s" : "", step);
+    free(text);
+    return rc;
+}
+
+void lcm_run_metrics_line(lcm_run *run, const char *line) {
+    if (!run->metrics || run->metrics_errno) return;
+    if (fputs(line, run->metrics) < 0 || fflush(run->metrics) != 0) {
+        run->metrics_errno = errno ? errno : EIO;
+        lcm_warn("cannot write %s: %s; training goes on without metrics (checkpoints are unaffected) and "
+                 "the run will exit with status 1", run->metrics_path, strerror(run->metrics_errno));
+    }
+}
 
 static int config_text(const lcm_config *cfg, char **out, lcm_error *err) {
     char *buf = NULL;
@@ -171,6 +251,12 @@ static int start_state(lcm_run *run, const char *ckpt, lcm_error *err) {
 }
 
 int lcm_run_make_group(lcm_run *run, lcm_error *err) {
+    /* From here on every thread started (OpenBLAS's new ones, NCCL's, the workers and theirs) inherits
+     * SIGINT/SIGTERM blocked; the main thread takes them back while it watches the workers. */
+    if (!run->sigmask_saved) {
+        lcm_signals_block(&run->sigmask);
+        run->sigmask_saved = 1;
+    }
     if (!run->dev[0].is_gpu) {
         int cores = lcm_cpu_count();
         int total = run->cfg->trainer.cpu_threads > 0 ? run->cfg->trainer.cpu_threads : cores;
@@ -189,11 +275,106 @@ int lcm_run_make_group(lcm_run *run, lcm_error *err) {
     return lcm_group_create_nccl(&run->group, run->n, gpus, err);
 }
 
+static const char *phase_name(int phase) {
+    switch ((lcm_phase)phase) {
+    case LCM_PHASE_SETUP: return "setup";
+    case LCM_PHASE_LOADING: return "loading";
+    case LCM_PHASE_FORWARD: return "forward";
+    case LCM_PHASE_BACKWARD: return "backward";
+    case LCM_PHASE_COLLECTIVE: return "collective";
+    case LCM_PHASE_OPTIMIZER: return "optimizer";
+    case LCM_PHASE_VALIDATION: return "validation";
+    case LCM_PHASE_CHECKPOINT: return "checkpoint";
+    }
+    return "unknown";
+}
+
+/* Seconds the main thread waits, after aborting the group, for the workers to notice and return. A
+ * thread stuck inside a BLAS call or a driver cannot be cancelled: after this it is left behind, and
+ * the process ends. Exiting then never damages a checkpoint: a write goes to step_N.tmp and becomes
+ * step_N by a rename (a leftover .tmp is removed by the next run), and a healthy worker that is still
+ * writing one is given hang_timeout_s more to finish. */
+#define WATCHDOG_GRACE_S 3.0
+
+/* The main thread while the workers run: it takes SIGINT/SIGTERM (the workers block them) and watches
+ * the workers' heartbeats. A worker whose heartbeat has not moved for trainer.hang_timeout_s is hung;
+ * the group is aborted, which wakes every barrier and collective and aborts NCCL. Returns once every worker is done,
+ * or, when one does not return within the grace period, with run->abandoned set. */
+static void watch_workers(lcm_run *run, int started) {
+    const double limit = (double)run->cfg->trainer.hang_timeout_s;
+    long long *seen = calloc((size_t)started, sizeof *seen);
+    double *since = calloc((size_t)started, sizeof *since);
+    double aborted_at = -1;
+    int hung = -1;
+    const double t0 = lcm_now();
+    for (int r = 0; r < started && since; r++) since[r] = t0;
+    for (;;) {
+        int running = 0;
+        for (int r = 0; r < started; r++) running += !atomic_load(&run->workers[r].done);
+        if (!running) break;
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        const double now = lcm_now();
+        if (aborted_at >= 0) {
+            /* A bench's caller keeps the run on its stack: wait. A healthy worker still writing a
+             * checkpoint (rotation included) gets up to hang_timeout_s more to finish it. */
+            int writing = 0;
+            for (int r = 0; r < started; r++)
+                writing |= r != hung && !atomic_load(&run->workers[r].done) &&
+                           atomic_load_explicit(&run->workers[r].phase, memory_order_relaxed) == LCM_PHASE_CHECKPOINT;
+            double grace = WATCHDOG_GRACE_S + (writing ? limit : 0);
+            if (!run->on_stack && now - aborted_at > grace) {
+                run->abandoned = 1;
+                break;
+            }
+            continue;
+        }
+        if (limit <= 0 || !seen || !since) continue;
+        /* Fires when some worker has been stalled for longer than the limit. The culprit is the stalled
+         * worker that is not waiting for the others, even when it stalled after them (its peers may have
+         * reached the collective before it reached its last phase); when every stalled worker waits in a
+         * collective, the one stalled longest. */
+        int oldest = -1, culprit = -1;
+        for (int r = 0; r < started; r++) {
+            lcm_worker *w = &run->workers[r];
+            long long b = atomic_load_explicit(&w->beats, memory_order_acquire);
+            if (b != seen[r] || atomic_load(&w->done)) {
+                seen[r] = b;
+                since[r] = now;
+                continue;
+            }
+            if (oldest < 0 || since[r] < since[oldest]) oldest = r;
+            if (atomic_load_explicit(&w->phase, memory_order_relaxed) != LCM_PHASE_COLLECTIVE &&
+                (culprit < 0 || since[r] < since[culprit]))
+                culprit = r;
+        }
+        if (oldest < 0 || now - since[oldest] <= limit) continue;
+        if (culprit < 0) culprit = oldest;
+        lcm_worker *w = &run->workers[culprit];
+        lcm_error e = {0};
+        lcm_fail(&e, LCM_ERR_DEVICE,
+                 "watchdog: %s %d made no progress for %.1f s in phase %s of step %lld (trainer.hang_timeout_s=%.0f); "
+                 "the run is aborted and the last checkpoint is intact",
+                 w->dev.is_gpu ? "GPU" : "CPU worker", w->dev.index, now - since[culprit],
+                 phase_name(atomic_load_explicit(&w->phase, memory_order_relaxed)),
+                 (long long)atomic_load(&w->heartbeat_step) + 1, limit);
+        lcm_group_abort(run->group, &e);
+        aborted_at = now;
+        hung = culprit;
+    }
+    free(seen);
+    free(since);
+}
+
 /* Start one worker per device, wait for all, and return the root cause of a failure. */
 int lcm_run_workers(lcm_run *run, lcm_error *err) {
     run->workers = calloc((size_t)run->n, sizeof *run->workers);
     if (!run->workers) return lcm_fail(err, LCM_ERR_NOMEM, "out of memory");
     int started = 0, rc = 0;
+    if (!run->sigmask_saved) {
+        lcm_signals_block(&run->sigmask);
+        run->sigmask_saved = 1;
+    }
     for (int r = 0; r < run->n; r++) {
         lcm_worker *w = &run->workers[r];
         w->run = run;
@@ -211,6 +392,24 @@ int lcm_run_workers(lcm_run *run, lcm_error *err) {
         pthread_setname_np(w->thread, name);
         started++;
     }
+    pthread_sigmask(SIG_SETMASK, &run->sigmask, NULL); /* signals now reach this thread only */
+    run->sigmask_saved = 0;
+    watch_workers(run, started);
+    if (run->abandoned) {
+        /* Threads that ended are joined; the hung ones (and their loaders, which end on the abort) are
+         * detached: nothing waits for them, and the process ends next. */
+        for (int r = 0; r < started; r++) {
+            lcm_worker *w = &run->workers[r];
+            if (atomic_load(&w->done)) {
+                pthread_join(w->thread, NULL);
+                continue;
+            }
+            pthread_detach(w->thread);
+            if (w->loader.started) pthread_detach(w->loader.thread);
+        }
+        *err = *lcm_group_abort_reason(run->group);
+        return err->code ? (int)err->code : LCM_ERR_INTERNAL;
+    }
     for (int r = 0; r < started; r++) pthread_join(run->workers[r].thread, NULL);
     const lcm_error *reason = lcm_group_abort_reason(run->group);
     if (started < run->n || reason->code != LCM_OK) {
@@ -226,6 +425,7 @@ int lcm_run_workers(lcm_run *run, lcm_error *err) {
 }
 
 void lcm_run_free(lcm_run *run) {
+    if (run->sigmask_saved) pthread_sigmask(SIG_SETMASK, &run->sigmask, NULL);
     if (run->group) lcm_group_destroy(run->group);
     lcm_split_close(&run->train);
     lcm_split_close(&run->valid);
@@ -240,17 +440,21 @@ void lcm_run_free(lcm_run *run) {
 
 int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err) {
     memset(sum, 0, sizeof *sum);
-    lcm_run run_storage, *run = &run_storage;
-    memset(run, 0, sizeof *run);
+    /* On the heap: a hung worker thread the watchdog leaves behind still points at the run. */
+    lcm_run *run = calloc(1, sizeof *run);
+    if (!run) return lcm_fail(err, LCM_ERR_NOMEM, "out of memory");
     run->cfg = cfg;
     run->sum = sum;
     run->loop = &lcm_train_loop;
     run->accum = cfg->trainer.grad_accum;
     char ckpt[LCM_PATH_MAX + 64], train[LCM_PATH_MAX], valid[LCM_PATH_MAX], path[LCM_PATH_MAX + 32];
+    int lock_fd = -1;
+    lcm_signals_install(); /* until the workers run, a signal removes temporary files and ends the process */
     snprintf(run->run_dir, sizeof run->run_dir, "%s", cfg->trainer.output_dir);
     int rc = lcm_dims_from_config(&run->d, &cfg->model, err);
     if (!rc) rc = check_data_rules(cfg, err);
     if (!rc) rc = lcm_mkdir_p(run->run_dir, err);
+    if (!rc) rc = lock_run_dir(run->run_dir, &lock_fd, err);
     if (!rc) rc = choose_start(cfg, run->run_dir, ckpt, sizeof ckpt, err);
     if (!rc) {
         lcm_path_join(path, sizeof path, run->run_dir, "train.log");
@@ -274,26 +478,54 @@ int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err) {
     }
     if (!rc) rc = lcm_run_make_group(run, err);
     if (!rc) {
-        lcm_path_join(path, sizeof path, run->run_dir, "metrics.jsonl");
-        run->metrics = fopen(path, "a");
-        if (!run->metrics) rc = lcm_fail(err, LCM_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-        else if (run->have_baseline)
-            fprintf(run->metrics, "{\"step\":%" PRId64 ",\"baseline\":%.9g}\n", run->start.step, run->baseline);
+        lcm_path_join(run->metrics_path, sizeof run->metrics_path, run->run_dir, "metrics.jsonl");
+        rc = trim_metrics(run->metrics_path, run->start.step, err);
     }
-    if (!rc && run->start.step >= cfg->trainer.max_steps) { /* the CLI says "nothing to do" */
+    if (!rc) {
+        run->metrics = fopen(run->metrics_path, "a");
+        if (!run->metrics) rc = lcm_fail(err, LCM_ERR_IO, "cannot write %s: %s", run->metrics_path, strerror(errno));
+    }
+    if (!rc && run->have_baseline) {
+        char line[128];
+        snprintf(line, sizeof line, "{\"step\":%" PRId64 ",\"baseline\":%.9g}\n", run->start.step, run->baseline);
+        lcm_run_metrics_line(run, line);
+    }
+    const int64_t stop_at = cfg->trainer.stop_at_step;
+    if (!rc && (run->start.step >= cfg->trainer.max_steps || (stop_at > 0 && run->start.step >= stop_at))) {
+        /* the CLI says "nothing to do", and why */
         sum->final_step = run->start.step;
+        sum->stop_at_step_reached = run->start.step < cfg->trainer.max_steps;
         snprintf(sum->checkpoint, sizeof sum->checkpoint, "%s", ckpt);
     } else if (!rc) {
         lcm_info("training %s for %" PRId64 " steps (%d device%s x %d micro-batch%s of <= %" PRId64 " concepts), run dir %s",
                  train, cfg->trainer.max_steps, run->n, run->n > 1 ? "s" : "", run->accum, run->accum > 1 ? "es" : "",
                  run->max_tokens, run->run_dir);
         run->t_start = lcm_now();
-        lcm_signals_install();
+        lcm_signals_stop_mode(1);
         rc = lcm_run_workers(run, err);
-        lcm_signals_restore();
+        lcm_signals_stop_mode(0);
         if (!sum->checkpoint[0] && ckpt[0]) snprintf(sum->checkpoint, sizeof sum->checkpoint, "%s", ckpt);
     }
+    if (run->abandoned) { /* the thread still uses the run, the log and the lock: the process must end */
+        sum->threads_left = 1;
+        return rc;
+    }
+    lcm_signals_restore();
+    if (run->metrics) {
+        if (fclose(run->metrics) != 0 && !run->metrics_errno) run->metrics_errno = errno ? errno : EIO;
+        run->metrics = NULL;
+    }
+    char log_path[LCM_PATH_MAX];
+    int log_errno = lcm_log_file_error(log_path, sizeof log_path);
+    if (run->metrics_errno)
+        snprintf(sum->write_error, sizeof sum->write_error, "%s could not be written (%s)", run->metrics_path,
+                 strerror(run->metrics_errno));
+    else if (log_errno)
+        snprintf(sum->write_error, sizeof sum->write_error, "%s could not be written (%s)", log_path,
+                 strerror(log_errno));
     lcm_run_free(run);
+    free(run);
     lcm_log_set_file(NULL);
+    if (lock_fd >= 0) close(lock_fd);
     return rc;
 }

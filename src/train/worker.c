@@ -55,10 +55,16 @@ static int reduce_bucket(void *ctx, size_t begin, size_t end, lcm_error *err) {
     if (w->grad_bf16) {
         be->ops->f32_to_bf16(be, w->grad_bf16 + begin, w->model.grads + begin, end - begin);
         be->ops->comm_wait_compute(be);
-        return w->comm->ops->allreduce(w->comm, w->grad_bf16 + begin, end - begin, LCM_RED_BF16, err);
+        lcm_worker_beat(w, LCM_PHASE_COLLECTIVE);
+        int rc = w->comm->ops->allreduce(w->comm, w->grad_bf16 + begin, end - begin, LCM_RED_BF16, err);
+        lcm_worker_beat(w, LCM_PHASE_BACKWARD);
+        return rc;
     }
     be->ops->comm_wait_compute(be);
-    return w->comm->ops->allreduce(w->comm, w->model.grads + begin, end - begin, LCM_RED_F32, err);
+    lcm_worker_beat(w, LCM_PHASE_COLLECTIVE);
+    int rc = w->comm->ops->allreduce(w->comm, w->model.grads + begin, end - begin, LCM_RED_F32, err);
+    lcm_worker_beat(w, LCM_PHASE_BACKWARD);
+    return rc;
 }
 
 /* ---- one step --------------------------------------------------------------------------------- */
@@ -83,9 +89,11 @@ int lcm_worker_step(lcm_worker *w, lcm_slot **slots, lcm_step_result *res, lcm_e
     for (int a = 0; a < A; a++) {
         lcm_slot *s = slots[a];
         lcm_dropout_key key = {.seed = cfg->trainer.seed, .step = (uint32_t)step, .microbatch = s->microbatch};
+        lcm_worker_beat(w, LCM_PHASE_FORWARD);
         LCM_TRY(lcm_model_upload_batch(m, s->x, s->lens, s->B, s->T, err));
         lcm_model_forward(m, s->B, s->T, p, key);
         lcm_model_loss(m, s->B, s->T, 1.0f / (float)s->step_targets);
+        lcm_worker_beat(w, LCM_PHASE_BACKWARD);
         LCM_TRY(lcm_model_backward(m, s->B, s->T, p, key, a == A - 1 ? reduce_bucket : NULL, w, err));
         LCM_TRY(wait_device(w, err));
         float loss = 0;
@@ -102,6 +110,7 @@ int lcm_worker_step(lcm_worker *w, lcm_slot **slots, lcm_step_result *res, lcm_e
     LCM_TRY(be->ops->sumsq(be, &sumsq, m->grads, m->t.total, err));
     local[2] = (w->rank == 0 && lcm_stop_requested()) ? 1 : 0;
     if (cfg->trainer.stop_at_step > 0 && step >= cfg->trainer.stop_at_step) local[2] = 1; /* every rank: same */
+    lcm_worker_beat(w, LCM_PHASE_COLLECTIVE);
     LCM_TRY(lcm_comm_sum_f64(w->comm, local, 3, err));
     if ((int64_t)local[1] != slots[0]->step_targets)
         return lcm_fail(err, LCM_ERR_INTERNAL, "step %" PRId64 ": devices processed %.0f targets, the plan says %" PRId64,
@@ -132,6 +141,7 @@ int lcm_worker_step(lcm_worker *w, lcm_slot **slots, lcm_step_result *res, lcm_e
             .grad_scale = clip > 0 ? (float)fmin(1.0, clip / (res->grad_norm + 1e-6)) : 1.0f,
             .step = step - w->state.bad_total, /* updates applied so far, for the bias corrections */
         };
+        lcm_worker_beat(w, LCM_PHASE_OPTIMIZER);
         be->ops->adamw(be, m->master, m->params, m->grads, m->m, m->v, m->t.total, &args);
         LCM_TRY(wait_device(w, err));
     }
@@ -227,8 +237,7 @@ static void log_step(lcm_worker *w, const lcm_step_result *r, const lcm_slot *s,
         if (mem_gb >= 0) lcm_json_key(&b, &first, "mem_gb"), lcm_json_num(&b, mem_gb);
         if (r->skipped) lcm_json_key(&b, &first, "skipped"), lcm_sbuf_puts(&b, "true");
         lcm_sbuf_puts(&b, "}\n");
-        if (b.s) fputs(b.s, run->metrics);
-        fflush(run->metrics);
+        if (b.s) lcm_run_metrics_line(run, b.s);
         lcm_sbuf_free(&b);
     }
     win->t0 = now;
@@ -243,9 +252,10 @@ static void log_validation(lcm_worker *w, const lcm_eval_result *v) {
              " targets",
              w->state.step, v->loss, run->baseline, v->l2, 100 * v->ca, v->n_targets);
     if (!run->metrics) return;
-    fprintf(run->metrics, "{\"step\":%" PRId64 ",\"split\":\"valid\",\"loss\":%.9g,\"l2\":%.9g,\"ca\":%.9g,\"n_targets\":%" PRId64
-            "}\n", w->state.step, v->loss, v->l2, v->ca, v->n_targets);
-    fflush(run->metrics);
+    char line[512];
+    snprintf(line, sizeof line, "{\"step\":%" PRId64 ",\"split\":\"valid\",\"loss\":%.9g,\"l2\":%.9g,\"ca\":%.9g,"
+             "\"n_targets\":%" PRId64 "}\n", w->state.step, v->loss, v->l2, v->ca, v->n_targets);
+    lcm_run_metrics_line(run, line);
 }
 
 /* ---- the worker thread ------------------------------------------------------------------------ */
@@ -283,6 +293,7 @@ static int train_loop(lcm_worker *w, lcm_error *err) {
     log_window win = {.t0 = lcm_now()};
     int rc = 0, stopped = 0;
     while (w->state.step < cfg->trainer.max_steps) {
+        lcm_worker_beat(w, LCM_PHASE_LOADING);
         for (int a = 0; a < A && !rc; a++) rc = lcm_loader_next(&w->loader, &slots[a], err);
         lcm_step_result r;
         if (!rc) rc = lcm_worker_step(w, slots, &r, err);
@@ -296,6 +307,7 @@ static int train_loop(lcm_worker *w, lcm_error *err) {
         const int last = step == cfg->trainer.max_steps;
         if (run->valid.open && (due(step, cfg->trainer.validate_every) || last)) {
             lcm_eval_result v;
+            lcm_worker_beat(w, LCM_PHASE_VALIDATION);
             if ((rc = run_validation(w, &v, err))) break;
             if (w->rank == 0) {
                 log_validation(w, &v);
@@ -303,9 +315,10 @@ static int train_loop(lcm_worker *w, lcm_error *err) {
                 run->sum->have_valid = 1;
             }
         }
-        if ((r.stop || last || due(step, cfg->trainer.checkpoint_every)) && w->rank == 0 &&
-            (rc = save_checkpoint(w, err)))
-            break;
+        if ((r.stop || last || due(step, cfg->trainer.checkpoint_every)) && w->rank == 0) {
+            lcm_worker_beat(w, LCM_PHASE_CHECKPOINT);
+            if ((rc = save_checkpoint(w, err))) break;
+        }
         if (r.stop) {
             stopped = 1;
             break;
@@ -316,6 +329,8 @@ static int train_loop(lcm_worker *w, lcm_error *err) {
         run->sum->steps_done = w->state.step - run->start.step;
         run->sum->train_loss = w->last_loss;
         run->sum->interrupted = stopped;
+        run->sum->stop_at_step_reached =
+            stopped && cfg->trainer.stop_at_step > 0 && w->state.step >= cfg->trainer.stop_at_step;
     }
     free(slots);
     return rc;
@@ -349,6 +364,7 @@ void *lcm_worker_main(void *arg) {
     int rc = setup(w, &w->err);
     if (!rc) rc = run->loop->prepare(w, &w->err);
     /* The first collective: every worker has allocated everything it will use. */
+    lcm_worker_beat(w, LCM_PHASE_COLLECTIVE);
     if (!rc) rc = lcm_comm_barrier(w->comm, &w->err);
     if (!rc) rc = run->loop->run(w, &w->err);
     if (rc && w->err.code != LCM_ERR_INTERRUPTED) lcm_group_abort(run->group, &w->err);
@@ -361,5 +377,6 @@ void *lcm_worker_main(void *arg) {
         lcm_backend_destroy(w->be);
         w->be = NULL;
     }
+    atomic_store(&w->done, 1);
     return NULL;
 }
