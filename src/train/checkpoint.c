@@ -143,9 +143,11 @@ static int open_verified(lcm_st_file *f, const char *path, lcm_st_verify_scope s
 
 int lcm_weights_load(const char *path, const lcm_param_table *t, float *master, lcm_normalizer *norm, lcm_error *err) {
     lcm_st_file f;
+    if (norm) memset(norm, 0, sizeof *norm); /* an output: freed again if the load fails */
     LCM_TRY(open_verified(&f, path, LCM_ST_VERIFY_ALL, err));
     int rc = load_weights_from(&f, t, master, norm, err);
     lcm_st_close(&f);
+    if (rc && norm) lcm_normalizer_free(norm);
     return rc;
 }
 
@@ -576,6 +578,7 @@ int lcm_checkpoint_load(const char *dir, const lcm_param_table *t, float *master
                         lcm_normalizer *norm, lcm_train_state *s, lcm_error *err) {
     char path[LCM_PATH_MAX + 64];
     memset(s, 0, sizeof *s);
+    if (norm) memset(norm, 0, sizeof *norm);
     lcm_st_file model, state;
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     LCM_TRY(open_verified(&model, path, LCM_ST_VERIFY_ALL, err));
@@ -598,6 +601,7 @@ int lcm_checkpoint_load(const char *dir, const lcm_param_table *t, float *master
         lcm_st_close(&state);
     }
     lcm_st_close(&model);
+    if (rc && norm) lcm_normalizer_free(norm); /* a failed load leaves nothing to free */
     return rc;
 }
 
