@@ -113,8 +113,10 @@ corrupt_checkpoint_is_reported_by_train_and_eval() {
   ckpt=$(newest_checkpoint "$run")
   [ -n "$ckpt" ] || return 1
   head -c 5000 "$ckpt/model.safetensors" >"$tmp/trunc" && cp "$tmp/trunc" "$ckpt/model.safetensors"
+  # resume=auto would skip it and take an older one (tests/test_fault_ckpt.sh); named explicitly, it is an error
   # shellcheck disable=SC2086
-  one_line_error 1 "model.safetensors" -- train $tiny trainer.max_steps=100000000 trainer.output_dir="$run" &&
+  one_line_error 1 "model.safetensors" -- train $tiny trainer.max_steps=100000000 trainer.output_dir="$run" \
+    trainer.resume="$ckpt" &&
     one_line_error 1 "model.safetensors" -- eval "$ckpt" "$tmp/data/valid.lcmd"
 }
 

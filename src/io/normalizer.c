@@ -14,6 +14,7 @@
 #include "lcm/fileio.h"
 #include "lcm/normalizer.h"
 #include "lcm/safetensors.h"
+#include "lcm/st_checksum.h"
 
 #define REFERENCE_PREFIX "frontend.sonar_normalizer."
 
@@ -74,6 +75,7 @@ int lcm_normalizer_save(const lcm_normalizer *n, const char *path, lcm_error *er
     if (rc == 0) rc = lcm_st_add_meta(w, "convention", "normalized = (x - center) / scale, per dimension", err);
     if (rc == 0) rc = lcm_st_add(w, "center", LCM_ST_F32, 1, shape, n->center, err);
     if (rc == 0) rc = lcm_st_add(w, "scale", LCM_ST_F32, 1, shape, n->scale, err);
+    if (rc == 0) rc = lcm_st_add_checksums(w, err);
     if (rc == 0) rc = lcm_st_write(w, path, err);
     lcm_st_writer_free(w);
     return rc;
@@ -128,7 +130,8 @@ int lcm_normalizer_load(lcm_normalizer *n, const char *path, int expect_dim, lcm
     memset(n, 0, sizeof *n);
     lcm_st_file f;
     LCM_TRY(lcm_st_open(&f, path, err));
-    int rc = load_open(n, &f, expect_dim, err);
+    int rc = lcm_st_verify(&f, LCM_ST_VERIFY_ALL, NULL, err);
+    if (rc == 0) rc = load_open(n, &f, expect_dim, err);
     lcm_st_close(&f);
     if (rc != 0) {
         free(n->center);

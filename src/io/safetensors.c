@@ -12,9 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lcm/crc32c.h"
 #include "lcm/half.h"
 #include "lcm/json.h"
 #include "lcm/sbuf.h"
+#include "lcm/st_checksum.h"
 
 /* The limit every safetensors reader applies (a larger header is a corrupt or hostile file). */
 #define ST_MAX_HEADER 100000000ull
@@ -461,6 +463,31 @@ int lcm_st_add_meta(lcm_st_writer *w, const char *key, const char *value, lcm_er
     w->meta_values[w->n_meta] = v;
     w->n_meta++;
     return 0;
+}
+
+/* The checksum metadata of st_checksum.h: one CRC-32C per tensor, then the header's. */
+int lcm_st_add_checksums(lcm_st_writer *w, lcm_error *err) {
+    lcm_st_tensor *ts = calloc((size_t)w->n + 1, sizeof *ts);
+    if (!ts) return lcm_fail(err, LCM_ERR_NOMEM, "safetensors writer: out of memory");
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < w->n; i++) {
+        const st_entry *e = &w->tensors[i];
+        ts[i] = (lcm_st_tensor){.name = e->name, .dtype = e->dtype, .ndim = e->ndim};
+        memcpy(ts[i].shape, e->shape, sizeof ts[i].shape);
+        lcm_sbuf key = {0};
+        char value[16];
+        lcm_sbuf_printf(&key, LCM_ST_CRC_PREFIX "%s", e->name);
+        snprintf(value, sizeof value, "%08" PRIx32, lcm_crc32c(0, e->data, (size_t)e->nbytes));
+        rc = key.oom ? lcm_fail(err, LCM_ERR_NOMEM, "safetensors writer: out of memory")
+                     : lcm_st_add_meta(w, key.s, value, err);
+        lcm_sbuf_free(&key);
+    }
+    uint32_t crc = 0;
+    if (rc == 0) rc = lcm_st_header_crc(w->n_meta, w->meta_keys, w->meta_values, w->n, ts, &crc, err);
+    free(ts);
+    char value[16];
+    snprintf(value, sizeof value, "%08" PRIx32, crc);
+    return rc ? rc : lcm_st_add_meta(w, LCM_ST_HEADER_CRC_KEY, value, err);
 }
 
 /* The header JSON, padded with spaces so that the data section starts at a multiple of 8. */

@@ -115,11 +115,12 @@ static int choose_start(const lcm_config *cfg, const char *run_dir, char *dir, s
     const char *resume = cfg->trainer.resume;
     int found = 0;
     char latest[LCM_PATH_MAX + 64];
-    LCM_TRY(lcm_checkpoint_latest(run_dir, latest, sizeof latest, &found, err));
-    if (strcmp(resume, "auto") == 0) {
+    if (strcmp(resume, "auto") == 0) { /* the newest checkpoint that verifies */
+        LCM_TRY(lcm_checkpoint_latest_verified(run_dir, latest, sizeof latest, &found, err));
         if (found) snprintf(dir, cap, "%s", latest);
         return 0;
     }
+    LCM_TRY(lcm_checkpoint_latest(run_dir, latest, sizeof latest, &found, err));
     if (strcmp(resume, "never") == 0) {
         if (found)
             return lcm_fail(err, LCM_ERR_CONFIG,
@@ -225,6 +226,7 @@ static int start_state(lcm_run *run, const char *ckpt, lcm_error *err) {
         if (!run->init_m || !run->init_v)
             rc = lcm_fail(err, LCM_ERR_NOMEM, "out of host memory for the optimizer state");
         if (!rc) rc = lcm_checkpoint_load(ckpt, &t, run->init_master, run->init_m, run->init_v, &saved, &run->start, err);
+        if (!rc) rc = lcm_checkpoint_check_cursor(ckpt, &run->start, run->train.plan, err);
         if (!rc && run->start.config_hash != lcm_config_model_hash(cfg))
             rc = lcm_fail(err, LCM_ERR_CONFIG,
                           "%s was written with a different model or data layout (config hash %016" PRIx64 ", now %016" PRIx64

@@ -124,11 +124,14 @@ int lcm_worker_step(lcm_worker *w, lcm_slot **slots, lcm_step_result *res, lcm_e
     if (res->skipped) {
         w->state.bad_in_row++;
         w->state.bad_total++;
-        if (w->state.bad_in_row >= cfg->trainer.max_bad_steps)
+        if (w->state.bad_in_row >= cfg->trainer.max_bad_steps) {
+            char intact[LCM_PATH_MAX + 128];
+            lcm_checkpoint_describe_intact(run->run_dir, intact, sizeof intact);
             return lcm_fail(err, LCM_ERR_NUMERIC,
                             "step %" PRId64 ": loss or gradients are NaN/Inf for %" PRId64 " steps in a row "
-                            "(trainer.max_bad_steps); lower optim.lr or check the data; the last checkpoint is intact",
-                            step, w->state.bad_in_row);
+                            "(trainer.max_bad_steps); lower optim.lr or check the data; %s", step, w->state.bad_in_row,
+                            intact);
+        }
     } else {
         w->state.bad_in_row = 0;
         const double clip = cfg->optim.grad_clip;
