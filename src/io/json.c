@@ -178,8 +178,10 @@ static int read_unicode_escape(parser *p, uint32_t *cp) {
     return 0;
 }
 
-/* A string at p->pos (the opening quote), decoded into a malloc'ed NUL-terminated buffer. */
-static int parse_string(parser *p, char **out, size_t *out_len) {
+/* A string at p->pos (the opening quote), decoded into a malloc'ed NUL-terminated buffer. An object
+ * key may not hold \u0000: every user of a key treats it as a C string, and a key cut at a NUL would
+ * match (or duplicate) a different key than the one the duplicate check saw. */
+static int parse_string(parser *p, char **out, size_t *out_len, int is_key) {
     size_t start = p->pos;
     p->pos++;
     /* The decoded string is never longer than its source, so size the buffer by a first scan. */
@@ -209,7 +211,10 @@ static int parse_string(parser *p, char **out, size_t *out_len) {
             case 'u': {
                 uint32_t cp = 0;
                 rc = read_unicode_escape(p, &cp);
-                if (rc == 0) n += put_utf8(buf + n, cp);
+                if (rc == 0 && cp == 0 && is_key)
+                    rc = fail_at(p, p->pos - 6, "\\u0000 (a NUL character) in an object key");
+                else if (rc == 0)
+                    n += put_utf8(buf + n, cp);
                 break;
             }
             default:
@@ -403,7 +408,7 @@ static int parse_object(parser *p, lcm_json *v, int depth) {
         if (p->pos >= p->len || p->s[p->pos] != '"') return fail_expected(p, "'\"' to start an object key");
         lcm_json child = {0};
         size_t key_pos = p->pos;
-        int rc = parse_string(p, &child.key, &child.key_len);
+        int rc = parse_string(p, &child.key, &child.key_len, 1);
         if (rc == 0) {
             skip_ws(p);
             if (p->pos >= p->len || p->s[p->pos] != ':') rc = fail_expected(p, "':' after object key");
@@ -446,7 +451,7 @@ static int parse_value(parser *p, lcm_json *v, int depth) {
     case '[': return parse_array(p, v, depth);
     case '"':
         v->type = LCM_JSON_STRING;
-        return parse_string(p, &v->str, &v->len);
+        return parse_string(p, &v->str, &v->len, 0);
     case 't': return parse_literal(p, v, "true", LCM_JSON_BOOL, 1);
     case 'f': return parse_literal(p, v, "false", LCM_JSON_BOOL, 0);
     case 'n': return parse_literal(p, v, "null", LCM_JSON_NULL, 0);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "lcm/checkpoint.h"
+#include "lcm/escape.h"
 #include "lcm/fileio.h"
 #include "lcm/safetensors.h"
 #include "lcm/sbuf.h"
@@ -52,10 +53,13 @@ static void shape_str(char *out, size_t cap, int ndim, const int64_t *shape) {
     if (n > 0 && (size_t)n < cap) snprintf(out + n, cap - (size_t)n, "]");
 }
 
-/* Append "name" to a bounded, comma-separated list, counting what did not fit. */
+/* Append "name" (escaped: tensor names come from the file) to a bounded, comma-separated list,
+ * counting what did not fit. */
 static void list_add(char *list, size_t cap, int *count, const char *item) {
     size_t len = strlen(list);
-    if (*count < 4 && len + strlen(item) + 3 < cap) snprintf(list + len, cap - len, "%s%s", len ? ", " : "", item);
+    char shown[LCM_ESC_CAP];
+    lcm_escape_str(shown, sizeof shown, item);
+    if (*count < 4 && len + strlen(shown) + 3 < cap) snprintf(list + len, cap - len, "%s%s", len ? ", " : "", shown);
     (*count)++;
 }
 
@@ -290,7 +294,10 @@ static int meta_i64(const lcm_st_file *f, const char *key, int64_t *out, lcm_err
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (*end || errno) return lcm_fail(err, LCM_ERR_FORMAT, "%s: metadata %s = '%s' is not an integer", f->path, key, s);
+    char shown[LCM_ESC_CAP];
+    if (*end || errno)
+        return lcm_fail(err, LCM_ERR_FORMAT, "%s: metadata %s = '%s' is not an integer", f->path, key,
+                        lcm_escape_str(shown, sizeof shown, s));
     *out = v;
     return 0;
 }
