@@ -1,9 +1,32 @@
 /* fuzz_lcmd.c: libFuzzer harness for the .lcmd dataset path a training run takes (src/data/dataset.c,
  * plan.c): open and validate the file, scan it for NaN/Inf, build the batch plan of tests/fuzz/tiny.ini
- * (train mode, shuffled, EOT appended when the file has one) and copy the first micro-batches out. */
+ * (train mode, shuffled, EOT appended when the file has one) and copy the first micro-batches out.
+ *
+ * The header and table CRCs of the input are recomputed before the file is written: a mutated file
+ * would otherwise stop at the CRC checks, and the fuzzer would never reach the layout, offsets and
+ * plan code behind them. The CRC checks themselves are tested in tests/test_dataset.c. */
 #include "fuzz_util.h"
 #include "lcm/config.h"
 #include "lcm/plan.h"
+
+/* From the format (docs/dataset-format.md): the header page, offsets_off, tables_crc, header_crc. */
+#define LCMD_PAGE 4096
+#define AT_OFFSETS_OFF 56
+#define AT_TABLES_CRC 112
+#define AT_HEADER_CRC 116
+
+static void put32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void fix_crcs(uint8_t *b, size_t n) {
+    if (n < LCMD_PAGE) return;
+    uint64_t off = 0;
+    for (int i = 7; i >= 0; i--) off = (off << 8) | b[AT_OFFSETS_OFF + i];
+    if (off >= LCMD_PAGE && off <= n) put32(b + AT_TABLES_CRC, lcm_crc32(0, b + off, (size_t)(n - off)));
+    put32(b + AT_HEADER_CRC, 0);
+    put32(b + AT_HEADER_CRC, lcm_crc32(0, b, LCMD_PAGE));
+}
 
 static lcm_plan_config plan_config;
 
@@ -24,7 +47,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[512];
     fuzz_path(path, sizeof path, "in.lcmd");
-    fuzz_write(path, data, size);
+    uint8_t *copy = malloc(size ? size : 1);
+    if (!copy) return 0;
+    memcpy(copy, data, size);
+    fix_crcs(copy, size);
+    fuzz_write(path, copy, size);
+    free(copy);
     lcm_error err = {0};
     lcm_dataset ds;
     if (lcm_dataset_open(&ds, path, &err) != 0) return 0;
