@@ -473,6 +473,14 @@ TEST(nul_byte_in_config_is_named) {
     CHECK_FAILS(lcm_config_load(&cfg, p, 0, NULL, &err), &err, LCM_ERR_CONFIG, "nul.ini:3: a NUL byte (byte 23 of the file): a config file is text");
 }
 
+/* A base that never ends (/dev/zero) or a huge file is an error, not a read until memory runs out. */
+TEST(endless_base_is_refused) {
+    new_dir();
+    const char *p = put("zero.ini", "[config]\nbase = /dev/zero\n");
+    CHECK_FAILS(lcm_config_load(&cfg, p, 0, NULL, &err), &err, LCM_ERR_CONFIG,
+                "/dev/zero: more than 1048576 bytes; a config file is a short text file");
+}
+
 /* Issue 9 item 14: a UTF-8 byte order mark (written by some editors) is skipped, lines still count. */
 TEST(utf8_bom_is_skipped) {
     new_dir();

@@ -27,6 +27,9 @@
 #include "lcm/escape.h"
 
 #define MAX_BASE_DEPTH 16
+/* Far above any real config (conf/ files are a few KB): a base naming /dev/zero, or a huge file given
+ * by mistake, is an error instead of reading until memory runs out. */
+#define MAX_CONFIG_BYTES (1 << 20)
 
 /* One config file, on disk or built in. */
 typedef struct conf_file {
@@ -369,16 +372,50 @@ static int enter_file(base_chain *chain, const conf_file *cf, lcm_error *err) {
     return 0;
 }
 
+/* The whole file, at most MAX_CONFIG_BYTES (read, not stat'ed: a pipe such as <(...) is fine). */
+static int read_config_file(const conf_file *cf, char **out, size_t *size, lcm_error *err) {
+    *out = NULL;
+    FILE *f = fopen(cf->path, "rb");
+    if (!f) return lcm_fail(err, LCM_ERR_IO, "cannot open %s: %s", cf->name, strerror(errno));
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap + 1);
+    while (buf && len <= MAX_CONFIG_BYTES) {
+        len += fread(buf + len, 1, cap - len, f);
+        if (len < cap) break;
+        char *nb = realloc(buf, 2 * cap + 1);
+        if (!nb) free(buf);
+        buf = nb;
+        cap *= 2;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (!buf) return lcm_fail(err, LCM_ERR_NOMEM, "out of memory reading %s", cf->name);
+    if (bad || len > MAX_CONFIG_BYTES) {
+        free(buf);
+        if (bad) return lcm_fail(err, LCM_ERR_IO, "reading %s failed", cf->name);
+        return lcm_fail(err, LCM_ERR_CONFIG, "%s: more than %d bytes; a config file is a short text file (is this the "
+                        "right file?)", cf->name, MAX_CONFIG_BYTES);
+    }
+    buf[len] = '\0';
+    *out = buf;
+    *size = len;
+    return 0;
+}
+
 static int load_file(lcm_config *cfg, const conf_file *cf, base_chain *chain, lcm_error *err) {
     LCM_TRY(enter_file(chain, cf, err));
     char *owned = NULL;
     const char *text;
-    size_t size;
+    size_t size = 0;
     if (cf->embedded) {
         text = cf->embedded->data;
         size = cf->embedded->size;
     } else {
-        LCM_TRY(lcm_read_file(cf->path, &owned, &size, err));
+        int rc = read_config_file(cf, &owned, &size, err);
+        if (rc != 0) {
+            chain->depth--;
+            return rc;
+        }
         text = owned;
     }
     line_index ix = {0};
