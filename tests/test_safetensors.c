@@ -268,6 +268,9 @@ TEST(json_duplicate_keys) {
     /* Of two duplicated keys, the first duplicate in the document is named. */
     CHECK_FAILS(parse_str("{\"z\":1,\"y\":1,\"y\":2,\"z\":2}", &v, &err), &err, LCM_ERR_FORMAT, "duplicate key \"y\"");
     CHECK_FAILS(parse_str("[{\"k\":{\"x\":1,\"x\":1}}]", &v, &err), &err, LCM_ERR_FORMAT, "duplicate key \"x\"");
+    /* The key is shown escaped, as every file-controlled name is (escape.h). */
+    CHECK_FAILS(parse_str("{\"a\\n\\u001b\":1,\"a\\n\\u001b\":2}", &v, &err), &err, LCM_ERR_FORMAT,
+                "duplicate key \"a\\n\\x1b\"");
     /* Equal keys in different objects are fine. */
     CHECK_OK(parse_str("{\"a\":{\"a\":1},\"b\":{\"a\":2}}", &v, &err), &err);
     CHECK(v && v->n == 2);

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lcm/escape.h"
+
 typedef struct parser {
     const unsigned char *s;
     size_t len;
@@ -50,20 +52,6 @@ static int fail_expected(parser *p, const char *expected) {
     char got[32];
     describe_at(p, p->pos, got, sizeof got);
     return fail_at(p, p->pos, "expected %s, found %s", expected, got);
-}
-
-/* A short printable rendering of a key for messages: non-printable bytes as \xNN, long keys cut. */
-static void quote_key(const char *s, size_t n, char *out, size_t cap) {
-    size_t k = 0;
-    for (size_t i = 0; i < n && k + 8 < cap; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != 0x7f && c != '\\')
-            out[k++] = (char)c;
-        else
-            k += (size_t)snprintf(out + k, cap - k, "\\x%02x", c);
-    }
-    if (k + 8 >= cap) k += (size_t)snprintf(out + k, cap - k, "...");
-    out[k] = '\0';
 }
 
 static void skip_ws(parser *p) {
@@ -391,7 +379,7 @@ static int check_duplicate_keys(parser *p, const lcm_json *v) {
     free(sorted);
     if (!dup) return 0;
     char shown[96];
-    quote_key(dup->key, dup->key_len, shown, sizeof shown);
+    lcm_escape(shown, sizeof shown, dup->key, dup->key_len);
     return fail_at(p, dup->pos, "duplicate key \"%s\" in object (first at byte %zu)", shown, first->pos);
 }
 
