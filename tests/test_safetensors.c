@@ -9,10 +9,12 @@
 #include <sys/stat.h>
 
 #include "harness.h"
+#include "lcm/checkpoint.h"
 #include "lcm/dataset.h"
 #include "lcm/fileio.h"
 #include "lcm/half.h"
 #include "lcm/json.h"
+#include "lcm/model.h"
 #include "lcm/safetensors.h"
 
 /* ---- helpers ----------------------------------------------------------------------------------- */
@@ -432,6 +434,29 @@ TEST(st_metadata_round_trip) {
     CHECK(lcm_st_meta(&f, "absent") == NULL);
     CHECK(memcmp(f.map.data + 8, "{\"__metadata__\":{", 17) == 0);
     lcm_st_close(&f);
+    lcm_rm_rf(dir, &err);
+}
+
+/* The weights loader lists the tensors a file has and the model does not: escaped too. */
+TEST(weights_load_escapes_unexpected_names) {
+    const char *dir = harness_tmpdir();
+    char path[512];
+    join(path, sizeof path, dir, "weights.safetensors");
+    lcm_error err = {0};
+    lcm_st_writer *w = lcm_st_writer_new();
+    float x = 1;
+    CHECK_OK(lcm_st_add(w, "x\nlcm: loaded\x1b[2J", LCM_ST_F32, 0, NULL, &x, &err), &err);
+    CHECK_OK(lcm_st_write(w, path, &err), &err);
+    lcm_st_writer_free(w);
+    lcm_dims d = {.D = 4, .C = 8, .L = 1, .H = 2, .F = 16, .max_seq_len = 8};
+    lcm_param_table t;
+    CHECK_OK(lcm_param_table_build(&t, &d, &err), &err);
+    float *master = calloc(t.total, sizeof *master);
+    int rc = lcm_weights_load(path, &t, master, NULL, &err);
+    CHECKF(rc == LCM_ERR_FORMAT && strstr(err.msg, "1 unexpected (x\\nlcm: loaded\\x1b[2J)") && !strchr(err.msg, '\n') &&
+               !strchr(err.msg, '\x1b'), "got %d: %s", rc, err.msg);
+    free(master);
+    lcm_param_table_free(&t);
     lcm_rm_rf(dir, &err);
 }
 
