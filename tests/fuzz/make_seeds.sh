@@ -1,8 +1,8 @@
 #!/bin/sh
 # make_seeds.sh LCM OUT: write the seed corpora of the fuzz harnesses into OUT/<target>/, from files
 # that lcm itself writes (a synthetic dataset, an import from .npy, a training checkpoint of the tiny
-# model in tests/fuzz/tiny.ini) and from the conf/ files. Run by `make fuzz`; nothing is committed
-# but a few hand-written inputs in tests/fuzz/seeds/ (the crash regressions and what lcm cannot write).
+# model in tests/fuzz/tiny.ini) and from the conf/ files. Run by `make fuzz` (tests/fuzz/run.sh), so
+# no binary seed is committed; the committed inputs of tests/fuzz/seeds/ are the crash regressions.
 set -eu
 LCM=$1
 OUT=$2
@@ -69,8 +69,4 @@ for f in "$ck/model.safetensors" "$ck/train_state.safetensors" "$work/synth/norm
     "$f" >"$OUT/json/$(basename "$(dirname "$f")")_$(basename "$f" .safetensors).json"
 done
 
-# Committed hand-written seeds and crash regressions.
-for t in config npy lcmd safetensors json; do
-  [ -d "$here/seeds/$t" ] && cp "$here/seeds/$t"/* "$OUT/$t/" 2>/dev/null || true
-done
 for t in config npy lcmd safetensors json; do printf '%s: %s seeds\n' "$t" "$(ls "$OUT/$t" | wc -l)"; done

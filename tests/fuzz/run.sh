@@ -6,6 +6,8 @@
 # BUILD_DIR/artifacts/<target>/ and named in the FAIL line.
 # Seeds: tests/fuzz/make_seeds.sh (files lcm writes; needs LCM_BIN, default build/lcm) into
 # BUILD_DIR/seeds/, written once per build directory; each target's growing corpus is BUILD_DIR/corpus/<target>/.
+# The inputs of tests/fuzz/seeds/<target>/ (known crashes, fixed) run first in every run: a regression
+# among them fails the target at once.
 set -u
 dir=$1
 shift
@@ -32,7 +34,8 @@ for t in "$@"; do
   log=$dir/fuzz_$t.log
   # -rss_limit_mb: more than any input should need (a few MB), far below the machine.
   "$bin" -max_total_time="$secs" -timeout="$tmo" -rss_limit_mb=2048 -print_final_stats=1 \
-    -artifact_prefix="$dir/artifacts/$t/" "$dir/corpus/$t" "$dir/seeds/$t" >"$log" 2>&1
+    -artifact_prefix="$dir/artifacts/$t/" "$dir/corpus/$t" "$dir/seeds/$t" $(ls -d "$here/seeds/$t" 2>/dev/null) \
+    >"$log" 2>&1
   rc=$?
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$')
   rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$')
