@@ -7,6 +7,7 @@
 #   make bench        CPU step benchmark (toy and medium configs)
 #   make run          train the embedded default config (./lcm train)
 #   make test-gpu     CUDA-vs-CPU checks (needs a GPU)
+#   make fuzz         libFuzzer harnesses (clang), FUZZ_SECONDS each (tests/fuzz/, docs/reliability.md)
 #
 # Knobs: CUDA=auto|0|1  CUDA_HOME=/usr/local/cuda  NCCL_HOME=$(CUDA_HOME)  CUDA_ARCH="80 86 89 90"
 #        BUILD=build    CC=cc   EXTRA_CFLAGS=...
@@ -99,7 +100,7 @@ TEST_CU_C   := $(sort $(wildcard tests/gpu/test_*.c))
 TEST_GPU_BIN := $(TEST_CU_C:tests/gpu/%.c=$(BUILD)/tests/gpu/%)
 CONF_INI := $(sort $(shell find conf -name '*.ini'))
 
-.PHONY: all test asan tsan debug bench run test-gpu clean deps FORCE
+.PHONY: all test asan tsan debug bench run test-gpu clean deps fuzz fuzz-build FORCE
 .DEFAULT_GOAL := all
 
 all: lcm
@@ -160,6 +161,28 @@ asan:
 tsan:
 	@$(MAKE) --no-print-directory BUILD=build/tsan CUDA=0 OPT=-O1 TEST_ENV=OPENBLAS_NUM_THREADS=1 \
 	  EXTRA_CFLAGS="-fsanitize=thread" EXTRA_LDFLAGS="-fsanitize=thread" test
+
+# libFuzzer harnesses (tests/fuzz/): the library built by clang with -fsanitize=fuzzer-no-link and
+# ASan+UBSan in its own directory, each harness linked with -fsanitize=fuzzer, then run for
+# FUZZ_SECONDS each on seeds that lcm writes (tests/fuzz/run.sh ends with "N passed, N failed").
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= config npy lcmd safetensors json
+FUZZ_CC      ?= clang
+FUZZ_BUILD   := build/fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+# clang (not gcc) warns on '|' between overflow checks, which dataset.c uses on purpose (all are evaluated).
+FUZZ_WARN    := -Wno-bitwise-instead-of-logical
+fuzz: fuzz-build
+	@LCM_BIN=$(BUILD)/lcm FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_TARGETS)
+fuzz-build: $(BUILD)/lcm
+	@echo 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { return 0; }' | \
+	  $(FUZZ_CC) -x c -fsanitize=fuzzer -o $(BUILD)/.fuzz-check - 2>/dev/null || { echo "make fuzz needs \
+	  $(FUZZ_CC) with libFuzzer (Debian: apt-get install clang libclang-rt-<version>-dev)" >&2; exit 1; }
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CUDA=0 CC=$(FUZZ_CC) OPT=-O1 \
+	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN) $(FUZZ_WARN)" $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h $(FUZZ_BUILD)/liblcm.a
+	$(CC) $(CPPFLAGS) -DFUZZ_TINY_INI='"$(abspath tests/fuzz/tiny.ini)"' $(CFLAGS) -fsanitize=fuzzer -o $@ $< \
+	  $(FUZZ_BUILD)/liblcm.a $(LDFLAGS) $(LDLIBS)
 
 debug:
 	@$(MAKE) --no-print-directory BUILD=build/debug OPT=-O0 all

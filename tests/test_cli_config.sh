@@ -4,7 +4,8 @@
 set -u
 LCM=${LCM_BIN:-build/lcm}
 names="keys_lists_every_key keys_markdown_is_a_table show_default show_applies_overrides_and_origins \
-show_output_loads_back unknown_key_exit_2_with_suggestion missing_file_exit_2 bad_arguments_are_usage_errors help"
+show_output_loads_back unknown_key_exit_2_with_suggestion missing_file_exit_2 bad_arguments_are_usage_errors help \
+long_section_name_exit_2 hostile_config_text_one_line override_with_spaces"
 
 if ! "$LCM" config --help >/dev/null 2>&1; then
   for n in $names; do echo "SKIP $n: \`lcm config\` is not a command of $LCM yet"; done
@@ -78,6 +79,26 @@ bad_arguments_are_usage_errors() {
 
 help() {
   "$LCM" config --help >"$tmp/help" && has "$tmp/help" 'usage: lcm config keys' && "$LCM" config show --help >/dev/null
+}
+
+# Issue 9 item 2: a [section] name of 128 bytes or more crashed the did-you-mean code (SIGSEGV).
+long_section_name_exit_2() {
+  python3 -c "print('['+'x'*128+']')" >"$tmp/l.ini"
+  "$LCM" train "$tmp/l.ini" >/dev/null 2>"$tmp/err"
+  [ $? -eq 2 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && has "$tmp/err" 'unknown section \[xxxxxxxx.*l.ini:1)'
+}
+
+# Issue 9 item 4: config text with a newline-forging value and an ESC byte gives one escaped line.
+hostile_config_text_one_line() {
+  printf '[model]\nnum_layers = 2\033[2J\n' >"$tmp/esc.ini"
+  "$LCM" config show "$tmp/esc.ini" >/dev/null 2>"$tmp/err"
+  [ $? -eq 2 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && ! grep -q "$(printf '\033')" "$tmp/err" &&
+    has "$tmp/err" "model.num_layers = '2\\\\x1b\\[2J'"
+}
+
+# Issue 9 item 14: "trainer.max_steps = 5" as one argument is the override it looks like.
+override_with_spaces() {
+  "$LCM" config show "trainer.max_steps = 12345" >"$tmp/sp.ini" 2>"$tmp/err" && has "$tmp/sp.ini" '^max_steps = 12345 '
 }
 
 for n in $names; do check "$n" "$n"; done

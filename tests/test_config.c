@@ -417,6 +417,99 @@ TEST(strings_that_cannot_round_trip_are_refused) {
     CHECK(strcmp(cfg.trainer.output_dir, "runs/lcm") == 0);
 }
 
+/* Issue 9 item 2: a section name of 128 bytes or more made the did-you-mean code dereference NULL. */
+TEST(long_section_name_is_an_error_not_a_crash) {
+    new_dir();
+    char text[400] = "[";
+    memset(text + 1, 'x', 200);
+    strcpy(text + 201, "]\n");
+    const char *p = put("long.ini", text);
+    CHECK_FAILS(lcm_config_load(&cfg, p, 0, NULL, &err), &err, LCM_ERR_CONFIG, "unknown section [xxxxxxxx");
+    CHECK_FAILS(lcm_config_load(&cfg, p, 0, NULL, &err), &err, LCM_ERR_CONFIG, "long.ini:1); the sections are config, model");
+    memset(text + 1, 'y', 127); /* exactly 128 with the 'x' that follows */
+    p = put("long128.ini", text);
+    CHECK_FAILS(lcm_config_load(&cfg, p, 0, NULL, &err), &err, LCM_ERR_CONFIG, "unknown section [yyyy");
+    char ov[300] = "trainer.";
+    memset(ov + 8, 'z', 140);
+    strcpy(ov + 148, "=1");
+    char *ovs[] = {ov};
+    CHECK_FAILS(lcm_config_load(&cfg, NULL, 1, ovs, &err), &err, LCM_ERR_CONFIG, "unknown key trainer.zzzz");
+}
+
+/* Issue 9 item 5: string values must be UTF-8 when read, not when the first checkpoint stores them. */
+TEST(string_values_must_be_utf8) {
+    new_dir();
+    const char *p = put("latin1.ini", "[trainer]\nmax_steps = 3\noutput_dir = runs/caf\xe9\n");
+    CHECK_FAILS(lcm_config_load(&cfg, p, 0, NULL, &err), &err, LCM_ERR_CONFIG,
+                "latin1.ini:3: trainer.output_dir = 'runs/caf\\xe9': is not valid UTF-8 (the bytes shown as \\xNN); "
+                "save the config file as UTF-8");
+    char *ov[] = {"data.train=d\xff.lcmd"};
+    CHECK_FAILS(lcm_config_load(&cfg, NULL, 1, ov, &err), &err, LCM_ERR_CONFIG,
+                "command line: data.train = 'd\\xff.lcmd': is not valid UTF-8");
+    /* Valid UTF-8 is a fine value. */
+    char *ok[] = {"trainer.output_dir=runs/caf\xc3\xa9"};
+    CHECK_OK(lcm_config_load(&cfg, NULL, 1, ok, &err), &err);
+    CHECK(strcmp(cfg.trainer.output_dir, "runs/caf\xc3\xa9") == 0);
+}
+
+/* Issue 9 item 4: text from a config file is escaped in messages. */
+TEST(config_text_in_messages_is_escaped) {
+    new_dir();
+    const char *p = put("esc.ini", "[model]\nnum_layers = 2\x1b[2J\n");
+    CHECK_FAILS(lcm_config_load(&cfg, p, 0, NULL, &err), &err, LCM_ERR_CONFIG, "esc.ini:2: model.num_layers = '2\\x1b[2J'");
+    p = put("esc_key.ini", "[model]\nnum_\x1blayers = 2\n");
+    CHECK_FAILS(lcm_config_load(&cfg, p, 0, NULL, &err), &err, LCM_ERR_CONFIG, "unknown key model.num_\\x1blayers");
+    p = put("esc_base.ini", "[config]\nbase = no\x1b.ini\n");
+    CHECK_FAILS(lcm_config_load(&cfg, p, 0, NULL, &err), &err, LCM_ERR_CONFIG, "base no\\x1b.ini not found");
+}
+
+/* Issue 9 item 14: a NUL byte is named as such (iniparser said "line too long"). */
+TEST(nul_byte_in_config_is_named) {
+    new_dir();
+    const char *p = put("nul.ini", "");
+    FILE *f = fopen(p, "wb");
+    CHECK(f && fwrite("[model]\nnum_layers = 2\n\0\n", 1, 26, f) == 26);
+    if (f) fclose(f);
+    CHECK_FAILS(lcm_config_load(&cfg, p, 0, NULL, &err), &err, LCM_ERR_CONFIG, "nul.ini:3: a NUL byte (byte 23 of the file): a config file is text");
+}
+
+/* A base that never ends (/dev/zero) or a huge file is an error, not a read until memory runs out. */
+TEST(endless_base_is_refused) {
+    new_dir();
+    const char *p = put("zero.ini", "[config]\nbase = /dev/zero\n");
+    CHECK_FAILS(lcm_config_load(&cfg, p, 0, NULL, &err), &err, LCM_ERR_CONFIG,
+                "/dev/zero: more than 1048576 bytes; a config file is a short text file");
+}
+
+/* Issue 9 item 14: a UTF-8 byte order mark (written by some editors) is skipped, lines still count. */
+TEST(utf8_bom_is_skipped) {
+    new_dir();
+    const char *p = put("bom.ini", "\xef\xbb\xbf[model]\nnum_layers = 3\n");
+    CHECK_OK(lcm_config_load(&cfg, p, 0, NULL, &err), &err);
+    CHECK(cfg.model.num_layers == 3);
+    CHECK(ends_with(origin_of(&cfg, "model", "num_layers"), "bom.ini:2"));
+    /* Only at the very start: elsewhere it is text like any other. */
+    p = put("bom2.ini", "[model]\n\xef\xbb\xbfnum_layers = 3\n");
+    CHECK_FAILS(lcm_config_load(&cfg, p, 0, NULL, &err), &err, LCM_ERR_CONFIG, "unknown key model.\\xef\\xbb\\xbfnum_layers");
+}
+
+/* Issue 9 item 14: spaces around '=' in an override are dropped, as around '=' in a file; before,
+ * "trainer.max_steps =5" was "unknown key trainer.max_steps ; did you mean trainer.max_steps?". */
+TEST(override_spaces_around_equals_are_dropped) {
+    const char *forms[] = {"trainer.max_steps =500", "trainer.max_steps = 501", "trainer.max_steps= 502",
+                           " trainer.max_steps\t=\t503 "};
+    for (int i = 0; i < 4; i++) {
+        char *ov[] = {(char *)forms[i]};
+        CHECK_OK(lcm_config_load(&cfg, NULL, 1, ov, &err), &err);
+        CHECKF(cfg.trainer.max_steps == 500 + i, "%s gave %lld", forms[i], (long long)cfg.trainer.max_steps);
+    }
+    char *ov[] = {"trainer.output_dir =  runs/a b  "};
+    CHECK_OK(lcm_config_load(&cfg, NULL, 1, ov, &err), &err);
+    CHECK(strcmp(cfg.trainer.output_dir, "runs/a b") == 0);
+    char *bad[] = {"trainer. max_steps=500"};
+    CHECK_FAILS(lcm_config_load(&cfg, NULL, 1, bad, &err), &err, LCM_ERR_CONFIG, "unknown key trainer. max_steps");
+}
+
 /* ---- writing ---------------------------------------------------------------------------------- */
 
 TEST(write_then_load_gives_the_same_config) {

@@ -1,8 +1,9 @@
-/* test_core.c: error values, atomic files, mappings, JSON numbers, fp16/bf16 conversion, Philox. */
+/* test_core.c: error values, escaping, atomic files, mappings, JSON numbers, fp16/bf16 conversion, Philox. */
 #include <errno.h>
 #include <sys/stat.h>
 
 #include "harness.h"
+#include "lcm/escape.h"
 #include "lcm/fileio.h"
 #include "lcm/half.h"
 #include "lcm/philox.h"
@@ -18,6 +19,41 @@ TEST(error_first_message_wins) {
     CHECK(strcmp(err.msg, "reading x.bin: first 1") == 0);
     CHECK(lcm_exit_status(LCM_ERR_CONFIG) == 2);
     CHECK(lcm_exit_status(LCM_ERR_IO) == 1);
+}
+
+TEST(escape_keeps_printable_ascii_and_escapes_the_rest) {
+    char out[LCM_ESC_CAP];
+    CHECK(strcmp(lcm_escape_str(out, sizeof out, "layers.0.w_q ~!@#$%^&*()"), "layers.0.w_q ~!@#$%^&*()") == 0);
+    /* C escapes, then \xNN for other controls, DEL, and each byte of non-ASCII UTF-8 (escape.h says why). */
+    const char in[] = "a\nb\tc\rd\"e'f\\g\x1b[2Jh\x7f\x01\xc3\xa9\xff";
+    const char want[] = "a\\nb\\tc\\rd\\\"e\\'f\\\\g\\x1b[2Jh\\x7f\\x01\\xc3\\xa9\\xff";
+    CHECKF(strcmp(lcm_escape_str(out, sizeof out, in), want) == 0, "got %s", out);
+    /* An embedded NUL is shown, not taken for the end (the length is given). */
+    CHECK(strcmp(lcm_escape(out, sizeof out, "a\0b", 3), "a\\x00b") == 0);
+    CHECK(strcmp(lcm_escape(out, sizeof out, "", 0), "") == 0);
+    CHECK(strcmp(lcm_escape_str(out, sizeof out, NULL), "(null)") == 0);
+}
+
+TEST(escape_cuts_long_text_after_whole_escapes) {
+    char out[12];
+    /* 11 characters fit exactly in 12 bytes: no cut. */
+    CHECK(strcmp(lcm_escape_str(out, sizeof out, "abcdefghijk"), "abcdefghijk") == 0);
+    CHECK(strcmp(lcm_escape_str(out, sizeof out, "abcdefghijkl"), "abcdefgh...") == 0);
+    /* "\x1b" is never split: the cut comes before it when it would not fit whole with the "...". */
+    CHECK(strcmp(lcm_escape_str(out, sizeof out, "abcde\x1b" "fghij"), "abcde...") == 0);
+    CHECK(strlen(out) < sizeof out);
+    char big[4096];
+    memset(big, '\n', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    char shown[LCM_ESC_CAP];
+    lcm_escape_str(shown, sizeof shown, big);
+    CHECK(strlen(shown) == sizeof shown - 1 && strcmp(shown + strlen(shown) - 5, "\\n...") == 0);
+}
+
+TEST(error_messages_are_one_line) {
+    lcm_error err = {0};
+    lcm_fail(&err, LCM_ERR_FORMAT, "name %s", "a\nb\x1b[31m");
+    CHECK(strcmp(err.msg, "name a?b?[31m") == 0);
 }
 
 TEST(atomic_write_replaces_whole_file) {

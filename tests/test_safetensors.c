@@ -9,10 +9,12 @@
 #include <sys/stat.h>
 
 #include "harness.h"
+#include "lcm/checkpoint.h"
 #include "lcm/dataset.h"
 #include "lcm/fileio.h"
 #include "lcm/half.h"
 #include "lcm/json.h"
+#include "lcm/model.h"
 #include "lcm/safetensors.h"
 
 /* ---- helpers ----------------------------------------------------------------------------------- */
@@ -268,9 +270,28 @@ TEST(json_duplicate_keys) {
     /* Of two duplicated keys, the first duplicate in the document is named. */
     CHECK_FAILS(parse_str("{\"z\":1,\"y\":1,\"y\":2,\"z\":2}", &v, &err), &err, LCM_ERR_FORMAT, "duplicate key \"y\"");
     CHECK_FAILS(parse_str("[{\"k\":{\"x\":1,\"x\":1}}]", &v, &err), &err, LCM_ERR_FORMAT, "duplicate key \"x\"");
-    /* Equal keys in different objects, and keys that differ only after a NUL, are fine. */
-    CHECK_OK(parse_str("{\"a\":{\"a\":1},\"b\":{\"a\":2},\"c\\u0000x\":1,\"c\\u0000y\":2}", &v, &err), &err);
-    CHECK(v && v->n == 4);
+    /* The key is shown escaped, as every file-controlled name is (escape.h). */
+    CHECK_FAILS(parse_str("{\"a\\n\\u001b\":1,\"a\\n\\u001b\":2}", &v, &err), &err, LCM_ERR_FORMAT,
+                "duplicate key \"a\\n\\x1b\"");
+    /* Equal keys in different objects are fine. */
+    CHECK_OK(parse_str("{\"a\":{\"a\":1},\"b\":{\"a\":2}}", &v, &err), &err);
+    CHECK(v && v->n == 2);
+    lcm_json_free(v);
+}
+
+/* A key is a C string for everyone who reads it: "a\u0000x" would be the key "a" to strcmp while the
+ * duplicate check saw a different key (the heap overflow of issue 9 item 1). */
+TEST(json_rejects_nul_in_keys) {
+    lcm_error err = {0};
+    lcm_json *v = NULL;
+    CHECK_FAILS(parse_str("{\"c\\u0000x\":1}", &v, &err), &err, LCM_ERR_FORMAT,
+                "byte 3: \\u0000 (a NUL character) in an object key");
+    CHECK_FAILS(parse_str("{\"c\":1,\"c\\u0000\":2}", &v, &err), &err, LCM_ERR_FORMAT, "NUL character");
+    CHECK_FAILS(parse_str("[{\"\\u0000\":1}]", &v, &err), &err, LCM_ERR_FORMAT, "NUL character");
+    CHECK(v == NULL);
+    /* Other escapes in keys are still keys. */
+    CHECK_OK(parse_str("{\"a\\u0001\\n\":1}", &v, &err), &err);
+    CHECK(v && v->n == 1 && v->items[0].key_len == 3 && strcmp(v->items[0].key, "a\x01\n") == 0);
     lcm_json_free(v);
 }
 
@@ -416,6 +437,29 @@ TEST(st_metadata_round_trip) {
     lcm_rm_rf(dir, &err);
 }
 
+/* The weights loader lists the tensors a file has and the model does not: escaped too. */
+TEST(weights_load_escapes_unexpected_names) {
+    const char *dir = harness_tmpdir();
+    char path[512];
+    join(path, sizeof path, dir, "weights.safetensors");
+    lcm_error err = {0};
+    lcm_st_writer *w = lcm_st_writer_new();
+    float x = 1;
+    CHECK_OK(lcm_st_add(w, "x\nlcm: loaded\x1b[2J", LCM_ST_F32, 0, NULL, &x, &err), &err);
+    CHECK_OK(lcm_st_write(w, path, &err), &err);
+    lcm_st_writer_free(w);
+    lcm_dims d = {.D = 4, .C = 8, .L = 1, .H = 2, .F = 16, .max_seq_len = 8};
+    lcm_param_table t;
+    CHECK_OK(lcm_param_table_build(&t, &d, &err), &err);
+    float *master = calloc(t.total, sizeof *master);
+    int rc = lcm_weights_load(path, &t, master, NULL, &err);
+    CHECKF(rc == LCM_ERR_FORMAT && strstr(err.msg, "1 unexpected (x\\nlcm: loaded\\x1b[2J)") && !strchr(err.msg, '\n') &&
+               !strchr(err.msg, '\x1b'), "got %d: %s", rc, err.msg);
+    free(master);
+    lcm_param_table_free(&t);
+    lcm_rm_rf(dir, &err);
+}
+
 TEST(st_writer_rejects_misuse) {
     lcm_error err = {0};
     lcm_st_writer *w = lcm_st_writer_new();
@@ -488,6 +532,44 @@ static void expect_reject(const char *dir, const char *name, const char *header,
 }
 
 #define T_F32_8(name, b, e) "\"" name "\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[" #b "," #e "]}"
+
+/* Issue 9 item 1: "__metadata__" and "__metadata__\u0000" both matched strcmp, so the metadata arrays
+ * were filled twice past their end (a heap overflow under ASan, silent corruption without). */
+TEST(st_metadata_key_with_nul_is_refused) {
+    const char *dir = harness_tmpdir();
+    char path[512];
+    join(path, sizeof path, dir, "twice.safetensors");
+    write_st(path, "{\"__metadata__\":{\"a\":\"1\",\"b\":\"2\"},\"__metadata__\\u0000\":{\"c\":\"3\",\"d\":\"4\"}}", 0);
+    lcm_error err = {0};
+    lcm_st_file f;
+    int rc = lcm_st_open(&f, path, &err);
+    CHECKF(rc == LCM_ERR_FORMAT && strstr(err.msg, path) && strstr(err.msg, "NUL character"), "got %d: %s", rc, err.msg);
+    if (rc == 0) lcm_st_close(&f);
+    /* A dtype that is "F32" only up to a NUL. */
+    expect_reject(dir, "nul_dtype.safetensors", "{\"w\":{\"dtype\":\"F32\\u0000x\",\"shape\":[],\"data_offsets\":[0,4]}}",
+                  4, "unknown dtype \"F32\\x00x\"", NULL);
+    lcm_rm_rf(dir, &err);
+}
+
+/* Issue 9 item 4: a name from the file is printed escaped, so that it cannot forge a second line
+ * or send escape sequences to a terminal. */
+TEST(st_names_in_messages_are_escaped) {
+    const char *dir = harness_tmpdir();
+    /* "evil\n\x1b[2Jfake line" as the tensor name, with a bad dtype to make the reader name it. */
+    expect_reject(dir, "evil.safetensors",
+                  "{\"evil\\nlcm: ok\\u001b[2J\":{\"dtype\":\"Q8\",\"shape\":[],\"data_offsets\":[0,4]}}", 4,
+                  "tensor 'evil\\nlcm: ok\\x1b[2J': unknown dtype \"Q8\"", NULL);
+    expect_reject(dir, "evil_meta.safetensors", "{\"__metadata__\":{\"k\\r\\u007f\":1}}", 0,
+                  "value of \"k\\r\\x7f\" is a number", NULL);
+    expect_reject(dir, "evil_field.safetensors",
+                  "{\"w\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4],\"\\u00e9\\t\":1}}", 4,
+                  "unknown field \"\\xc3\\xa9\\t\"", NULL);
+    expect_reject(dir, "evil_hole.safetensors",
+                  "{\"a\\n\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[4,8]}}", 8,
+                  "before tensor 'a\\n' belong to no tensor", NULL);
+    lcm_error err = {0};
+    lcm_rm_rf(dir, &err);
+}
 
 TEST(st_rejects_corrupt_files) {
     const char *dir = harness_tmpdir();
@@ -579,7 +661,7 @@ TEST(st_rejects_corrupt_files) {
                   "contains a NUL character", NULL);
     expect_reject(dir, "name_nul.safetensors",
                   "{\"a\\u0000b\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}}", 0,
-                  "tensor name contains a NUL character", NULL);
+                  "byte 3: \\u0000 (a NUL character) in an object key", NULL);
     expect_reject(dir, "duplicate.safetensors", "{" T_F32_8("a", 0, 8) "," T_F32_8("a", 8, 16) "}", 16,
                   "duplicate key \"a\"", "header JSON");
     expect_reject(dir, "bad_json.safetensors",

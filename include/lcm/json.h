@@ -1,8 +1,9 @@
 /* json.h: a small, strict JSON parser (RFC 8259) that builds a tree.
  *
  * Strict means: UTF-8 input only, no comments, no trailing commas, no leading zeros, no NaN/Infinity,
- * no lone surrogates, no duplicate keys in one object, nothing but whitespace after the value, and at
- * most LCM_JSON_MAX_DEPTH nested arrays/objects. Errors give the byte offset in the parsed text:
+ * no lone surrogates, no \u0000 in an object key (keys are C strings), no duplicate keys in one
+ * object, nothing but whitespace after the value, and at most LCM_JSON_MAX_DEPTH nested
+ * arrays/objects. Errors give the byte offset in the parsed text:
  * "byte 123: expected ':' after object key". Used for the safetensors header and small JSON files.
  * (Writing JSON is in sbuf.h.) */
 #ifndef LCM_JSON_H
@@ -28,7 +29,7 @@ struct lcm_json {
     lcm_json_type type;
     size_t pos;          /* byte offset in the parsed text of the value, or of its key in an object */
     char *key;           /* member name when this value sits in an object (NUL-terminated), else NULL */
-    size_t key_len;      /* key length in bytes (a key may hold NUL through \u0000) */
+    size_t key_len;      /* key length in bytes (== strlen(key): a key never holds a NUL) */
     int boolean;         /* BOOL */
     double number;       /* NUMBER */
     int is_uint;         /* NUMBER written as plain digits (no sign, fraction, exponent) fitting in u64 */

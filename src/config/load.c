@@ -7,6 +7,10 @@
  * of the same text), so that an error names the line. Values are never read with iniparser_getint or
  * getboolean (see docs/engineering-notes.md): value.c parses them.
  *
+ * Before iniparser sees a file, a UTF-8 byte order mark at its start is skipped (editors on Windows
+ * write one) and a NUL byte is refused (iniparser would call it "line too long": it is a binary file).
+ * Text from a file reaches messages only through lcm_escape (escape.h).
+ *
  * Not thread-safe: iniparser's error callback is process-wide. Configs are loaded on the main thread. */
 #include <ctype.h>
 #include <errno.h>
@@ -20,8 +24,12 @@
 #include <unistd.h>
 
 #include "config_internal.h"
+#include "lcm/escape.h"
 
 #define MAX_BASE_DEPTH 16
+/* Far above any real config (conf/ files are a few KB): a base naming /dev/zero, or a huge file given
+ * by mistake, is an error instead of reading until memory runs out. */
+#define MAX_CONFIG_BYTES (1 << 20)
 
 /* One config file, on disk or built in. */
 typedef struct conf_file {
@@ -111,13 +119,14 @@ static int locate_top(const char *path, conf_file *cf, lcm_error *err) {
 /* A base path is relative to the directory of the file that names it. A disk file's base that is not
  * on disk is looked up among the built-in files; a built-in file's bases are built in too. */
 static int locate_base(const conf_file *parent, const char *base, const char *where, conf_file *cf, lcm_error *err) {
-    char dir[LCM_PATH_MAX], joined[LCM_PATH_MAX];
+    char dir[LCM_PATH_MAX], joined[LCM_PATH_MAX], shown[LCM_ESC_CAP], shown_joined[LCM_ESC_CAP * 2];
+    lcm_escape_str(shown, sizeof shown, base);
     lcm_dirname(parent->path, dir, sizeof dir);
     if (lcm_path_join(joined, sizeof joined, dir, base))
-        return lcm_fail(err, LCM_ERR_CONFIG, "%s: base path %s is too long", where, base);
+        return lcm_fail(err, LCM_ERR_CONFIG, "%s: base path %s is too long", where, shown);
     if (parent->embedded) {
         const lcm_embedded_file *e = find_embedded(joined);
-        if (!e) return lcm_fail(err, LCM_ERR_CONFIG, "%s: base %s is not a built-in config file", where, base);
+        if (!e) return lcm_fail(err, LCM_ERR_CONFIG, "%s: base %s is not a built-in config file", where, shown);
         use_embedded(cf, e);
         return 0;
     }
@@ -128,7 +137,7 @@ static int locate_base(const conf_file *parent, const char *base, const char *wh
     const lcm_embedded_file *e = find_embedded(base);
     if (!e)
         return lcm_fail(err, LCM_ERR_CONFIG, "%s: base %s not found (looked for %s on disk and among the built-in conf/ files)",
-                        where, base, joined);
+                        where, shown, lcm_escape_str(shown_joined, sizeof shown_joined, joined));
     use_embedded(cf, e);
     return 0;
 }
@@ -237,15 +246,18 @@ static int ini_failure(const conf_file *cf, const char *fed_path, lcm_error *err
     const char *arrow = strstr(ini_message, "-> ");
     if (line > 0 && arrow) {
         arrow += 3;
-        int n = (int)strcspn(arrow, "\n");
-        return lcm_fail(err, LCM_ERR_CONFIG, "%s:%d: syntax error: '%.*s' is not [section], key = value or a # comment", cf->name,
-                        line, n > 200 ? 200 : n, arrow);
+        char shown[LCM_ESC_CAP];
+        lcm_escape(shown, sizeof shown, arrow, strcspn(arrow, "\n"));
+        return lcm_fail(err, LCM_ERR_CONFIG, "%s:%d: syntax error: '%s' is not [section], key = value or a # comment", cf->name,
+                        line, shown);
     }
     if (line > 0 && strstr(ini_message, "too long"))
         return lcm_fail(err, LCM_ERR_CONFIG, "%s:%d: line too long (iniparser reads at most 1024 bytes a line)", cf->name, line);
     for (char *s = ini_message; *s; s++)
         if (*s == '\n') *s = ' ';
-    return lcm_fail(err, LCM_ERR_CONFIG, "%s: cannot be parsed: %s", cf->name, ini_message[0] ? ini_message : "iniparser failed");
+    char shown[LCM_ESC_CAP * 2];
+    return lcm_fail(err, LCM_ERR_CONFIG, "%s: cannot be parsed: %s", cf->name,
+                    ini_message[0] ? lcm_escape_str(shown, sizeof shown, ini_message) : "iniparser failed");
 }
 
 /* iniparser 4.1 only reads named files. It is handed the very bytes the line index was built from
@@ -322,7 +334,10 @@ static int load_bases(lcm_config *cfg, const conf_file *cf, const dictionary *d,
         if (next) *next++ = '\0';
         char path[LCM_STR_MAX];
         strip_copy(path, sizeof path, item, strlen(item));
-        if (!path[0]) return lcm_fail(err, LCM_ERR_CONFIG, "%s: config.base = '%s' has an empty entry", where, list);
+        char shown[LCM_ESC_CAP];
+        if (!path[0])
+            return lcm_fail(err, LCM_ERR_CONFIG, "%s: config.base = '%s' has an empty entry", where,
+                            lcm_escape_str(shown, sizeof shown, list));
         conf_file base;
         LCM_TRY(locate_base(cf, path, where, &base, err));
         LCM_TRY(load_file(cfg, &base, chain, err));
@@ -357,21 +372,65 @@ static int enter_file(base_chain *chain, const conf_file *cf, lcm_error *err) {
     return 0;
 }
 
+/* The whole file, at most MAX_CONFIG_BYTES (read, not stat'ed: a pipe such as <(...) is fine). */
+static int read_config_file(const conf_file *cf, char **out, size_t *size, lcm_error *err) {
+    *out = NULL;
+    FILE *f = fopen(cf->path, "rb");
+    if (!f) return lcm_fail(err, LCM_ERR_IO, "cannot open %s: %s", cf->name, strerror(errno));
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap + 1);
+    while (buf && len <= MAX_CONFIG_BYTES) {
+        len += fread(buf + len, 1, cap - len, f);
+        if (len < cap) break;
+        char *nb = realloc(buf, 2 * cap + 1);
+        if (!nb) free(buf);
+        buf = nb;
+        cap *= 2;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (!buf) return lcm_fail(err, LCM_ERR_NOMEM, "out of memory reading %s", cf->name);
+    if (bad || len > MAX_CONFIG_BYTES) {
+        free(buf);
+        if (bad) return lcm_fail(err, LCM_ERR_IO, "reading %s failed", cf->name);
+        return lcm_fail(err, LCM_ERR_CONFIG, "%s: more than %d bytes; a config file is a short text file (is this the "
+                        "right file?)", cf->name, MAX_CONFIG_BYTES);
+    }
+    buf[len] = '\0';
+    *out = buf;
+    *size = len;
+    return 0;
+}
+
 static int load_file(lcm_config *cfg, const conf_file *cf, base_chain *chain, lcm_error *err) {
     LCM_TRY(enter_file(chain, cf, err));
     char *owned = NULL;
     const char *text;
-    size_t size;
+    size_t size = 0;
     if (cf->embedded) {
         text = cf->embedded->data;
         size = cf->embedded->size;
     } else {
-        LCM_TRY(lcm_read_file(cf->path, &owned, &size, err));
+        int rc = read_config_file(cf, &owned, &size, err);
+        if (rc != 0) {
+            chain->depth--;
+            return rc;
+        }
         text = owned;
     }
     line_index ix = {0};
     dictionary *d = NULL;
-    int rc = parse_ini(cf, text, size, &d, err);
+    int rc = 0;
+    const char *nul = memchr(text, '\0', size);
+    if (nul) {
+        int line = 1;
+        for (const char *p = text; p < nul; p++) line += *p == '\n';
+        rc = lcm_fail(err, LCM_ERR_CONFIG, "%s:%d: a NUL byte (byte %zu of the file): a config file is text; is this "
+                      "the right file?", cf->name, line, (size_t)(nul - text));
+    }
+    static const char bom[] = "\xef\xbb\xbf";
+    if (size >= 3 && memcmp(text, bom, 3) == 0) text += 3, size -= 3;
+    if (!rc) rc = parse_ini(cf, text, size, &d, err);
     if (!rc && index_lines(text, &ix)) rc = lcm_fail(err, LCM_ERR_NOMEM, "out of memory reading %s", cf->name);
     if (!rc) rc = load_bases(cfg, cf, d, &ix, chain, err);
     if (!rc) rc = apply_entries(cfg, d, &ix, cf, err);

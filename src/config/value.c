@@ -15,6 +15,8 @@
 #include <strings.h>
 
 #include "config_internal.h"
+#include "lcm/escape.h"
+#include "lcm/json.h"
 
 static int key_index(const lcm_key *k) { return (int)(k - lcm_keys); }
 
@@ -79,9 +81,13 @@ static int enum_lookup(const char *choices, const char *s, int want, char *name,
 }
 
 /* A string must survive an INI round trip: no control characters (a newline would end the line) and
- * not both quote characters (iniparser has no escapes, so one of them must be free to quote with). */
+ * not both quote characters (iniparser has no escapes, so one of them must be free to quote with).
+ * It must be UTF-8 too: it is stored in checkpoint metadata (JSON) and printed in logs, and a
+ * Latin-1 path found at load time is better than a run that fails at its first checkpoint. */
 static const char *string_problem(const char *s, int width) {
     if (strlen(s) >= (size_t)width) return "is too long";
+    if (!lcm_utf8_valid(s, strlen(s)))
+        return "is not valid UTF-8 (the bytes shown as \\xNN); save the config file as UTF-8 or retype the value";
     for (const char *p = s; *p; p++)
         if (iscntrl((unsigned char)*p)) return "contains a control character";
     if (strchr(s, '"') && strchr(s, '\'')) return "cannot hold both ' and \" (an INI value has no escapes)";
@@ -154,12 +160,13 @@ static void expected_text(const lcm_key *k, char *buf, size_t cap) {
 }
 
 static int bad_value(lcm_error *err, const lcm_key *k, const char *text, const char *where, const char *why) {
-    char expected[160];
+    char expected[160], shown[LCM_ESC_CAP];
     if (!why) {
         expected_text(k, expected, sizeof expected);
         why = expected;
     }
-    return lcm_fail(err, LCM_ERR_CONFIG, "%s: %s.%s = '%.200s': %s", where, k->section, k->name, text, why);
+    return lcm_fail(err, LCM_ERR_CONFIG, "%s: %s.%s = '%s': %s", where, k->section, k->name,
+                    lcm_escape_str(shown, sizeof shown, text), why);
 }
 
 int lcm_config_apply(lcm_config *cfg, const lcm_key *k, const char *text, const char *where, lcm_error *err) {
@@ -296,21 +303,31 @@ void lcm_config_defaults(lcm_config *cfg) {
     }
 }
 
+/* White space around the key and the value is dropped, as in a config file ("key = value"): a quoted
+ * "trainer.max_steps = 5" means what it says instead of naming an unknown key "trainer.max_steps ". */
 int lcm_config_set(lcm_config *cfg, const char *assignment, const char *origin, lcm_error *err) {
     const char *s = assignment;
+    while (isspace((unsigned char)*s)) s++;
     if (strncmp(s, "++", 2) == 0)
         s += 2;
     else if (s[0] == '+')
         s += 1;
     const char *eq = strchr(s, '=');
-    const char *dot = eq ? memchr(s, '.', (size_t)(eq - s)) : NULL;
-    if (!dot || dot == s || dot + 1 == eq)
+    const char *key_end = eq;
+    while (key_end && key_end > s && isspace((unsigned char)key_end[-1])) key_end--;
+    const char *dot = eq ? memchr(s, '.', (size_t)(key_end - s)) : NULL;
+    if (!dot || dot == s || dot + 1 == key_end) {
+        char shown[LCM_ESC_CAP];
         return lcm_fail(err, LCM_ERR_USAGE, "%s: '%s' is not an override: expected section.key=value (e.g. trainer.max_steps=1000)",
-                        origin, assignment);
+                        origin, lcm_escape_str(shown, sizeof shown, assignment));
+    }
     char section[64], name[128];
-    size_t ns = (size_t)(dot - s), nn = (size_t)(eq - dot - 1);
-    if (ns >= sizeof section || nn >= sizeof name)
-        return lcm_fail(err, LCM_ERR_CONFIG, "%s: unknown key %.*s; `lcm config keys` lists the keys", origin, (int)(eq - s), s);
+    size_t ns = (size_t)(dot - s), nn = (size_t)(key_end - dot - 1);
+    if (ns >= sizeof section || nn >= sizeof name) {
+        char shown[LCM_ESC_CAP];
+        return lcm_fail(err, LCM_ERR_CONFIG, "%s: unknown key %s; `lcm config keys` lists the keys", origin,
+                        lcm_escape(shown, sizeof shown, s, (size_t)(key_end - s)));
+    }
     for (size_t i = 0; i < ns; i++) section[i] = (char)tolower((unsigned char)s[i]);
     for (size_t i = 0; i < nn; i++) name[i] = (char)tolower((unsigned char)dot[1 + i]);
     section[ns] = name[nn] = '\0';
@@ -320,7 +337,15 @@ int lcm_config_set(lcm_config *cfg, const char *assignment, const char *origin, 
     if (strcmp(section, "config") == 0)
         return lcm_fail(err, LCM_ERR_USAGE, "%s: config.base can only be set inside a config file (its bases are read as the file loads)",
                         origin);
-    return lcm_config_apply(cfg, k, eq + 1, origin, err);
+    const char *v = eq + 1;
+    while (isspace((unsigned char)*v)) v++;
+    size_t nv = strlen(v);
+    while (nv > 0 && isspace((unsigned char)v[nv - 1])) nv--;
+    char *value = strndup(v, nv);
+    if (!value) return lcm_fail(err, LCM_ERR_NOMEM, "out of memory reading the override %s.%s", section, name);
+    int rc = lcm_config_apply(cfg, k, value, origin, err);
+    free(value);
+    return rc;
 }
 
 /* ---- unknown keys ----------------------------------------------------------------------------- */
@@ -346,15 +371,17 @@ static int edit_distance(const char *a, const char *b) {
 }
 
 /* A suggestion is worth making when it differs in at most a third of the characters (at least 2),
- * or when one name starts the other ("optimizer" -> "optim"). */
+ * or when one name starts the other ("optimizer" -> "optim"). No candidate (every name too long for
+ * edit_distance) is never close. */
 static int close_enough(int dist, const char *typed, const char *candidate) {
+    if (!candidate || !candidate[0]) return 0;
     size_t len = strlen(typed), n = strlen(candidate);
     if (n > len) n = len;
     return dist <= ((int)len / 3 > 2 ? (int)len / 3 : 2) || (n >= 3 && strncmp(typed, candidate, n) == 0);
 }
 
 int lcm_config_unknown_key(lcm_error *err, const char *section, const char *name, const char *where) {
-    char typed[256], full[256], best[256] = "";
+    char typed[256], full[256], best[256] = "", shown[LCM_ESC_CAP];
     snprintf(typed, sizeof typed, "%s.%s", section, name);
     int best_d = 1 << 20;
     for (int i = 0; i < lcm_num_keys; i++) {
@@ -363,9 +390,10 @@ int lcm_config_unknown_key(lcm_error *err, const char *section, const char *name
         if (d < best_d) best_d = d, snprintf(best, sizeof best, "%s", full);
     }
     const char *what = lcm_config_is_section(section) ? "key" : "section in key";
+    lcm_escape_str(shown, sizeof shown, typed);
     if (close_enough(best_d, typed, best))
-        return lcm_fail(err, LCM_ERR_CONFIG, "unknown %s %s (%s); did you mean %s?", what, typed, where, best);
-    return lcm_fail(err, LCM_ERR_CONFIG, "unknown %s %s (%s); `lcm config keys` lists the keys", what, typed, where);
+        return lcm_fail(err, LCM_ERR_CONFIG, "unknown %s %s (%s); did you mean %s?", what, shown, where, best);
+    return lcm_fail(err, LCM_ERR_CONFIG, "unknown %s %s (%s); `lcm config keys` lists the keys", what, shown, where);
 }
 
 int lcm_config_unknown_section(lcm_error *err, const char *section, const char *where) {
@@ -375,8 +403,10 @@ int lcm_config_unknown_section(lcm_error *err, const char *section, const char *
         int d = edit_distance(section, lcm_config_sections[i]);
         if (d < best_d) best_d = d, best = lcm_config_sections[i];
     }
+    char shown[LCM_ESC_CAP];
+    lcm_escape_str(shown, sizeof shown, section);
     if (close_enough(best_d, section, best))
-        return lcm_fail(err, LCM_ERR_CONFIG, "unknown section [%s] (%s); did you mean [%s]?", section, where, best);
+        return lcm_fail(err, LCM_ERR_CONFIG, "unknown section [%s] (%s); did you mean [%s]?", shown, where, best);
     return lcm_fail(err, LCM_ERR_CONFIG, "unknown section [%s] (%s); the sections are config, model, data, synth, trainer, optim, bench",
-                    section, where);
+                    shown, where);
 }

@@ -12,6 +12,10 @@ int lcm_fail(lcm_error *err, lcm_status code, const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         va_end(ap);
+        /* File-controlled text is escaped where it is formatted (escape.h); this is the backstop that
+         * keeps a message one line, without terminal control bytes, if a caller forgot. */
+        for (char *p = err->msg; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
     }
     return (int)code;
 }

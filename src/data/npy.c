@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lcm/escape.h"
 #include "lcm/half.h"
 
 /* ---- the header dict ---------------------------------------------------------------------------- */
@@ -26,14 +27,6 @@ static void skip_ws(parser *p) {
     while (p->s < p->end && (*p->s == ' ' || *p->s == '\t' || *p->s == '\n' || *p->s == '\r')) p->s++;
 }
 
-/* A header string fit for a one-line message: control and non-ASCII bytes become '?'. */
-static const char *printable(const char *in, char *out, size_t cap) {
-    size_t i = 0;
-    for (; in[i] && i + 1 < cap; i++) out[i] = (in[i] >= 0x20 && in[i] < 0x7f) ? in[i] : '?';
-    out[i] = '\0';
-    return out;
-}
-
 static int bad_header(parser *p, const char *what) {
     return lcm_fail(p->err, LCM_ERR_FORMAT, "%s: malformed .npy header: %s; re-save the array with numpy.save",
                     p->path, what);
@@ -46,6 +39,8 @@ static int parse_str(parser *p, char *out, size_t cap) {
     size_t n = 0;
     while (p->s < p->end && *p->s != q) {
         if (n + 1 >= cap) return bad_header(p, "string too long");
+        /* A NUL would cut the string short of what the header says ("descr\0x" is not "descr"). */
+        if ((unsigned char)*p->s < 0x20) return bad_header(p, "control character in a string");
         out[n++] = *p->s++;
     }
     if (p->s >= p->end) return bad_header(p, "unterminated string");
@@ -99,13 +94,14 @@ static const char *descr_name(const char *d) {
 }
 
 static int set_type(parser *p, lcm_npy *a) {
-    char shown[sizeof a->descr];
-    const char *d = printable(a->descr, shown, sizeof shown);
+    char shown[LCM_ESC_CAP];
+    const char *d = a->descr;
+    lcm_escape_str(shown, sizeof shown, d);
     if (d[0] == '>' && d[1] != '\0' && strcmp(d + 2, "1") != 0)
         return lcm_fail(p->err, LCM_ERR_FORMAT,
                         "%s: big-endian %s data ('%s') is not supported; convert it with "
                         "arr.astype(arr.dtype.newbyteorder('<')) and save again",
-                        p->path, descr_name(d), d);
+                        p->path, descr_name(d), shown);
     static const struct { const char *code; lcm_npy_type type; size_t elem; } known[] = {
         {"f4", LCM_NPY_F32, 4}, {"f2", LCM_NPY_F16, 2}, {"i4", LCM_NPY_I32, 4},
         {"i8", LCM_NPY_I64, 8}, {"u4", LCM_NPY_U32, 4}, {"u8", LCM_NPY_U64, 8}};
@@ -119,7 +115,7 @@ static int set_type(parser *p, lcm_npy *a) {
     return lcm_fail(p->err, LCM_ERR_FORMAT,
                     "%s: dtype '%s' (%s) is not supported; lcm reads float32 or float16 embeddings and "
                     "int32/int64 lengths — convert with arr.astype('float32') or arr.astype('int64')",
-                    p->path, d, descr_name(d));
+                    p->path, shown, descr_name(d));
 }
 
 static int parse_dict(parser *p, lcm_npy *a) {
@@ -151,8 +147,8 @@ static int parse_dict(parser *p, lcm_npy *a) {
             LCM_TRY(parse_shape(p, a));
             have_shape = 1;
         } else {
-            char what[96], shown[32];
-            snprintf(what, sizeof what, "unexpected key '%s'", printable(key, shown, sizeof shown));
+            char what[160], shown[LCM_ESC_CAP / 2];
+            snprintf(what, sizeof what, "unexpected key '%s'", lcm_escape_str(shown, sizeof shown, key));
             return bad_header(p, what);
         }
         skip_ws(p);

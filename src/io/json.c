@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lcm/escape.h"
+
 typedef struct parser {
     const unsigned char *s;
     size_t len;
@@ -50,20 +52,6 @@ static int fail_expected(parser *p, const char *expected) {
     char got[32];
     describe_at(p, p->pos, got, sizeof got);
     return fail_at(p, p->pos, "expected %s, found %s", expected, got);
-}
-
-/* A short printable rendering of a key for messages: non-printable bytes as \xNN, long keys cut. */
-static void quote_key(const char *s, size_t n, char *out, size_t cap) {
-    size_t k = 0;
-    for (size_t i = 0; i < n && k + 8 < cap; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != 0x7f && c != '\\')
-            out[k++] = (char)c;
-        else
-            k += (size_t)snprintf(out + k, cap - k, "\\x%02x", c);
-    }
-    if (k + 8 >= cap) k += (size_t)snprintf(out + k, cap - k, "...");
-    out[k] = '\0';
 }
 
 static void skip_ws(parser *p) {
@@ -178,8 +166,10 @@ static int read_unicode_escape(parser *p, uint32_t *cp) {
     return 0;
 }
 
-/* A string at p->pos (the opening quote), decoded into a malloc'ed NUL-terminated buffer. */
-static int parse_string(parser *p, char **out, size_t *out_len) {
+/* A string at p->pos (the opening quote), decoded into a malloc'ed NUL-terminated buffer. An object
+ * key may not hold \u0000: every user of a key treats it as a C string, and a key cut at a NUL would
+ * match (or duplicate) a different key than the one the duplicate check saw. */
+static int parse_string(parser *p, char **out, size_t *out_len, int is_key) {
     size_t start = p->pos;
     p->pos++;
     /* The decoded string is never longer than its source, so size the buffer by a first scan. */
@@ -209,7 +199,10 @@ static int parse_string(parser *p, char **out, size_t *out_len) {
             case 'u': {
                 uint32_t cp = 0;
                 rc = read_unicode_escape(p, &cp);
-                if (rc == 0) n += put_utf8(buf + n, cp);
+                if (rc == 0 && cp == 0 && is_key)
+                    rc = fail_at(p, p->pos - 6, "\\u0000 (a NUL character) in an object key");
+                else if (rc == 0)
+                    n += put_utf8(buf + n, cp);
                 break;
             }
             default:
@@ -386,7 +379,7 @@ static int check_duplicate_keys(parser *p, const lcm_json *v) {
     free(sorted);
     if (!dup) return 0;
     char shown[96];
-    quote_key(dup->key, dup->key_len, shown, sizeof shown);
+    lcm_escape(shown, sizeof shown, dup->key, dup->key_len);
     return fail_at(p, dup->pos, "duplicate key \"%s\" in object (first at byte %zu)", shown, first->pos);
 }
 
@@ -403,7 +396,7 @@ static int parse_object(parser *p, lcm_json *v, int depth) {
         if (p->pos >= p->len || p->s[p->pos] != '"') return fail_expected(p, "'\"' to start an object key");
         lcm_json child = {0};
         size_t key_pos = p->pos;
-        int rc = parse_string(p, &child.key, &child.key_len);
+        int rc = parse_string(p, &child.key, &child.key_len, 1);
         if (rc == 0) {
             skip_ws(p);
             if (p->pos >= p->len || p->s[p->pos] != ':') rc = fail_expected(p, "':' after object key");
@@ -446,7 +439,7 @@ static int parse_value(parser *p, lcm_json *v, int depth) {
     case '[': return parse_array(p, v, depth);
     case '"':
         v->type = LCM_JSON_STRING;
-        return parse_string(p, &v->str, &v->len);
+        return parse_string(p, &v->str, &v->len, 0);
     case 't': return parse_literal(p, v, "true", LCM_JSON_BOOL, 1);
     case 'f': return parse_literal(p, v, "false", LCM_JSON_BOOL, 0);
     case 'n': return parse_literal(p, v, "null", LCM_JSON_NULL, 0);

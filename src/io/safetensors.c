@@ -5,7 +5,9 @@
  * every entry's dtype/shape/offsets, that the tensors tile the data section exactly, and the file size.
  * The writer emits "__metadata__" first, then the tensors in the order added, pads the header with
  * spaces to a multiple of 8, and streams each tensor from the caller's memory into a temporary file
- * that is renamed into place (no copy of the whole checkpoint is ever made). */
+ * that is renamed into place (no copy of the whole checkpoint is ever made).
+ *
+ * Names and strings from a file reach messages only through lcm_escape (escape.h). */
 #include "lcm/safetensors.h"
 
 #include <inttypes.h>
@@ -13,6 +15,7 @@
 #include <string.h>
 
 #include "lcm/crc32c.h"
+#include "lcm/escape.h"
 #include "lcm/half.h"
 #include "lcm/json.h"
 #include "lcm/sbuf.h"
@@ -94,14 +97,14 @@ static int read_meta(lcm_st_file *f, const lcm_json *meta, lcm_error *err) {
     if (!f->meta_keys || !f->meta_values) return lcm_fail(err, LCM_ERR_NOMEM, "%s: out of memory", f->path);
     for (size_t i = 0; i < meta->n; i++) {
         const lcm_json *v = &meta->items[i];
-        if (strlen(v->key) != v->key_len)
-            return lcm_fail(err, LCM_ERR_FORMAT, "%s: a \"__metadata__\" key contains a NUL character", f->path);
+        char key[LCM_ESC_CAP];
+        lcm_escape(key, sizeof key, v->key, v->key_len);
         if (v->type != LCM_JSON_STRING)
-            return lcm_fail(err, LCM_ERR_FORMAT, "%s: \"__metadata__\" value of \"%.200s\" is %s; metadata values "
-                            "must be strings", f->path, v->key, json_kind(v->type));
+            return lcm_fail(err, LCM_ERR_FORMAT, "%s: \"__metadata__\" value of \"%s\" is %s; metadata values "
+                            "must be strings", f->path, key, json_kind(v->type));
         if (strlen(v->str) != v->len)
-            return lcm_fail(err, LCM_ERR_FORMAT, "%s: \"__metadata__\" value of \"%.200s\" contains a NUL character",
-                            f->path, v->key);
+            return lcm_fail(err, LCM_ERR_FORMAT, "%s: \"__metadata__\" value of \"%s\" contains a NUL character",
+                            f->path, key);
         int m = f->n_meta++;
         f->meta_keys[m] = strdup(v->key);
         f->meta_values[m] = strdup(v->str);
@@ -122,55 +125,61 @@ static int read_uint_array(const lcm_json *a, uint64_t *out, int max, int *count
 }
 
 static int read_tensor_entry(lcm_st_file *f, const lcm_json *e, lcm_st_tensor *t, st_span *span, lcm_error *err) {
-    const char *path = f->path, *name = t->name;
+    const char *path = f->path;
+    char name[LCM_ESC_CAP];
+    lcm_escape_str(name, sizeof name, t->name);
     if (e->type != LCM_JSON_OBJECT)
-        return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%.200s': entry is %s, not an object", path, name,
+        return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%s': entry is %s, not an object", path, name,
                         json_kind(e->type));
     for (size_t i = 0; i < e->n; i++) {
         const char *k = e->items[i].key;
+        char shown[LCM_ESC_CAP / 2];
         if (strcmp(k, "dtype") != 0 && strcmp(k, "shape") != 0 && strcmp(k, "data_offsets") != 0)
-            return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%.200s': unknown field \"%.100s\" (expected dtype, "
-                            "shape, data_offsets)", path, name, k);
+            return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%s': unknown field \"%s\" (expected dtype, "
+                            "shape, data_offsets)", path, name, lcm_escape_str(shown, sizeof shown, k));
     }
     const lcm_json *dtype = lcm_json_get(e, "dtype");
     const lcm_json *shape = lcm_json_get(e, "shape");
     const lcm_json *offsets = lcm_json_get(e, "data_offsets");
     if (!dtype || !shape || !offsets)
-        return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%.200s': missing \"%s\"", path, name,
+        return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%s': missing \"%s\"", path, name,
                         !dtype ? "dtype" : !shape ? "shape" : "data_offsets");
     if (dtype->type != LCM_JSON_STRING)
-        return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%.200s': dtype is %s, not a string", path, name,
+        return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%s': dtype is %s, not a string", path, name,
                         json_kind(dtype->type));
-    if (dtype_parse(dtype->str, &t->dtype) != 0)
-        return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%.200s': unknown dtype \"%.40s\" (lcm reads F32, F16, BF16, "
-                        "F64, I64, I32, U8)", path, name, dtype->str);
+    /* The length check keeps "F32\u0000junk" from passing as F32. */
+    if (strlen(dtype->str) != dtype->len || dtype_parse(dtype->str, &t->dtype) != 0) {
+        char shown[64];
+        return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%s': unknown dtype \"%s\" (lcm reads F32, F16, BF16, "
+                        "F64, I64, I32, U8)", path, name, lcm_escape(shown, sizeof shown, dtype->str, dtype->len));
+    }
     uint64_t dims[LCM_ST_MAX_DIMS];
     if (shape->type == LCM_JSON_ARRAY && shape->n > LCM_ST_MAX_DIMS)
-        return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%.200s': %zu dimensions (lcm supports at most %d)", path,
+        return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%s': %zu dimensions (lcm supports at most %d)", path,
                         name, shape->n, LCM_ST_MAX_DIMS);
     if (read_uint_array(shape, dims, LCM_ST_MAX_DIMS, &t->ndim) != 0)
-        return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%.200s': shape must be an array of non-negative integers",
+        return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%s': shape must be an array of non-negative integers",
                         path, name);
     for (int d = 0; d < t->ndim; d++) {
         if (dims[d] > (uint64_t)INT64_MAX)
-            return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%.200s': shape entry %" PRIu64 " is too large", path,
+            return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%s': shape entry %" PRIu64 " is too large", path,
                             name, dims[d]);
         t->shape[d] = (int64_t)dims[d];
     }
     char shown[256];
     format_shape(shown, sizeof shown, t->ndim, t->shape);
     if (shape_size(t->ndim, t->shape, t->dtype, &t->numel, &t->nbytes) != 0)
-        return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%.200s': shape %s overflows 64-bit sizes", path, name, shown);
+        return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%s': shape %s overflows 64-bit sizes", path, name, shown);
     uint64_t off[2];
     int n_off = 0;
     if (read_uint_array(offsets, off, 2, &n_off) != 0 || n_off != 2)
-        return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%.200s': data_offsets must be [begin, end], two "
+        return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%s': data_offsets must be [begin, end], two "
                         "non-negative integers", path, name);
     if (off[1] < off[0])
-        return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%.200s': data_offsets [%" PRIu64 ", %" PRIu64 "] end "
+        return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] end "
                         "before they begin", path, name, off[0], off[1]);
     if (off[1] - off[0] != t->nbytes)
-        return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%.200s': data_offsets [%" PRIu64 ", %" PRIu64 "] span %"
+        return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] span %"
                         PRIu64 " bytes but %s %s needs %" PRIu64, path, name, off[0], off[1], off[1] - off[0],
                         st_dtypes[t->dtype].name, shown, t->nbytes);
     span->begin = off[0];
@@ -189,33 +198,35 @@ static int cmp_span(const void *a, const void *b) {
 static int check_tiling(lcm_st_file *f, st_span *spans, uint64_t data_len, lcm_error *err) {
     qsort(spans, (size_t)f->n, sizeof *spans, cmp_span);
     uint64_t covered = 0;
-    const char *prev = NULL;
+    int have_prev = 0;
+    char name[LCM_ESC_CAP], prev[LCM_ESC_CAP];
     for (int i = 0; i < f->n; i++) {
-        const char *name = f->tensors[spans[i].index].name;
+        lcm_escape_str(name, sizeof name, f->tensors[spans[i].index].name);
         if (spans[i].begin > covered) {
-            if (!prev)
-                return lcm_fail(err, LCM_ERR_FORMAT, "%s: data bytes [0, %" PRIu64 ") before tensor '%.200s' belong "
+            if (!have_prev)
+                return lcm_fail(err, LCM_ERR_FORMAT, "%s: data bytes [0, %" PRIu64 ") before tensor '%s' belong "
                                 "to no tensor (a hole)", f->path, spans[i].begin, name);
             return lcm_fail(err, LCM_ERR_FORMAT, "%s: data bytes [%" PRIu64 ", %" PRIu64 ") between tensors "
-                            "'%.200s' and '%.200s' belong to no tensor (a hole)", f->path, covered, spans[i].begin,
+                            "'%s' and '%s' belong to no tensor (a hole)", f->path, covered, spans[i].begin,
                             prev, name);
         }
         if (spans[i].begin < covered)
-            return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%.200s' (data bytes [%" PRIu64 ", %" PRIu64 ")) "
-                            "overlaps tensor '%.200s' (which ends at %" PRIu64 ")", f->path, name, spans[i].begin,
+            return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%s' (data bytes [%" PRIu64 ", %" PRIu64 ")) "
+                            "overlaps tensor '%s' (which ends at %" PRIu64 ")", f->path, name, spans[i].begin,
                             spans[i].end, prev, covered);
         if (spans[i].end > data_len)
-            return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%.200s' ends at data byte %" PRIu64 " but the data "
+            return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%s' ends at data byte %" PRIu64 " but the data "
                             "section holds only %" PRIu64 " bytes (truncated file?)", f->path, name, spans[i].end,
                             data_len);
         covered = spans[i].end;
-        prev = name;
+        memcpy(prev, name, sizeof prev);
+        have_prev = 1;
     }
     if (covered != data_len) {
-        if (!prev)
+        if (!have_prev)
             return lcm_fail(err, LCM_ERR_FORMAT, "%s: %" PRIu64 " data bytes after the header but no tensors "
                             "(trailing bytes)", f->path, data_len);
-        return lcm_fail(err, LCM_ERR_FORMAT, "%s: %" PRIu64 " trailing bytes after the last tensor '%.200s' (the "
+        return lcm_fail(err, LCM_ERR_FORMAT, "%s: %" PRIu64 " trailing bytes after the last tensor '%s' (the "
                         "file is %" PRIu64 " bytes, the tensors end at %" PRIu64 ")", f->path, data_len - covered,
                         prev, f->map.size, f->map.size - data_len + covered);
     }
@@ -232,13 +243,10 @@ static int read_header(lcm_st_file *f, const lcm_json *root, uint64_t header_len
     if (!f->tensors || !spans) rc = lcm_fail(err, LCM_ERR_NOMEM, "%s: out of memory", f->path);
     for (size_t i = 0; rc == 0 && i < root->n; i++) {
         const lcm_json *e = &root->items[i];
-        if (strcmp(e->key, ST_METADATA_KEY) == 0) {
+        /* Keys hold no NUL (json.h) and are unique, so exactly one entry can be the metadata. */
+        if (e->key_len == sizeof ST_METADATA_KEY - 1 && memcmp(e->key, ST_METADATA_KEY, e->key_len) == 0) {
             rc = read_meta(f, e, err);
             continue;
-        }
-        if (strlen(e->key) != e->key_len) {
-            rc = lcm_fail(err, LCM_ERR_FORMAT, "%s: a tensor name contains a NUL character", f->path);
-            break;
         }
         lcm_st_tensor *t = &f->tensors[f->n];
         t->name = strdup(e->key);
@@ -346,9 +354,11 @@ int lcm_st_to_f32(const lcm_st_tensor *t, float *out, lcm_error *err) {
             out[i] = (float)d;
         }
         return 0;
-    default:
-        return lcm_fail(err, LCM_ERR_FORMAT, "tensor '%.200s' is %s, not a floating-point type", t->name,
-                        lcm_st_dtype_name(t->dtype));
+    default: {
+        char name[LCM_ESC_CAP];
+        return lcm_fail(err, LCM_ERR_FORMAT, "tensor '%s' is %s, not a floating-point type",
+                        lcm_escape_str(name, sizeof name, t->name), lcm_st_dtype_name(t->dtype));
+    }
     }
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "lcm/crc32c.h"
+#include "lcm/escape.h"
 #include "lcm/log.h"
 
 typedef struct meta_pair {
@@ -110,9 +111,10 @@ static int verify_header(const lcm_st_file *f, int *has_sums, lcm_error *err) {
         const char *k = f->meta_keys[i];
         if (strncmp(k, LCM_ST_CRC_PREFIX, plen) != 0) continue;
         n_sums++;
+        char shown[LCM_ESC_CAP];
         if (!lcm_st_find(f, k + plen))
-            return lcm_fail(err, LCM_ERR_FORMAT, "%s: checksum metadata \"%.200s\" names no tensor of the file: the "
-                            "header is damaged", f->path, k);
+            return lcm_fail(err, LCM_ERR_FORMAT, "%s: checksum metadata \"%s\" names no tensor of the file: the "
+                            "header is damaged", f->path, lcm_escape_str(shown, sizeof shown, k));
     }
     *has_sums = stored || n_sums;
     if (!*has_sums) return 0;
@@ -127,9 +129,11 @@ static int verify_header(const lcm_st_file *f, int *has_sums, lcm_error *err) {
                         PRIx32 "): the header is damaged", f->path, got, want);
     for (int i = 0; i < f->n; i++) {
         const char *s = tensor_crc(f, f->tensors[i].name);
+        char shown[LCM_ESC_CAP];
         if (!s || parse_crc(s, &want) != 0)
-            return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%.200s' has %s checksum though the file carries "
-                            "checksums: the header is damaged", f->path, f->tensors[i].name, s ? "a malformed" : "no");
+            return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%s' has %s checksum though the file carries "
+                            "checksums: the header is damaged", f->path,
+                            lcm_escape_str(shown, sizeof shown, f->tensors[i].name), s ? "a malformed" : "no");
     }
     return 0;
 }
@@ -147,10 +151,11 @@ int lcm_st_verify(const lcm_st_file *f, lcm_st_verify_scope scope, int *verified
         uint32_t want = 0;
         parse_crc(tensor_crc(f, t->name), &want); /* verify_header checked that it is there and well formed */
         uint32_t got = lcm_crc32c(0, t->data, (size_t)t->nbytes);
+        char shown[LCM_ESC_CAP];
         if (got != want)
-            return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%.200s' fails its checksum (CRC-32C of its %" PRIu64
-                            " bytes is %08" PRIx32 ", stored %08" PRIx32 "): the file is damaged", f->path, t->name,
-                            t->nbytes, got, want);
+            return lcm_fail(err, LCM_ERR_FORMAT, "%s: tensor '%s' fails its checksum (CRC-32C of its %" PRIu64
+                            " bytes is %08" PRIx32 ", stored %08" PRIx32 "): the file is damaged", f->path,
+                            lcm_escape_str(shown, sizeof shown, t->name), t->nbytes, got, want);
     }
     if (verified) *verified = 1;
     return 0;

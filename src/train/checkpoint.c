@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "lcm/checkpoint.h"
+#include "lcm/escape.h"
 #include "lcm/fileio.h"
 #include "lcm/log.h"
 #include "lcm/safetensors.h"
@@ -57,10 +58,13 @@ static void shape_str(char *out, size_t cap, int ndim, const int64_t *shape) {
     if (n > 0 && (size_t)n < cap) snprintf(out + n, cap - (size_t)n, "]");
 }
 
-/* Append "name" to a bounded, comma-separated list, counting what did not fit. */
+/* Append "name" (escaped: tensor names come from the file) to a bounded, comma-separated list,
+ * counting what did not fit. */
 static void list_add(char *list, size_t cap, int *count, const char *item) {
     size_t len = strlen(list);
-    if (*count < 4 && len + strlen(item) + 3 < cap) snprintf(list + len, cap - len, "%s%s", len ? ", " : "", item);
+    char shown[LCM_ESC_CAP];
+    lcm_escape_str(shown, sizeof shown, item);
+    if (*count < 4 && len + strlen(shown) + 3 < cap) snprintf(list + len, cap - len, "%s%s", len ? ", " : "", shown);
     (*count)++;
 }
 
@@ -279,8 +283,9 @@ static int write_train_state(const char *path, const lcm_param_table *t, const f
 }
 
 static int damaged(const lcm_st_file *f, const char *key, const char *value, const char *why, lcm_error *err) {
+    char shown[LCM_ESC_CAP]; /* the value comes from the file */
     return lcm_fail(err, LCM_ERR_FORMAT, "%s: %s = '%.64s' %s: the training state is damaged; resume from another "
-                    "checkpoint", f->path, key, value ? value : "(missing)", why);
+                    "checkpoint", f->path, key, value ? lcm_escape_str(shown, sizeof shown, value) : "(missing)", why);
 }
 
 /* A decimal integer in [lo, hi]. */
