@@ -9,6 +9,7 @@
 
 int lcm_cmd_train(int argc, char **argv);
 int lcm_cmd_eval(int argc, char **argv);
+int lcm_cmd_generate(int argc, char **argv);
 int lcm_cmd_bench(int argc, char **argv);
 int lcm_cmd_config(int argc, char **argv);
 int lcm_cmd_data(int argc, char **argv);

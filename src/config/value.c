@@ -366,6 +366,6 @@ int lcm_config_unknown_section(lcm_error *err, const char *section, const char *
     }
     if (close_enough(best_d, section, best))
         return lcm_fail(err, LCM_ERR_CONFIG, "unknown section [%s] (%s); did you mean [%s]?", section, where, best);
-    return lcm_fail(err, LCM_ERR_CONFIG, "unknown section [%s] (%s); the sections are config, model, data, synth, trainer, optim, bench",
+    return lcm_fail(err, LCM_ERR_CONFIG, "unknown section [%s] (%s); the sections are config, model, data, synth, trainer, optim, bench, generate",
                     section, where);
 }
