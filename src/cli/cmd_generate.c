@@ -48,6 +48,9 @@ static void usage(FILE *f) {
             "                      training dataset's); --eot none: no end-of-text stop\n"
             "  --normalizer P      the normalizer when the checkpoint has none: a .safetensors or none\n"
             "  --no-kv-cache       recompute the whole prefix each step (slow; for comparison)\n"
+            "  --score             with .lcmd prompts cut by --prompt-len: l2 and cosine (raw space) of each\n"
+            "                      generated position against the document's true continuation, and of the\n"
+            "                      predict-the-mean baseline (the mean of those true concepts)\n"
             "  --bench             time generation on random weights and prompts of the config's model, with\n"
             "                      and without the KV cache (generated concepts/s, time per step by position)\n"
             "Devices: trainer.devices (prompts are split over them in batches of generate.batch_size).\n"
@@ -59,7 +62,7 @@ static void usage(FILE *f) {
 typedef struct gen_cli {
     const char *model;         /* checkpoint dir, run dir or weights file */
     const char *prompts, *lengths, *out, *npy, *eot, *normalizer;
-    int offsets, with_prompt, trim, no_cache, bench;
+    int offsets, with_prompt, trim, no_cache, bench, score;
     long prompt_len;           /* 0 = whole prompts */
     lcm_cli_args a;            /* config file, overrides */
     char **rest;
@@ -77,6 +80,7 @@ static int parse_options(int argc, char **argv, gen_cli *c, lcm_error *err) {
             {"--npy", &c->npy, NULL}, {"--eot", &c->eot, NULL}, {"--normalizer", &c->normalizer, NULL},
             {"--prompt-len", NULL, NULL}, {"--offsets", NULL, &c->offsets}, {"--with-prompt", NULL, &c->with_prompt},
             {"--trim", NULL, &c->trim}, {"--no-kv-cache", NULL, &c->no_cache}, {"--bench", NULL, &c->bench},
+            {"--score", NULL, &c->score},
         };
         int matched = 0;
         for (size_t k = 0; k < sizeof opts / sizeof opts[0] && !matched; k++) {
@@ -129,6 +133,9 @@ static int parse_options(int argc, char **argv, gen_cli *c, lcm_error *err) {
         return lcm_fail(err, LCM_ERR_USAGE, "--prompts %s is a .npy: give the prompt lengths with --lengths L.npy", c->prompts);
     if (!is_npy && c->lengths)
         return lcm_fail(err, LCM_ERR_USAGE, "--lengths goes with .npy prompts; %s is read as a .lcmd", c->prompts);
+    if (c->score && (is_npy || c->prompt_len == 0))
+        return lcm_fail(err, LCM_ERR_USAGE, "--score compares with the rest of each document: give .lcmd prompts cut "
+                        "with --prompt-len K");
     if (c->npy && (strlen(c->npy) < 5 || strcmp(c->npy + strlen(c->npy) - 4, ".npy") != 0))
         return lcm_fail(err, LCM_ERR_USAGE, "--npy '%s': the name must end in .npy", c->npy);
     return 0;
@@ -438,6 +445,74 @@ static int write_outputs(const gen_cli *c, const prompt_set *s, const lcm_gen_re
     return rc;
 }
 
+/* ---- --score ------------------------------------------------------------------------------------ */
+
+#define SCORE_POSITIONS 10 /* positions shown one by one; the rest are summed into the last line */
+
+/* Generated position j of prompt i against concept K + j of its document (while both exist), and the
+ * same for a constant prediction: the mean of every true concept scored, the best constant for L2. */
+static void print_score(const prompt_set *s, const lcm_gen_result *r, long K) {
+    const int D = s->p.D;
+    double *mean = calloc((size_t)D, sizeof(double));
+    float *truth = malloc((size_t)D * sizeof(float)), *meanf = malloc((size_t)D * sizeof(float));
+    double l2[SCORE_POSITIONS + 1][2] = {{0}}, cs[SCORE_POSITIONS + 1][2] = {{0}}, n[SCORE_POSITIONS + 1] = {0};
+    if (!mean || !truth || !meanf) goto done;
+    int64_t count = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int64_t i = 0; i < s->p.n; i++) {
+            const uint64_t doc_len = lcm_dataset_doc_len(&s->ds, (uint64_t)i);
+            for (int j = 0; j < r[i].len && (uint64_t)K + j < doc_len; j++) {
+                lcm_dataset_read(&s->ds, s->ds.doc_offsets[i] + (uint64_t)K + j, 1, truth);
+                if (pass == 0) {
+                    for (int k = 0; k < D; k++) mean[k] += truth[k];
+                    count++;
+                    continue;
+                }
+                const float *g = r[i].concepts + (size_t)j * D;
+                const int b = j < SCORE_POSITIONS ? j : SCORE_POSITIONS;
+                const float *pred[2] = {g, meanf};
+                for (int m = 0; m < 2; m++) {
+                    double dd = 0, ab = 0, aa = 0, bb = 0;
+                    for (int k = 0; k < D; k++) {
+                        double d = (double)pred[m][k] - truth[k];
+                        dd += d * d;
+                        ab += (double)pred[m][k] * truth[k];
+                        aa += (double)pred[m][k] * pred[m][k];
+                        bb += (double)truth[k] * truth[k];
+                    }
+                    l2[b][m] += sqrt(dd);
+                    cs[b][m] += aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : 0;
+                }
+                n[b]++;
+            }
+        }
+        if (pass == 0) {
+            if (count == 0) break;
+            for (int k = 0; k < D; k++) meanf[k] = (float)(mean[k] / (double)count);
+        }
+    }
+    fprintf(stderr, "  score against the true continuation (raw space; mean = the mean true concept):\n"
+                    "  %-9s %8s %10s %10s %10s %10s\n", "position", "pairs", "l2", "l2 mean", "cos", "cos mean");
+    double tot[5] = {0};
+    for (int b = 0; b <= SCORE_POSITIONS; b++) {
+        if (n[b] == 0) continue;
+        char label[16];
+        snprintf(label, sizeof label, b < SCORE_POSITIONS ? "%d" : ">%d", b < SCORE_POSITIONS ? b + 1 : SCORE_POSITIONS);
+        fprintf(stderr, "  %-9s %8.0f %10.5f %10.5f %10.4f %10.4f\n", label, n[b], l2[b][0] / n[b], l2[b][1] / n[b],
+                cs[b][0] / n[b], cs[b][1] / n[b]);
+        tot[0] += n[b], tot[1] += l2[b][0], tot[2] += l2[b][1], tot[3] += cs[b][0], tot[4] += cs[b][1];
+    }
+    if (tot[0] > 0)
+        fprintf(stderr, "  %-9s %8.0f %10.5f %10.5f %10.4f %10.4f\n", "all", tot[0], tot[1] / tot[0], tot[2] / tot[0],
+                tot[3] / tot[0], tot[4] / tot[0]);
+    else
+        fprintf(stderr, "  (no document continues past --prompt-len %ld)\n", K);
+done:
+    free(mean);
+    free(truth);
+    free(meanf);
+}
+
 /* ---- generate --------------------------------------------------------------------------------------- */
 
 static int generate(const gen_cli *c, lcm_error *err) {
@@ -494,6 +569,7 @@ static int generate(const gen_cli *c, lcm_error *err) {
                     r + 1 < LCM_STOP_COUNT ? "," : "\n");
         if (c->out) fprintf(stderr, "  wrote %s%s\n", c->out, c->with_prompt ? " (prompt + continuation)" : " (continuations)");
         if (c->npy) fprintf(stderr, "  wrote %s and its .lengths.npy\n", c->npy);
+        if (c->score) print_score(&ps, res, c->prompt_len);
     }
     if (res) lcm_gen_results_free(res, ps.p.n);
     free(res);
@@ -580,11 +656,17 @@ static int bench(const gen_cli *c, lcm_error *err) {
         for (int k = 0; k < 2; k++)
             printf("  %-12s %8.1f generated concepts/s  (%.3f s for %" PRId64 " concepts, prefill included)\n",
                    k == 0 ? "KV cache" : "no KV cache", gen[k] / secs[k], secs[k], gen[k]);
-        printf("  time per step (ms) by position fed:\n  %8s %12s %12s\n", "position", "KV cache", "no KV cache");
-        int stride = (T - P) / 8 > 0 ? (T - P) / 8 : 1;
-        for (int pos = P; pos < T - 1; pos += stride)
-            printf("  %8d %12.3f %12.3f\n", pos, 1e3 * steps[0][pos], 1e3 * steps[1][pos]);
-        printf("  %8d %12.3f %12.3f\n", T - 2, 1e3 * steps[0][T - 2], 1e3 * steps[1][T - 2]);
+        printf("  mean time per step (ms) over positions fed:\n  %-13s %12s %12s\n", "positions", "KV cache", "no KV cache");
+        const int last = P + cfg.generate.max_gen_len - 2 < d.max_seq_len - 2 ? P + cfg.generate.max_gen_len - 2 : d.max_seq_len - 2;
+        const int bins = 8, width = (last - P + 1 + bins - 1) / bins > 0 ? (last - P + 1 + bins - 1) / bins : 1;
+        for (int lo = P; lo <= last; lo += width) {
+            int hi = lo + width - 1 < last ? lo + width - 1 : last;
+            double sum[2] = {0, 0};
+            for (int pos = lo; pos <= hi; pos++) sum[0] += steps[0][pos], sum[1] += steps[1][pos];
+            char range[32];
+            snprintf(range, sizeof range, "%d-%d", lo, hi);
+            printf("  %-13s %12.3f %12.3f\n", range, 1e3 * sum[0] / (hi - lo + 1), 1e3 * sum[1] / (hi - lo + 1));
+        }
     }
     lcm_normalizer_free(&norm);
     lcm_param_table_free(&t);
