@@ -101,7 +101,7 @@ int lcm_generator_init(lcm_generator *g, lcm_backend *be, const lcm_dims *d, con
     int rc = lcm_model_create(&g->m, be, d, tokens, g->B, g->chunk, 0, err);
     if (rc) return rc;
     g->have_model = 1;
-    if (!rc) rc = lcm_model_set_params(&g->m, weights, err);
+    rc = lcm_model_set_params(&g->m, weights, err);
     if (!rc) rc = lcm_model_set_normalizer(&g->m, norm, err);
     if (!rc && o->use_cache) rc = lcm_kv_cache_create(&g->kv, &g->m, g->B, fed, err);
     if (!rc) rc = be->ops->host_alloc(be, (void **)&g->x, (size_t)tokens * d->D * sizeof(float), err);
@@ -139,17 +139,18 @@ static void add_noise(float *v, int D, float temperature, uint64_t seed, int64_t
 }
 
 /* Forward positions [pos, pos + S) of every row, predictions of position pos + S - 1 into g->pred. */
-static int feed_timed(lcm_generator *g, int nb, int pos, int S, lcm_error *err);
+static int forward_positions(lcm_generator *g, int nb, int pos, int S, lcm_error *err);
 
+/* forward_positions, timed into g->step_s when the caller asked for it (lcm generate --bench). */
 static int feed(lcm_generator *g, int nb, int pos, int S, lcm_error *err) {
-    if (!g->step_s) return feed_timed(g, nb, pos, S, err);
+    if (!g->step_s) return forward_positions(g, nb, pos, S, err);
     double t0 = lcm_now();
-    int rc = feed_timed(g, nb, pos, S, err); /* returns after the predictions are on the host */
+    int rc = forward_positions(g, nb, pos, S, err); /* returns once the predictions are on the host */
     g->step_s[pos + S - 1] += lcm_now() - t0;
     return rc;
 }
 
-static int feed_timed(lcm_generator *g, int nb, int pos, int S, lcm_error *err) {
+static int forward_positions(lcm_generator *g, int nb, int pos, int S, lcm_error *err) {
     const int D = g->m.d.D;
     if (g->o.use_cache) {
         for (int b = 0; b < nb; b++)
