@@ -9,6 +9,7 @@
  * `lcm data import` takes them). The command-line options are all parsed in parse_options. */
 #include <inttypes.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -557,12 +558,16 @@ static int generate(const gen_cli *c, lcm_error *err) {
     if (!rc) rc = write_outputs(c, &ps, res, have_eot ? eot : NULL, err);
     if (!rc) {
         int64_t reasons[LCM_STOP_COUNT] = {0}, total = 0;
+        int shortest = INT32_MAX, longest = 0;
         for (int64_t i = 0; i < ps.p.n; i++) {
             reasons[res[i].reason]++;
             total += res[i].len;
+            if (res[i].len < shortest) shortest = res[i].len;
+            if (res[i].len > longest) longest = res[i].len;
         }
-        fprintf(stderr, "lcm generate: %" PRId64 " prompts, %" PRId64 " concepts generated (mean %.1f) in %.2fs (%.0f concepts/s)\n",
-                ps.p.n, total, (double)total / (double)ps.p.n, secs, total / (secs > 0 ? secs : 1e-9));
+        fprintf(stderr, "lcm generate: %" PRId64 " prompts, %" PRId64 " concepts generated (per prompt: mean %.1f, min %d, "
+                "max %d) in %.2fs (%.0f concepts/s)\n", ps.p.n, total, (double)total / (double)ps.p.n, shortest, longest,
+                secs, total / (secs > 0 ? secs : 1e-9));
         fprintf(stderr, "  stopped by:");
         for (int r = 0; r < LCM_STOP_COUNT; r++)
             fprintf(stderr, " %s %" PRId64 "%s", lcm_stop_reason_name((lcm_stop_reason)r), reasons[r],
