@@ -325,6 +325,11 @@ TEST(bad_prompts_are_errors) {
     f.d.max_seq_len = 64;
     f.prompt_data[0] = NAN;
     CHECK_FAILS(run(&f, "cpu", &o, NULL, r, &err), &err, LCM_ERR_DATA, "NaN");
+    lcm_gen_results_free(r, 3);
+    f.prompt_data[0] = 0;
+    f.w[f.t.post_b] = INFINITY; /* a diverged model */
+    CHECK_FAILS(run(&f, "cpu", &o, NULL, r, &err), &err, LCM_ERR_NUMERIC, "predicted NaN or Inf for prompt 0");
+    lcm_gen_results_free(r, 3);
     fixture_free(&f);
 }
 

@@ -217,7 +217,12 @@ int lcm_generate_batch(lcm_generator *g, const lcm_gen_prompts *p, int64_t first
             lcm_gen_result *r = &out[b];
             memcpy(cur, g->pred + (size_t)b * D, (size_t)D * sizeof(float));
             if (o->temperature > 0) add_noise(cur, D, o->temperature, o->seed, first + b, r->len);
-            for (int k = 0; k < D; k++) cur[k] = cur[k] * g->norm->scale[k] + g->norm->center[k];
+            for (int k = 0; k < D; k++) {
+                cur[k] = cur[k] * g->norm->scale[k] + g->norm->center[k];
+                if (!isfinite(cur[k]))
+                    return lcm_fail(err, LCM_ERR_NUMERIC, "the model predicted NaN or Inf for prompt %lld, position %d: "
+                                    "the weights have diverged or are damaged", (long long)(first + b), t);
+            }
             memcpy(r->concepts + (size_t)r->len * D, cur, (size_t)D * sizeof(float));
             r->len++;
             int stop = 0;
