@@ -351,3 +351,40 @@ TEST(kv_cache_too_big_is_an_error) {
     CHECK_FAILS(lcm_kv_cache_create(&kv, &m, 4096, 1 << 20, &err), &err, LCM_ERR_NOMEM, "generate.batch_size");
     lcm_backend_destroy(be);
 }
+
+/* --score's numbers on a hand-made case: true continuations (1,0), (0,1), (-1,0) after a 2-concept
+ * prompt and (0,-1) after another; their mean is (0,0), at l2 1 from each and cosine 0 (zero vector).
+ * The generated concepts hit, miss by 1 (same direction) and point the opposite way. Positions beyond
+ * a document's end and documents without a continuation are not scored. */
+TEST(score_against_true_continuation) {
+    lcm_error err = {0};
+    const char *dir = harness_tmpdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/docs.lcmd", dir);
+    const float doc0[10] = {5, 5, 6, 6, 1, 0, 0, 1, -1, 0}, doc1[6] = {7, 7, 8, 8, 0, -1}, doc2[4] = {2, 2, 3, 3};
+    lcm_dataset_writer *w = NULL;
+    CHECK_OK(lcm_dataset_writer_open(&w, path, LCM_F32, 2, &err), &err);
+    CHECK_OK(lcm_dataset_writer_add(w, doc0, 5, &err), &err);
+    CHECK_OK(lcm_dataset_writer_add(w, doc1, 3, &err), &err);
+    CHECK_OK(lcm_dataset_writer_add(w, doc2, 2, &err), &err);
+    CHECK_OK(lcm_dataset_writer_commit(w, &err), &err);
+    lcm_dataset ds;
+    CHECK_OK(lcm_dataset_open(&ds, path, &err), &err);
+    float g0[8] = {1, 0, 0, 2, 1, 0, 9, 9}, g1[4] = {0, -1, 5, 5}, g2[2] = {3, 3};
+    lcm_gen_result r[3] = {{g0, 4, LCM_STOP_MAX_GEN_LEN}, {g1, 2, LCM_STOP_MAX_GEN_LEN}, {g2, 1, LCM_STOP_MAX_GEN_LEN}};
+    lcm_gen_score s;
+    CHECK_OK(lcm_gen_score_compute(&s, &ds, 2, r, 3, &err), &err);
+    CHECK(s.pairs[0] == 2 && s.pairs[1] == 1 && s.pairs[2] == 1 && s.pairs[3] == 0);
+    CHECK_NEAR(s.l2[0][0], 0.0, 1e-12);
+    CHECK_NEAR(s.cos[0][0], 2.0, 1e-12);
+    CHECK_NEAR(s.l2[1][0], 1.0, 1e-12);
+    CHECK_NEAR(s.cos[1][0], 1.0, 1e-12);
+    CHECK_NEAR(s.l2[2][0], 2.0, 1e-12);
+    CHECK_NEAR(s.cos[2][0], -1.0, 1e-12);
+    for (int b = 0; b < 3; b++) {
+        CHECK_NEAR(s.l2[b][1], s.pairs[b], 1e-12);
+        CHECK_NEAR(s.cos[b][1], 0.0, 1e-12);
+    }
+    lcm_dataset_close(&ds);
+    lcm_rm_rf(dir, &err);
+}

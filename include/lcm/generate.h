@@ -102,4 +102,19 @@ int lcm_generate_all(const char *devices, int cpu_threads, const lcm_dims *d, co
                      lcm_gen_result *out, lcm_error *err);
 void lcm_gen_results_free(lcm_gen_result *out, int64_t n);
 
+/* `lcm generate --score`: prompt i is the first K concepts of document i of ds; its generated concept j
+ * is compared with the document's concept K + j while both exist (raw space), and so is a constant
+ * prediction, the mean of every true concept compared (the best constant for l2). Sums per generated
+ * position (0-based; positions >= LCM_GEN_SCORE_POSITIONS share the last slot); [.][0] generated,
+ * [.][1] the mean. */
+#define LCM_GEN_SCORE_POSITIONS 10
+typedef struct lcm_gen_score {
+    double pairs[LCM_GEN_SCORE_POSITIONS + 1];
+    double l2[LCM_GEN_SCORE_POSITIONS + 1][2];
+    double cos[LCM_GEN_SCORE_POSITIONS + 1][2];
+} lcm_gen_score;
+
+int lcm_gen_score_compute(lcm_gen_score *s, const lcm_dataset *ds, int64_t K, const lcm_gen_result *r, int64_t n,
+                          lcm_error *err);
+
 #endif

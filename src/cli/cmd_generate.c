@@ -448,70 +448,30 @@ static int write_outputs(const gen_cli *c, const prompt_set *s, const lcm_gen_re
 
 /* ---- --score ------------------------------------------------------------------------------------ */
 
-#define SCORE_POSITIONS 10 /* positions shown one by one; the rest are summed into the last line */
-
-/* Generated position j of prompt i against concept K + j of its document (while both exist), and the
- * same for a constant prediction: the mean of every true concept scored, the best constant for L2. */
-static void print_score(const prompt_set *s, const lcm_gen_result *r, long K) {
-    const int D = s->p.D;
-    double *mean = calloc((size_t)D, sizeof(double));
-    float *truth = malloc((size_t)D * sizeof(float)), *meanf = malloc((size_t)D * sizeof(float));
-    double l2[SCORE_POSITIONS + 1][2] = {{0}}, cs[SCORE_POSITIONS + 1][2] = {{0}}, n[SCORE_POSITIONS + 1] = {0};
-    if (!mean || !truth || !meanf) goto done;
-    int64_t count = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        for (int64_t i = 0; i < s->p.n; i++) {
-            const uint64_t doc_len = lcm_dataset_doc_len(&s->ds, (uint64_t)i);
-            for (int j = 0; j < r[i].len && (uint64_t)K + j < doc_len; j++) {
-                lcm_dataset_read(&s->ds, s->ds.doc_offsets[i] + (uint64_t)K + j, 1, truth);
-                if (pass == 0) {
-                    for (int k = 0; k < D; k++) mean[k] += truth[k];
-                    count++;
-                    continue;
-                }
-                const float *g = r[i].concepts + (size_t)j * D;
-                const int b = j < SCORE_POSITIONS ? j : SCORE_POSITIONS;
-                const float *pred[2] = {g, meanf};
-                for (int m = 0; m < 2; m++) {
-                    double dd = 0, ab = 0, aa = 0, bb = 0;
-                    for (int k = 0; k < D; k++) {
-                        double d = (double)pred[m][k] - truth[k];
-                        dd += d * d;
-                        ab += (double)pred[m][k] * truth[k];
-                        aa += (double)pred[m][k] * pred[m][k];
-                        bb += (double)truth[k] * truth[k];
-                    }
-                    l2[b][m] += sqrt(dd);
-                    cs[b][m] += aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : 0;
-                }
-                n[b]++;
-            }
-        }
-        if (pass == 0) {
-            if (count == 0) break;
-            for (int k = 0; k < D; k++) meanf[k] = (float)(mean[k] / (double)count);
-        }
+static void print_score(const prompt_set *s, const lcm_gen_result *r, long K, lcm_error *err) {
+    lcm_gen_score sc;
+    if (lcm_gen_score_compute(&sc, &s->ds, K, r, s->p.n, err) != 0) {
+        fprintf(stderr, "  (no score: %s)\n", err->msg);
+        return;
     }
     fprintf(stderr, "  score against the true continuation (raw space; mean = the mean true concept):\n"
                     "  %-9s %8s %10s %10s %10s %10s\n", "position", "pairs", "l2", "l2 mean", "cos", "cos mean");
     double tot[5] = {0};
-    for (int b = 0; b <= SCORE_POSITIONS; b++) {
-        if (n[b] == 0) continue;
+    for (int b = 0; b <= LCM_GEN_SCORE_POSITIONS; b++) {
+        const double n = sc.pairs[b];
+        if (n == 0) continue;
         char label[16];
-        snprintf(label, sizeof label, b < SCORE_POSITIONS ? "%d" : ">%d", b < SCORE_POSITIONS ? b + 1 : SCORE_POSITIONS);
-        fprintf(stderr, "  %-9s %8.0f %10.5f %10.5f %10.4f %10.4f\n", label, n[b], l2[b][0] / n[b], l2[b][1] / n[b],
-                cs[b][0] / n[b], cs[b][1] / n[b]);
-        tot[0] += n[b], tot[1] += l2[b][0], tot[2] += l2[b][1], tot[3] += cs[b][0], tot[4] += cs[b][1];
+        snprintf(label, sizeof label, b < LCM_GEN_SCORE_POSITIONS ? "%d" : ">%d",
+                 b < LCM_GEN_SCORE_POSITIONS ? b + 1 : LCM_GEN_SCORE_POSITIONS);
+        fprintf(stderr, "  %-9s %8.0f %10.5f %10.5f %10.4f %10.4f\n", label, n, sc.l2[b][0] / n, sc.l2[b][1] / n,
+                sc.cos[b][0] / n, sc.cos[b][1] / n);
+        tot[0] += n, tot[1] += sc.l2[b][0], tot[2] += sc.l2[b][1], tot[3] += sc.cos[b][0], tot[4] += sc.cos[b][1];
     }
     if (tot[0] > 0)
         fprintf(stderr, "  %-9s %8.0f %10.5f %10.5f %10.4f %10.4f\n", "all", tot[0], tot[1] / tot[0], tot[2] / tot[0],
                 tot[3] / tot[0], tot[4] / tot[0]);
     else
         fprintf(stderr, "  (no document continues past --prompt-len %ld)\n", K);
-done:
-    free(mean);
-    free(truth);
-    free(meanf);
 }
 
 /* ---- generate --------------------------------------------------------------------------------------- */
@@ -574,7 +534,7 @@ static int generate(const gen_cli *c, lcm_error *err) {
                     r + 1 < LCM_STOP_COUNT ? "," : "\n");
         if (c->out) fprintf(stderr, "  wrote %s%s\n", c->out, c->with_prompt ? " (prompt + continuation)" : " (continuations)");
         if (c->npy) fprintf(stderr, "  wrote %s and its .lengths.npy\n", c->npy);
-        if (c->score) print_score(&ps, res, c->prompt_len);
+        if (c->score) print_score(&ps, res, c->prompt_len, err);
     }
     if (res) lcm_gen_results_free(res, ps.p.n);
     free(res);

@@ -251,6 +251,52 @@ void lcm_gen_results_free(lcm_gen_result *out, int64_t n) {
     for (int64_t i = 0; i < n; i++) free(out[i].concepts);
 }
 
+/* ---- scoring against the true continuation ------------------------------------------------------ */
+
+int lcm_gen_score_compute(lcm_gen_score *s, const lcm_dataset *ds, int64_t K, const lcm_gen_result *r, int64_t n,
+                          lcm_error *err) {
+    memset(s, 0, sizeof *s);
+    const int D = ds->dim;
+    if ((uint64_t)n > ds->n_docs)
+        return lcm_fail(err, LCM_ERR_INTERNAL, "%lld results for %llu documents", (long long)n,
+                        (unsigned long long)ds->n_docs);
+    double *mean = calloc((size_t)D, sizeof(double));
+    float *truth = malloc((size_t)D * sizeof(float)), *meanf = malloc((size_t)D * sizeof(float));
+    int rc = 0;
+    if (!mean || !truth || !meanf) rc = lcm_fail(err, LCM_ERR_NOMEM, "out of host memory");
+    int64_t count = 0;
+    /* pass 0: the mean of the true concepts compared; pass 1: the distances */
+    for (int pass = 0; !rc && pass < 2; pass++) {
+        for (int64_t i = 0; i < n; i++) {
+            const uint64_t doc_len = lcm_dataset_doc_len(ds, (uint64_t)i);
+            for (int j = 0; j < r[i].len && (uint64_t)(K + j) < doc_len; j++) {
+                lcm_dataset_read(ds, ds->doc_offsets[i] + (uint64_t)(K + j), 1, truth);
+                if (pass == 0) {
+                    for (int k = 0; k < D; k++) mean[k] += truth[k];
+                    count++;
+                    continue;
+                }
+                const int b = j < LCM_GEN_SCORE_POSITIONS ? j : LCM_GEN_SCORE_POSITIONS;
+                const float *pred[2] = {r[i].concepts + (size_t)j * D, meanf};
+                for (int m = 0; m < 2; m++) {
+                    double dd = 0;
+                    for (int k = 0; k < D; k++) dd += ((double)pred[m][k] - truth[k]) * ((double)pred[m][k] - truth[k]);
+                    s->l2[b][m] += sqrt(dd);
+                    s->cos[b][m] += cosine(pred[m], truth, D);
+                }
+                s->pairs[b]++;
+            }
+        }
+        if (pass == 0 && count > 0)
+            for (int k = 0; k < D; k++) meanf[k] = (float)(mean[k] / (double)count);
+        if (pass == 0 && count == 0) break;
+    }
+    free(mean);
+    free(truth);
+    free(meanf);
+    return rc;
+}
+
 /* ---- every device -------------------------------------------------------------------------------- */
 
 typedef struct gen_shared {
