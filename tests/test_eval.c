@@ -1,6 +1,6 @@
 /* test_eval.c: the evaluation metrics (loss, raw-space l2, contrastive accuracy) of a micro-batch
  * against a direct double-precision oracle written here, their edge cases (perfect prediction, ties,
- * rows sharing a document, splits, NaN), determinism, and the predict-the-mean baseline of a split. */
+ * rows sharing a document, which targets are distractors, splits, NaN), determinism, and the predict-the-mean baseline of a split. */
 #include <cblas.h>
 #include <stdint.h>
 
@@ -141,8 +141,8 @@ static oracle_out oracle(const batch *bt) {
             o.s.n_targets += 1;
             int64_t farther = 0, count = 0;
             for (int c = 0; c < B; c++) {
-                if (bt->docs[c] == bt->docs[b]) continue;
-                for (int u = 0; u < bt->lens[c]; u++) {
+                if (c == b) continue;
+                for (int u = 1; u < bt->lens[c]; u++) {
                     const float *d = xat(bt, c, u);
                     double dd = 0;
                     for (int i = 0; i < D; i++) dd += ((double)raw[i] - d[i]) * ((double)raw[i] - d[i]);
@@ -212,7 +212,7 @@ TEST(matches_oracle_random_batches) {
 }
 
 /* The random data above has pairs closer than fp32 GEMM resolution only by chance; here every target
- * has distractors at exactly its distance (a copy of the true concept in another document, like the
+ * has distractors at exactly its distance (a copy of the true concept in another row, like the
  * EOT that ends every document) and within rounding of it (the mirror image of the true concept
  * through the prediction, rounded to fp32), so the result rests on the exact recheck of those pairs. */
 TEST(matches_oracle_with_exact_and_near_ties) {
@@ -222,7 +222,7 @@ TEST(matches_oracle_with_exact_and_near_ties) {
     batch bt = make_batch_shifted(3, B, T, D, lens, docs, 2.0, 1.0);
     for (int t = 0; t + 1 < T; t++) {
         const float *y = xat(&bt, 0, t + 1);
-        float *copy = xat(&bt, 1, t), *mirror = xat(&bt, 2, t);
+        float *copy = xat(&bt, 1, t + 1), *mirror = xat(&bt, 2, t + 1); /* targets of rows 1 and 2 */
         const float *p = pat(&bt, 0, t);
         for (int i = 0; i < D; i++) {
             float raw = p[i] * bt.scale[i] + bt.center[i];
@@ -272,14 +272,15 @@ TEST(predicting_a_distractor_lowers_ca) {
     lcm_eval_finish(&s, &wrong);
     CHECK(perfect.ca == 1.0);
     CHECK(wrong.ca < 1.0);
-    /* Only target (0, 4) changed: its fraction is at most 19/20 (the predicted distractor is nearer). */
-    CHECK(s.ca_sum <= 26.0 + 19.0 / 20.0);
+    /* Only target (0, 4) changed: its fraction is at most 17/18 (the predicted distractor, a target of
+     * row 2, is nearer). */
+    CHECK(s.ca_sum <= 26.0 + 17.0 / 18.0);
     check_against_oracle(&bt, "one distractor predicted");
     free_batch(&bt);
 }
 
 /* A distractor at exactly the true concept's distance is not farther: with a perfect predictor and
- * one copy of the true concept in another document, that target scores (count - 1) / count. */
+ * one copy of the true concept among the other row's targets, that target scores (count - 1) / count. */
 TEST(ties_count_as_not_farther) {
     int32_t lens[2] = {4, 6};
     uint64_t docs[2] = {0, 1};
@@ -294,35 +295,54 @@ TEST(ties_count_as_not_farther) {
     for (int b = 0; b < 2; b++)
         for (int t = 0; t + 1 < lens[b]; t++) predict_concept(&bt, b, t, b, t + 1);
     lcm_eval_sums s = run_eval(&bt);
-    /* Targets of row 0: 3 with 6 distractors each; of row 1: 5 with 4 each. The two targets that are
-     * the shared concept each have one tie. */
+    /* Targets of row 0: 3, each with row 1's 5 targets as distractors; of row 1: 5 with row 0's 3. The
+     * two targets that are the shared concept each have one tie. */
     CHECK(s.ca_count == 8);
-    CHECK_NEAR(s.ca_sum, 2.0 + 5.0 / 6.0 + 4.0 + 3.0 / 4.0, 1e-12); /* a sum of 8 fractions */
+    CHECK_NEAR(s.ca_sum, 2.0 + 4.0 / 5.0 + 4.0 + 2.0 / 3.0, 1e-12); /* a sum of 8 fractions */
     check_against_oracle(&bt, "tie");
     free_batch(&bt);
 }
 
-TEST(rows_of_one_document_are_not_distractors) {
+/* Meta's definition is per row: another row of the same document is a distractor like any other. */
+TEST(rows_of_one_document_are_distractors) {
     int32_t lens[3] = {8, 8, 5};
     uint64_t docs[3] = {42, 42, 42};
     batch bt = make_batch(7, 3, 8, 24, lens, docs, 1.0);
     lcm_eval_sums s = run_eval(&bt);
-    lcm_eval_result r;
-    lcm_eval_finish(&s, &r);
-    CHECK(s.ca_count == 0 && s.ca_sum == 0);
-    CHECK(r.ca == 0);
     CHECK(s.n_targets == 7 + 7 + 4);
-    /* One row of another document: only it counts as distractors, for every target of doc 42;
-     * its own targets see all 3 rows. */
-    bt.docs[2] = 43;
-    oracle_out o = oracle(&bt);
-    CHECK(o.s.ca_count == s.n_targets);
-    check_against_oracle(&bt, "one other document");
+    CHECK(s.ca_count == s.n_targets);
+    check_against_oracle(&bt, "one document");
+    free_batch(&bt);
+}
+
+/* The distractors are the other rows' TARGETS: a row's first concept (an input only) is not one, and
+ * neither are the target's own row's concepts. A copy of the true concept at either place leaves a
+ * perfect predictor's CA at 1; the same copy at a target position of another row makes a tie. */
+TEST(only_other_rows_targets_are_distractors) {
+    int32_t lens[3] = {6, 6, 6};
+    uint64_t docs[3] = {0, 1, 2};
+    batch bt = make_batch(11, 3, 6, 16, lens, docs, 1.0);
+    for (int i = 0; i < 16; i++) {
+        bt.center[i] = 0;
+        bt.scale[i] = 1;
+    }
+    memcpy(xat(&bt, 1, 0), xat(&bt, 0, 3), 16 * sizeof(float)); /* row 1's first concept */
+    memcpy(xat(&bt, 0, 5), xat(&bt, 0, 3), 16 * sizeof(float)); /* row 0 repeats its own concept */
+    for (int b = 0; b < 3; b++)
+        for (int t = 0; t + 1 < lens[b]; t++) predict_concept(&bt, b, t, b, t + 1);
+    lcm_eval_sums s = run_eval(&bt);
+    CHECK(s.ca_count == 15 && s.ca_sum == 15.0);
+    memcpy(xat(&bt, 2, 4), xat(&bt, 0, 3), 16 * sizeof(float)); /* a target of row 2 */
+    for (int b = 0; b < 3; b++)
+        for (int t = 0; t + 1 < lens[b]; t++) predict_concept(&bt, b, t, b, t + 1);
+    s = run_eval(&bt);
+    CHECK(s.ca_sum < 15.0);
+    check_against_oracle(&bt, "first concepts and own row");
     free_batch(&bt);
 }
 
 /* Loss, l2 and target counts add over micro-batches; CA does not, because each part's distractors
- * are only its own other-document concepts (the metric is per micro-batch, like the reference's). */
+ * are only its own other rows' targets (the metric is per micro-batch, like the reference's). */
 TEST(split_batches_add_except_ca) {
     int B = 8, T = 24, D = 48;
     int32_t lens[8] = {24, 20, 24, 3, 24, 18, 24, 24};

@@ -5,6 +5,7 @@
 #      against the CPU's, determinism (tests/gpu/test_*.c)
 #   3. the default config trained for 300 steps on every GPU it finds (through NCCL)
 #   4. lcm bench on conf/model/toy.ini, medium.ini and base_lcm_1_6b.ini at data.max_tokens 7168
+#   5. lcm generate --bench on toy and medium (generation with and without the KV cache)
 # and prints a short table last. Logs go to $OUT (or ./gpu-check-out); it fits in about 5 minutes.
 #
 #   tools/gpu_check.sh --prepare   on a build machine: build for sm_90 into build/gpu and put the
@@ -120,6 +121,13 @@ for cfg in $MODELS; do
   bench_line[$cfg]="${step:-?} s/step | ${cps:-?} concepts/s | ${tf:-?} TFLOP/s | MFU ${mfu:-?} | ${mem:-?} GB (exit $rc)"
   say "$cfg: ${bench_line[$cfg]}"
   [ "$rc" -ne 0 ] && tail -n 3 "$OUT/bench.log" | tee -a "$LOG"
+done
+
+# ---- 5. generation speed with and without the KV cache (docs/performance.md, "Generation") --------------
+say "== generate --bench"
+for cfg in toy medium; do
+  timeout 120 "$LCM" generate --bench "conf/model/$cfg.ini" trainer.devices=0 generate.batch_size=16 \
+    generate.max_gen_len=128 --prompt-len 16 2>&1 | tee -a "$LOG" "$OUT/generate_bench.txt"
 done
 
 # ---- the table -----------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ Reads (all safetensors, parsed here with numpy so that no extra package is neede
                 seed, step, microbatch (the counter-based mask key)
 Writes --out G: "loss" (scalar, the objective: summed squared error / n_targets) and the gradient of
 every parameter under its name.
+With --generate P instead of --batch: continues the prompts in P by the reference generator's rules
+(see generate() below) and writes the generated concepts, their counts and stop reasons.
 
 The model follows /work/shared/docs/base-lcm.md; module names reproduce the reference state dict
 (frontend.pre_linear, lcm.layers.{i}.self_attn.q_proj, ..., postnet.fc) and load_state_dict(strict=True)
@@ -166,7 +168,8 @@ def rope(x, theta):
     return torch.view_as_real(xc * rot).reshape(B, H, T, hd)
 
 
-def forward(model, x, lens, center, scale, meta):
+def predictions(model, x, lens, center, scale, meta):
+    """The model's output y [B, T, D] (normalized space) and the normalized input xn."""
     B, T, D = x.shape
     H = int(meta["num_heads"])
     theta = float(meta["rope_theta"])
@@ -198,6 +201,13 @@ def forward(model, x, lens, center, scale, meta):
         s = F.silu(layer.ffn.gate_proj(f)) * layer.ffn.inner_proj(f)
         h = h + drop(layer.ffn.output_proj(s), l, 1)
     y = model.postnet.fc(model.lcm.layer_norm(h))
+    return y, xn
+
+
+def forward(model, x, lens, center, scale, meta):
+    B, T, D = x.shape
+    y, xn = predictions(model, x, lens, center, scale, meta)
+    pos = torch.arange(T)
     # next-concept targets in normalized space; row b has lens[b] - 1 of them
     tmask = (pos[None, :] < (lens[:, None] - 1)).float()  # [B, T]
     target = torch.zeros_like(xn)
@@ -206,15 +216,72 @@ def forward(model, x, lens, center, scale, meta):
     return err.sum() / float(meta["n_targets"])
 
 
+def generate(model, prompts, center, scale, eot, meta):
+    """The reference generator's rules, one prompt at a time and without a cache: the prediction for the
+    next position from a full forward over the prefix, denormalized and appended, until the cosine to
+    the EOT embedding reaches eos_threshold or to the previous concept reaches repetition_threshold
+    (both only after min_gen_len concepts), max_gen_len concepts, or max_seq_len positions in all.
+    Temperature 0 (no noise). Returns (concepts, reason) per prompt; reasons as lcm_stop_reason."""
+    max_gen, min_gen = int(meta["max_gen_len"]), int(meta["min_gen_len"])
+    eos_thr, rep_thr = float(meta["eos_threshold"]), float(meta["repetition_threshold"])
+    max_seq = int(meta["max_seq_len"])
+    out = []
+    for p in prompts:
+        seq = p.clone()
+        gen, reason = [], None
+        while reason is None:
+            T = seq.shape[0]
+            y, _ = predictions(model, seq[None], torch.tensor([T]), center, scale, meta)
+            new = y[0, -1].double() * scale.double() + center.double()
+            new = new.float()
+            gen.append(new)
+            n = len(gen)
+            cos = lambda a, b: float(F.cosine_similarity(a.double()[None], b.double()[None])[0])
+            if n >= min_gen and eot is not None and cos(new, eot) >= eos_thr:
+                reason = 0
+            elif n >= min_gen and rep_thr > 0 and cos(new, seq[-1]) >= rep_thr:
+                reason = 1
+            elif n >= max_gen:
+                reason = 2
+            elif T + 1 >= max_seq:
+                reason = 3
+            seq = torch.cat([seq, new[None]], 0)
+        out.append((torch.stack(gen), reason))
+    return out
+
+
+def main_generate(args, model):
+    batch, meta = read_safetensors(args.generate)
+    x = torch.from_numpy(batch["prompts"].astype(np.float32))
+    lens = batch["lens"].astype(np.int64)
+    eot = torch.from_numpy(batch["eot"].astype(np.float32)) if "eot" in batch else None
+    center, scale = torch.from_numpy(batch["center"]), torch.from_numpy(batch["scale"])
+    with torch.no_grad():
+        res = generate(model, [x[i, :lens[i]] for i in range(len(lens))], center, scale, eot, meta)
+    D = x.shape[-1]
+    max_gen = int(meta["max_gen_len"])
+    gen = np.zeros((len(res), max_gen, D), dtype=np.float32)
+    for i, (g, _) in enumerate(res):
+        gen[i, :g.shape[0]] = g.numpy()
+    write_safetensors(args.out, {"gen": gen, "gen_len": np.array([g.shape[0] for g, _ in res], dtype=np.float32),
+                                 "reason": np.array([r for _, r in res], dtype=np.float32)})
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--weights", required=True)
-    ap.add_argument("--batch", required=True)
+    ap.add_argument("--batch", help="a training batch: write the loss and every gradient")
+    ap.add_argument("--generate", help="prompts (prompts [n, P, D] right-padded, lens [n], center, scale, "
+                    "optional eot; metadata num_heads, rope_theta, norm_eps, max_gen_len, min_gen_len, "
+                    "eos_threshold, repetition_threshold, max_seq_len): write gen [n, max_gen_len, D], gen_len, reason")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    if (args.batch is None) == (args.generate is None):
+        ap.error("give one of --batch and --generate")
     torch.manual_seed(0)
     weights, _ = read_safetensors(args.weights)
-    batch, meta = read_safetensors(args.batch)
+    batch, meta = read_safetensors(args.batch or args.generate)
     D = weights["frontend.pre_linear.weight"].shape[1]
     C = weights["frontend.pre_linear.weight"].shape[0]
     L = 1 + max(int(k.split(".")[2]) for k in weights if k.startswith("lcm.layers."))
@@ -223,6 +290,8 @@ def main():
     state = {k: torch.from_numpy(v.astype(np.float32)) for k, v in weights.items()
              if not k.startswith("frontend.sonar_normalizer.")}
     model.load_state_dict(state, strict=True)
+    if args.generate:
+        return main_generate(args, model)
     x = torch.from_numpy(batch["x"].astype(np.float32))
     lens = torch.from_numpy(batch["lens"].astype(np.int64))
     loss = forward(model, x, lens, torch.from_numpy(batch["center"]), torch.from_numpy(batch["scale"]), meta)

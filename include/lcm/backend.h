@@ -105,6 +105,19 @@ typedef struct lcm_backend_ops {
     /* dbranch = mask(dh) / (1 - p) (dbranch = dh when p = 0). */
     void (*dropout_backward)(lcm_backend *be, void *dbranch, const void *dh, size_t n, float p,
                              lcm_dropout_key key);
+    /* ---- incremental inference with a KV cache (generation) ----
+     * S new positions pos0 .. pos0+S-1 of B rows. Generation feeds every row in lockstep, so all
+     * positions up to pos0+S-1 are real: attention needs causality only, no key padding. A layer's cache
+     * is kc, vc [B, Tcap, C] (act); positions < pos0 were stored by earlier calls. */
+    /* RoPE forward on qkv[B, S, 3C] at positions pos0 + t (rope_forward is the case pos0 = 0). */
+    void (*rope_forward_at)(lcm_backend *be, void *qkv, int B, int S, int C, int H, float theta, int pos0);
+    /* kc[b, pos0 + t] = the k part of qkv[b, t]; vc[b, pos0 + t] = its v part. */
+    void (*kv_store)(lcm_backend *be, void *kc, void *vc, const void *qkv, int B, int S, int C, int pos0,
+                     int Tcap);
+    /* out[B, S, C]: query t of row b (the q part of qkv[b, t], position pos0 + t) attends the cached
+     * keys and values 0 .. pos0 + t; softmax(q k^T / sqrt(hd)) v per head, fp32 accumulation. */
+    void (*attention_cached)(lcm_backend *be, void *out, const void *qkv, const void *kc, const void *vc, int B,
+                             int S, int C, int H, int pos0, int Tcap);
     /* The masked next-concept squared error. For each row b and t < lens[b] - 1:
      *   target = (x[b, t+1] - center) / scale;  d = y[b, t] - target (fp32);
      *   *loss_sum (device fp32, assigned) = sum of d^2 over all such (b, t) and the D dims;

@@ -11,6 +11,7 @@
 
 int lcm_cmd_train(int argc, char **argv);
 int lcm_cmd_eval(int argc, char **argv);
+int lcm_cmd_generate(int argc, char **argv);
 int lcm_cmd_bench(int argc, char **argv);
 int lcm_cmd_config(int argc, char **argv);
 int lcm_cmd_data(int argc, char **argv);
@@ -67,5 +68,9 @@ __attribute__((format(printf, 3, 4))) int lcm_cli_usage(lcm_error *err, const ch
 
 /* For commands that take only [config.ini] [key=value ...]: parse, then load the config. */
 int lcm_cli_load_config(int argc, char **argv, const char *what, lcm_config *cfg, lcm_error *err);
+
+/* The config stored in a checkpoint (directory or weights file) with the parsed overrides on top, for
+ * commands that run a trained model (eval, generate). */
+int lcm_cli_load_stored_config(lcm_config *cfg, const char *ckpt, const lcm_cli_args *a, lcm_error *err);
 
 #endif

@@ -104,6 +104,16 @@ typedef struct lcm_bench_config {
     float peak_tflops;        /* 0 = look the device up in the table */
 } lcm_bench_config;
 
+typedef struct lcm_generate_config {
+    int max_gen_len;          /* concepts generated per prompt at most */
+    int min_gen_len;          /* no EOT/repetition stop before this many */
+    float eos_threshold;      /* cosine to the EOT embedding that stops a row */
+    float repetition_threshold; /* cosine to the previous concept that stops a row; 0 = off */
+    float temperature;        /* noise standard deviation in normalized space; 0 = deterministic */
+    uint64_t seed;            /* of the noise */
+    int batch_size;           /* prompts per batch per device */
+} lcm_generate_config;
+
 typedef struct lcm_config {
     char base[LCM_STR_MAX];   /* [config] base: the file(s) this config extends (as written) */
     lcm_model_config model;
@@ -112,6 +122,7 @@ typedef struct lcm_config {
     lcm_trainer_config trainer;
     lcm_optim_config optim;
     lcm_bench_config bench;
+    lcm_generate_config generate;
     char source[LCM_STR_MAX]; /* the config file loaded ("<embedded>/default.ini" for the default) */
     /* Where each key's value came from, indexed like lcm_keys[]: "default", "conf/x.ini:12" or
      * "command line". Bookkeeping, not configuration: lcm_config_write prints it as comments. */

@@ -31,8 +31,9 @@ typedef struct lcm_eval_result {
 } lcm_eval_result;
 
 /* Accumulate one micro-batch. pred: [B, T, D] predictions in normalized space (position t predicts
- * concept t+1); x: [B, T, D] raw inputs; lens [B]; docs [B] document of each row (rows of one document
- * are not distractors of each other); center/scale: the normalizer [D]. `scratch` must hold
+ * concept t+1); x: [B, T, D] raw inputs; lens [B]; docs [B] the document of each row (no metric reads
+ * it since CA follows Meta's per-row definition; kept so that callers are unchanged); center/scale:
+ * the normalizer [D]. `scratch` must hold
  * lcm_eval_scratch_floats(B, T, D) floats (allocate once, before training starts). */
 void lcm_eval_accumulate(lcm_eval_sums *s, const float *pred, const float *x, const int32_t *lens,
                          const uint64_t *docs, int B, int T, int D, const float *center, const float *scale,

@@ -149,6 +149,33 @@ int lcm_model_backward(lcm_model *m, int B, int T, float p, lcm_dropout_key key,
 /* The forward's predictions as fp32 on the host, out[B*T*D] (normalized space). */
 int lcm_model_predictions(lcm_model *m, float *out, int B, int T, lcm_error *err);
 
+/* ---- incremental inference (generation) ------------------------------------------------------- */
+
+/* Keys and values of every layer for B rows of up to T positions, in the act dtype: k and v are
+ * [L, B, T, C] each. Sized once, before generation starts. */
+typedef struct lcm_kv_cache {
+    void *k, *v;
+    int B, T;
+    size_t bytes;   /* k and v together */
+} lcm_kv_cache;
+
+size_t lcm_kv_cache_bytes(const lcm_model *m, int B, int T);
+/* Fails with one line naming the size, the memory free on the device and what to lower when the cache
+ * does not fit. */
+int lcm_kv_cache_create(lcm_kv_cache *kv, lcm_model *m, int B, int T, lcm_error *err);
+void lcm_kv_cache_destroy(lcm_kv_cache *kv, lcm_model *m);
+
+/* Upload S new positions of B rows (host x[B*S*D], raw fp32) for lcm_model_forward_cached. Same
+ * lifetime rule as lcm_model_upload_batch. */
+int lcm_model_upload_positions(lcm_model *m, const float *x, int B, int S, lcm_error *err);
+/* The inference forward (no dropout) of positions pos0 .. pos0+S-1 of B rows: their keys and values
+ * enter the cache, earlier positions' come from it. Every row must be real up to pos0+S-1 (generation
+ * feeds rows in lockstep). The predictions land where lcm_model_forward puts them (B rows of S). */
+void lcm_model_forward_cached(lcm_model *m, lcm_kv_cache *kv, int B, int S, int pos0);
+/* The prediction of the last of T positions of each of B rows, fp32 on the host, out[B*D]
+ * (normalized space), after lcm_model_forward or lcm_model_forward_cached. */
+int lcm_model_last_predictions(lcm_model *m, float *out, int B, int T, lcm_error *err);
+
 /* FLOPs of forward + backward per concept (for throughput and MFU), at sequence length T:
  * 6 x (matmul parameters) + attention 6 x 2 x T x C / 2 x ... (see docs/performance.md). */
 double lcm_model_flops_per_concept(const lcm_dims *d, int T);

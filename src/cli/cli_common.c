@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "lcm/checkpoint.h"
 
 int lcm_cli_report(const lcm_error *err) {
     fprintf(stderr, "lcm: %s: %s\n", lcm_status_name(err->code), err->msg[0] ? err->msg : "(no message)");
@@ -113,4 +116,30 @@ int lcm_cli_load_config(int argc, char **argv, const char *what, lcm_config *cfg
     const lcm_cli_cmd cmd = {.name = what, .takes_config = 1};
     const lcm_cli_args *a = lcm_cli_parse(&cmd, argc, argv, err);
     return a ? lcm_config_load(cfg, a->config_path, a->n_overrides, a->overrides, err) : (int)err->code;
+}
+
+/* Through a temporary file: the config loader reads files (and names them in its messages). */
+int lcm_cli_load_stored_config(lcm_config *cfg, const char *ckpt, const lcm_cli_args *a, lcm_error *err) {
+    char *text = NULL;
+    LCM_TRY(lcm_checkpoint_config_text(ckpt, &text, err));
+    char tmp[] = "/tmp/lcm-stored-config-XXXXXX.ini";
+    int fd = mkstemps(tmp, 4);
+    int rc = 0;
+    if (fd < 0) {
+        rc = lcm_fail(err, LCM_ERR_IO, "cannot create a temporary file for the checkpoint's config");
+    } else {
+        FILE *f = fdopen(fd, "w");
+        if (!f) {
+            close(fd);
+            rc = lcm_fail(err, LCM_ERR_IO, "cannot write a temporary file for the checkpoint's config");
+        } else {
+            fputs(text, f);
+            fclose(f);
+            rc = lcm_config_load(cfg, tmp, a->n_overrides, a->overrides, err);
+            if (rc) lcm_error_context(err, "the config stored in %s", ckpt);
+        }
+        unlink(tmp);
+    }
+    free(text);
+    return rc;
 }

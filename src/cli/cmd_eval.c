@@ -19,27 +19,6 @@ static void usage(FILE *f) {
             "on stdout, and writes it to FILE with --json.\n");
 }
 
-/* The config stored in the checkpoint, through a temporary file (the loader reads files). */
-static int load_checkpoint_config(lcm_config *cfg, const char *ckpt, const lcm_cli_args *a, lcm_error *err) {
-    char *text = NULL;
-    LCM_TRY(lcm_checkpoint_config_text(ckpt, &text, err));
-    char tmp[] = "/tmp/lcm-eval-config-XXXXXX.ini";
-    int fd = mkstemps(tmp, 4);
-    int rc = 0;
-    if (fd < 0) {
-        rc = lcm_fail(err, LCM_ERR_IO, "cannot create a temporary file for the checkpoint's config");
-    } else {
-        FILE *f = fdopen(fd, "w");
-        fputs(text, f);
-        fclose(f);
-        rc = lcm_config_load(cfg, tmp, a->n_overrides, a->overrides, err);
-        if (rc) lcm_error_context(err, "the config stored in %s", ckpt);
-        unlink(tmp);
-    }
-    free(text);
-    return rc;
-}
-
 int lcm_cmd_eval(int argc, char **argv) {
     if (argc < 2 || lcm_cli_is_help(argv[1])) {
         usage(argc < 2 ? stderr : stdout);
@@ -60,7 +39,7 @@ int lcm_cmd_eval(int argc, char **argv) {
         if (a->config_path)
             rc = lcm_config_load(&cfg, a->config_path, a->n_overrides, a->overrides, &err);
         else
-            rc = load_checkpoint_config(&cfg, a->operands[0], a, &err);
+            rc = lcm_cli_load_stored_config(&cfg, a->operands[0], a, &err);
     }
     if (!rc) rc = lcm_evaluate(a->operands[0], a->operands[1], &cfg, &res, &err);
     if (rc) return lcm_cli_report(&err);

@@ -127,13 +127,26 @@ const lcm_key lcm_keys[] = {
     {"bench", "steps", I, FIELD(bench.steps), "10", 1, 1000000, NULL, "timed steps"},
     {"bench", "peak_tflops", R, FIELD(bench.peak_tflops), "0", 0, 1e6, NULL,
      "device peak for the MFU figure; 0 = look the device up"},
+
+    {"generate", "max_gen_len", I, FIELD(generate.max_gen_len), "200", 1, 1048576, NULL,
+     "concepts generated per prompt at most (the reference generator's default; its evaluation uses 128)"},
+    {"generate", "min_gen_len", I, FIELD(generate.min_gen_len), "1", 0, 1048576, NULL,
+     "no end-of-text or repetition stop before this many generated concepts"},
+    {"generate", "eos_threshold", R, FIELD(generate.eos_threshold), "0.9", -1, 2, NULL,
+     "a row stops when the cosine of its new concept to the EOT embedding reaches this (> 1: never)"},
+    {"generate", "repetition_threshold", R, FIELD(generate.repetition_threshold), "0", 0, 2, NULL,
+     "a row stops when the cosine of its new concept to the previous one reaches this; 0 = off"},
+    {"generate", "temperature", R, FIELD(generate.temperature), "0", 0, 100, NULL,
+     "std of Gaussian noise added in normalized space; 0 = deterministic (the reference samples at 1)"},
+    {"generate", "seed", I, FIELD(generate.seed), "0", 0, SEED_MAX, NULL, "seed of the generation noise"},
+    {"generate", "batch_size", I, FIELD(generate.batch_size), "16", 1, 65536, NULL, "prompts per batch per device"},
 };
 
 const int lcm_num_keys = (int)(sizeof lcm_keys / sizeof lcm_keys[0]);
 
 _Static_assert(sizeof lcm_keys / sizeof lcm_keys[0] <= LCM_CONFIG_MAX_KEYS, "raise LCM_CONFIG_MAX_KEYS");
 
-const char *const lcm_config_sections[] = {"config", "model", "data", "synth", "trainer", "optim", "bench", NULL};
+const char *const lcm_config_sections[] = {"config", "model", "data", "synth", "trainer", "optim", "bench", "generate", NULL};
 
 const lcm_key *lcm_config_find_key(const char *section, const char *name) {
     for (int i = 0; i < lcm_num_keys; i++)

@@ -407,6 +407,10 @@ int lcm_config_unknown_section(lcm_error *err, const char *section, const char *
     lcm_escape_str(shown, sizeof shown, section);
     if (close_enough(best_d, section, best))
         return lcm_fail(err, LCM_ERR_CONFIG, "unknown section [%s] (%s); did you mean [%s]?", shown, where, best);
-    return lcm_fail(err, LCM_ERR_CONFIG, "unknown section [%s] (%s); the sections are config, model, data, synth, trainer, optim, bench",
-                    shown, where);
+    char list[256] = "";
+    for (int i = 0; lcm_config_sections[i]; i++) {
+        size_t len = strlen(list);
+        snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", lcm_config_sections[i]);
+    }
+    return lcm_fail(err, LCM_ERR_CONFIG, "unknown section [%s] (%s); the sections are %s", shown, where, list);
 }

@@ -333,6 +333,92 @@ int lcm_model_predictions(lcm_model *m, float *out, int B, int T, lcm_error *err
     return be->ops->download(be, out, m->y32, n * sizeof(float), err);
 }
 
+/* ---- incremental inference ------------------------------------------------------------------- */
+
+size_t lcm_kv_cache_bytes(const lcm_model *m, int B, int T) {
+    return 2 * (size_t)m->d.L * B * T * m->d.C * m->be->act_bytes;
+}
+
+int lcm_kv_cache_create(lcm_kv_cache *kv, lcm_model *m, int B, int T, lcm_error *err) {
+    memset(kv, 0, sizeof *kv);
+    lcm_backend *be = m->be;
+    const size_t half = lcm_kv_cache_bytes(m, B, T) / 2;
+    size_t free_b = 0, total_b = 0;
+    be->ops->mem_info(be, &free_b, &total_b);
+    if (total_b > 0 && 2 * half > free_b)
+        return lcm_fail(err, LCM_ERR_NOMEM,
+                        "the KV cache for %d rows of %d positions needs %.2f GiB but %s %d has %.2f GiB free; lower "
+                        "generate.batch_size or generate.max_gen_len (or shorten the prompts with --prompt-len)",
+                        B, T, 2 * half / 1073741824.0, be->name, be->device, free_b / 1073741824.0);
+    LCM_TRY(alloc_block(m, &kv->k, half, "the KV cache (keys)", err));
+    if (alloc_block(m, &kv->v, half, "the KV cache (values)", err)) {
+        be->ops->release(be, kv->k);
+        kv->k = NULL;
+        return err->code;
+    }
+    kv->B = B;
+    kv->T = T;
+    kv->bytes = 2 * half;
+    return 0;
+}
+
+void lcm_kv_cache_destroy(lcm_kv_cache *kv, lcm_model *m) {
+    if (kv->k) m->be->ops->release(m->be, kv->k);
+    if (kv->v) m->be->ops->release(m->be, kv->v);
+    memset(kv, 0, sizeof *kv);
+}
+
+int lcm_model_upload_positions(lcm_model *m, const float *x, int B, int S, lcm_error *err) {
+    if (B < 1 || S < 1 || B > m->max_rows || S > m->max_T || (int64_t)B * S > m->max_tokens)
+        return lcm_fail(err, LCM_ERR_INTERNAL, "%d x %d new positions exceed the model's buffers (%d rows, %d long, %lld positions)",
+                        B, S, m->max_rows, m->max_T, (long long)m->max_tokens);
+    return m->be->ops->upload(m->be, m->x, x, (size_t)B * S * m->d.D * sizeof(float), err);
+}
+
+/* lcm_model_forward's sequence at p = 0, with RoPE at the absolute positions and attention over the
+ * cache; layer l's cache is the l-th [B, T, C] block of kv->k and kv->v. */
+void lcm_model_forward_cached(lcm_model *m, lcm_kv_cache *kv, int B, int S, int pos0) {
+    lcm_backend *be = m->be;
+    const lcm_backend_ops *op = be->ops;
+    const int N = B * S, C = m->d.C, D = m->d.D, F = m->d.F, H = m->d.H;
+    const size_t nC = (size_t)N * C, layer_cache = (size_t)kv->B * kv->T * C;
+    const lcm_dropout_key no_dropout = {0};
+
+    op->normalize(be, m->xn, m->x, m->center, m->scale, N, D);
+    op->linear_forward(be, m->h, m->xn, lcm_act_at(be, m->params, m->t.pre_w), lcm_act_at(be, m->params, m->t.pre_b),
+                       N, D, C);
+    for (int l = 0; l < m->d.L; l++) {
+        layer_view v = view_layer(m, l);
+        void *kc = lcm_act_at(be, kv->k, (size_t)l * layer_cache), *vc = lcm_act_at(be, kv->v, (size_t)l * layer_cache);
+        op->rmsnorm_forward(be, v.anorm, v.rstd_attn, v.h_in, v.attn_norm, N, C, m->d.eps);
+        op->linear_forward(be, v.qkv, v.anorm, v.qkv_w, v.qkv_b, N, C, 3 * C);
+        op->rope_forward_at(be, v.qkv, B, S, C, H, m->d.rope_theta, pos0);
+        op->kv_store(be, kc, vc, v.qkv, B, S, C, pos0, kv->T);
+        op->attention_cached(be, v.attn, v.qkv, kc, vc, B, S, C, H, pos0, kv->T);
+        op->linear_forward(be, m->branch, v.attn, v.attn_out_w, v.attn_out_b, N, C, C);
+        op->dropout_add(be, v.h_mid, v.h_in, m->branch, nC, 0.0f, no_dropout);
+
+        op->rmsnorm_forward(be, v.fnorm, v.rstd_ffn, v.h_mid, v.ffn_norm, N, C, m->d.eps);
+        op->linear_forward(be, v.gi, v.fnorm, v.gi_w, v.gi_b, N, C, 2 * F);
+        op->swiglu_forward(be, v.sw, v.gi, N, F);
+        op->linear_forward(be, m->branch, v.sw, v.ffn_out_w, v.ffn_out_b, N, F, C);
+        op->dropout_add(be, v.h_out, v.h_mid, m->branch, nC, 0.0f, no_dropout);
+    }
+    op->rmsnorm_forward(be, m->hf, m->rstd_final, h_final(m), lcm_act_at(be, m->params, m->t.final_norm), N, C,
+                        m->d.eps);
+    op->linear_forward(be, m->y, m->hf, lcm_act_at(be, m->params, m->t.post_w), lcm_act_at(be, m->params, m->t.post_b),
+                       N, C, D);
+}
+
+int lcm_model_last_predictions(lcm_model *m, float *out, int B, int T, lcm_error *err) {
+    lcm_backend *be = m->be;
+    const size_t D = (size_t)m->d.D;
+    be->ops->act_to_f32(be, m->y32, m->y, (size_t)B * T * D);
+    for (int b = 0; b < B; b++)
+        LCM_TRY(be->ops->download(be, out + (size_t)b * D, m->y32 + ((size_t)b * T + T - 1) * D, D * sizeof(float), err));
+    return 0;
+}
+
 double lcm_model_flops_per_concept(const lcm_dims *d, int T) {
     const double C = d->C, F = d->F, D = d->D, L = d->L;
     const double matmul_params = L * (4 * C * C + 3 * C * F) + 2 * C * D;

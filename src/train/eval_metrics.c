@@ -5,12 +5,13 @@
  * Raw predictions are pred_raw = pred * scale + center rounded to fp32 (the dtype a prediction is
  * denormalized in); l2 and every CA distance are measured from that fp32 vector, in double.
  *
- * Contrastive accuracy is per micro-batch, like the reference's per-batch CA: a target's distractors
- * are the real concepts of the micro-batch's rows of OTHER documents, so the same targets split into
- * different micro-batches see different distractor sets (loss and l2 do not depend on the split).
- * A distractor counts when it is STRICTLY farther than the true next concept; a tie counts as not
- * farther. Ties are not rare: the EOT concept ends every document, so the target "EOT" has every other
- * document's EOT in the batch as an exact tie, and predicting it exactly does not earn those.
+ * Contrastive accuracy is Meta's mse_constrative_accuracy: per micro-batch, a target's distractors are
+ * the TARGETS (real positions 1 .. len-1) of the micro-batch's OTHER ROWS, rows of the same document
+ * included, so the same targets split into different micro-batches see different distractor sets (loss
+ * and l2 do not depend on the split). A distractor counts when it is STRICTLY farther than the true
+ * next concept; a tie counts as not farther. Ties are not rare: the EOT concept ends every document,
+ * so the target "EOT" has every other row's final EOT in the batch as an exact tie, and predicting it
+ * exactly does not earn those.
  *
  * Distances to distractors come from one fp32 GEMM per block of targets, ||p||^2 + ||c||^2 - 2 p.c,
  * on vectors with the normalizer's center subtracted (distances do not change; the cancellation in
@@ -77,21 +78,17 @@ static int first_target_row(const int32_t *lens, int B) {
     return b;
 }
 
-static int has_two_documents(const int32_t *lens, const uint64_t *docs, int B) {
-    int first = -1;
-    for (int b = 0; b < B; b++) {
-        if (lens[b] < 1) continue;
-        if (first < 0) first = b;
-        else if (docs[b] != docs[first]) return 1;
-    }
-    return 0;
+/* CA needs targets in at least two rows: a target's distractors are the other rows' targets. */
+static int has_two_target_rows(const int32_t *lens, int B) {
+    int rows = 0;
+    for (int b = 0; b < B; b++) rows += lens[b] >= 2;
+    return rows >= 2;
 }
 
 /* What the CA of a block of targets reads: the micro-batch and the GEMM's operands and result. */
 typedef struct ca_inputs {
     const float *pred, *x, *center, *scale;
     const int32_t *lens;
-    const uint64_t *docs;
     int B, T, D;
     size_t n_concepts; /* real concepts, compacted row-major: concept k of row c is column start(c) + u */
     const float *pc;   /* [n_targets, D] centered raw predictions, p - center rounded to fp32 */
@@ -118,10 +115,10 @@ static void ca_block(lcm_eval_sums *s, const ca_inputs *in, const float *dots, s
         int64_t farther = 0, count = 0;
         size_t k0 = 0; /* the first column of row c */
         for (int c = 0; c < B; k0 += (size_t)in->lens[c], c++) {
-            if (in->docs[c] == in->docs[*b]) continue;
-            count += in->lens[c];
+            if (c == *b || in->lens[c] < 2) continue;
+            count += in->lens[c] - 1;
             if (!isfinite(d_true)) continue; /* a NaN/Inf prediction has no farther distractor */
-            for (int u = 0; u < in->lens[c]; u++) {
+            for (int u = 1; u < in->lens[c]; u++) {
                 size_t k = k0 + (size_t)u;
                 double margin = pn + (double)in->cn[k] - 2.0 * (double)dot_row[k] - d_true;
                 double bound = 2.0 * gamma * plen * (double)in->clen[k] + 0x1p-22 * (pn + (double)in->cn[k] + d_true);
@@ -170,7 +167,7 @@ void lcm_eval_accumulate(lcm_eval_sums *s, const float *pred, const float *x, co
         }
     }
     s->n_targets += (double)n_targets;
-    if (n_targets == 0 || !has_two_documents(lens, docs, B)) return;
+    if (n_targets == 0 || !has_two_target_rows(lens, B)) return;
 
     size_t n_concepts = 0;
     for (int c = 0; c < B; c++) {
@@ -183,7 +180,7 @@ void lcm_eval_accumulate(lcm_eval_sums *s, const float *pred, const float *x, co
             clen[n_concepts] = (float)sqrt(n2);
         }
     }
-    ca_inputs in = {pred, x, center, scale, lens, docs, B, T, D, n_concepts, pc, cn, clen, raw};
+    ca_inputs in = {pred, x, center, scale, lens, B, T, D, n_concepts, pc, cn, clen, raw};
     size_t block = eval_block_rows(n_pos);
     int b = first_target_row(lens, B), t = 0;
     for (size_t i0 = 0; i0 < n_targets; i0 += block) {

@@ -7,6 +7,7 @@
  * where masked) and the backward works from them. */
 #include <cblas.h>
 #include <math.h>
+#include <string.h>
 
 #include "cpu_ops.h"
 
@@ -85,6 +86,52 @@ void cpu_attention_backward(float *dqkv, float *scratch, const float *dout, cons
                 float *dks = dk + (size_t)s * 3 * C, *dvs = dv + (size_t)s * 3 * C;
                 for (int i = 0; i < hd; i++) dks[i] = dvs[i] = 0.0f;
             }
+        }
+    }
+}
+
+void cpu_kv_store(float *kc, float *vc, const float *qkv, int B, int S, int C, int pos0, int Tcap) {
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < S; t++) {
+            const float *src = qkv + ((size_t)b * S + t) * 3 * C;
+            size_t dst = ((size_t)b * Tcap + pos0 + t) * C;
+            memcpy(kc + dst, src + C, (size_t)C * sizeof(float));
+            memcpy(vc + dst, src + 2 * C, (size_t)C * sizeof(float));
+        }
+    }
+}
+
+/* The forward's computation with the keys and values read from the cache: the same sgemm products and
+ * the same softmax (max, expf, double sum), so a cached step differs from a full forward only by the
+ * blocking of the products. */
+void cpu_attention_cached(float *out, float *scores, const float *qkv, const float *kc, const float *vc, int B,
+                          int S, int C, int H, int pos0, int Tcap) {
+    int hd = C / H, nk_all = pos0 + S;
+    float scale = (float)(1.0 / sqrt((double)hd));
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < H; h++) {
+            const float *q = qkv + (size_t)b * S * 3 * C + h * hd;   /* (S, hd), row stride 3C */
+            const float *k = kc + (size_t)b * Tcap * C + h * hd;     /* (nk_all, hd), row stride C */
+            const float *v = vc + (size_t)b * Tcap * C + h * hd;
+            float *o = out + (size_t)b * S * C + h * hd;             /* (S, hd), row stride C */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, nk_all, hd, scale, q, 3 * C, k, C, 0.0f,
+                        scores, nk_all);
+            for (int t = 0; t < S; t++) {
+                float *pr = scores + (size_t)t * nk_all;
+                int nk = pos0 + t + 1;
+                float mx = pr[0];
+                for (int s = 1; s < nk; s++) mx = pr[s] > mx ? pr[s] : mx;
+                double sum = 0.0;
+                for (int s = 0; s < nk; s++) {
+                    pr[s] = expf(pr[s] - mx);
+                    sum += pr[s];
+                }
+                float inv = (float)(1.0 / sum);
+                for (int s = 0; s < nk; s++) pr[s] *= inv;
+                for (int s = nk; s < nk_all; s++) pr[s] = 0.0f;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, hd, nk_all, 1.0f, scores, nk_all, v, C, 0.0f,
+                        o, C);
         }
     }
 }

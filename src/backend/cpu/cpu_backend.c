@@ -18,7 +18,7 @@
 typedef struct cpu_backend {
     lcm_backend be;
     lcm_error failed;     /* first failure of an op; every later sync/query reports it */
-    float *scratch;       /* attention backward's (T, T) buffer, grown on demand, never shrunk */
+    float *scratch;       /* attention backward's (T, T) or cached attention's scores, grown on demand */
     size_t scratch_floats;
 } cpu_backend;
 
@@ -172,27 +172,44 @@ static void cpu_op_attention_forward(lcm_backend *be, void *out, float *saved, c
     cpu_attention_forward(out, saved, qkv, lens, B, T, C, H);
 }
 
-/* The (T, T) scratch lives in the instance and grows to the longest T seen; a failure to grow is
- * remembered and returned by the next sync, as an asynchronous device error would be. */
-static void cpu_op_attention_backward(lcm_backend *be, void *dqkv, const void *dout, const void *qkv,
-                                      const void *out, const float *saved, const int32_t *lens, int B, int T,
-                                      int C, int H) {
-    cpu_backend *cb = cpu_of(be);
-    size_t need = (size_t)T * T;
+/* The attention scratch lives in the instance and grows to the largest size asked for; a failure to grow
+ * is remembered and returned by the next sync, as an asynchronous device error would be. Returns NULL
+ * then. */
+static float *scratch_at_least(cpu_backend *cb, size_t need, const char *what) {
     if (need > cb->scratch_floats) {
         float *grown = aligned_malloc(need * sizeof(float));
         if (!grown) {
-            lcm_fail(&cb->failed, LCM_ERR_NOMEM,
-                     "out of host memory growing the CPU attention scratch to %zu bytes (T = %d); lower "
-                     "data.max_seq_len",
-                     need * sizeof(float), T);
-            return;
+            lcm_fail(&cb->failed, LCM_ERR_NOMEM, "out of host memory growing the CPU attention scratch to %zu bytes (%s)",
+                     need * sizeof(float), what);
+            return NULL;
         }
         free(cb->scratch);
         cb->scratch = grown;
         cb->scratch_floats = need;
     }
-    cpu_attention_backward(dqkv, cb->scratch, dout, qkv, saved, lens, B, T, C, H);
+    return cb->scratch;
+}
+
+static void cpu_op_attention_backward(lcm_backend *be, void *dqkv, const void *dout, const void *qkv,
+                                      const void *out, const float *saved, const int32_t *lens, int B, int T,
+                                      int C, int H) {
+    float *scratch = scratch_at_least(cpu_of(be), (size_t)T * T, "backward; lower data.max_seq_len");
+    if (scratch) cpu_attention_backward(dqkv, scratch, dout, qkv, saved, lens, B, T, C, H);
+}
+
+static void cpu_op_rope_forward_at(lcm_backend *be, void *qkv, int B, int S, int C, int H, float theta, int pos0) {
+    cpu_rope_forward_at(qkv, B, S, C, H, theta, pos0);
+}
+
+static void cpu_op_kv_store(lcm_backend *be, void *kc, void *vc, const void *qkv, int B, int S, int C, int pos0,
+                            int Tcap) {
+    cpu_kv_store(kc, vc, qkv, B, S, C, pos0, Tcap);
+}
+
+static void cpu_op_attention_cached(lcm_backend *be, void *out, const void *qkv, const void *kc, const void *vc,
+                                    int B, int S, int C, int H, int pos0, int Tcap) {
+    float *scores = scratch_at_least(cpu_of(be), (size_t)S * (pos0 + S), "generation; lower the prompt length");
+    if (scores) cpu_attention_cached(out, scores, qkv, kc, vc, B, S, C, H, pos0, Tcap);
 }
 
 static void cpu_op_swiglu_forward(lcm_backend *be, void *out, const void *gi, int N, int F) {
@@ -274,6 +291,9 @@ static const lcm_backend_ops cpu_backend_ops = {
     .attention_saved_floats = cpu_op_attention_saved_floats,
     .attention_forward = cpu_op_attention_forward,
     .attention_backward = cpu_op_attention_backward,
+    .rope_forward_at = cpu_op_rope_forward_at,
+    .kv_store = cpu_op_kv_store,
+    .attention_cached = cpu_op_attention_cached,
     .swiglu_forward = cpu_op_swiglu_forward,
     .swiglu_backward = cpu_op_swiglu_backward,
     .dropout_add = cpu_op_dropout_add,

@@ -60,6 +60,8 @@ void cpu_rmsnorm_backward(float *dinp,        /* (N, C) += */
 /* ---- cpu_rope.c: in place on the q and k parts of qkv (B, T, 3C) ---- */
 void cpu_rope_forward(float *qkv, int B, int T, int C, int H, float theta);
 void cpu_rope_backward(float *dqkv, int B, int T, int C, int H, float theta);
+/* Positions pos0 .. pos0+T-1 instead of 0 .. T-1 (incremental inference). */
+void cpu_rope_forward_at(float *qkv, int B, int T, int C, int H, float theta, int pos0);
 
 /* ---- cpu_attention.c ---- */
 void cpu_attention_forward(float *out,           /* (B, T, C) */
@@ -74,6 +76,18 @@ void cpu_attention_backward(float *dqkv,          /* (B, T, 3C) assigned */
                             const float *att,     /* (B, H, T, T) from the forward */
                             const int32_t *lens,  /* (B) */
                             int B, int T, int C, int H);
+
+/* Incremental inference: S new positions from pos0 against the layer's KV cache (Tcap per row). */
+void cpu_kv_store(float *kc,             /* (B, Tcap, C) k cache; positions pos0 .. pos0+S-1 written */
+                  float *vc,             /* (B, Tcap, C) v cache */
+                  const float *qkv,      /* (B, S, 3C) after RoPE */
+                  int B, int S, int C, int pos0, int Tcap);
+void cpu_attention_cached(float *out,         /* (B, S, C) */
+                          float *scores,      /* (S, pos0 + S) scratch */
+                          const float *qkv,   /* (B, S, 3C) after RoPE: the queries */
+                          const float *kc,    /* (B, Tcap, C) keys 0 .. pos0+S-1 */
+                          const float *vc,    /* (B, Tcap, C) values */
+                          int B, int S, int C, int H, int pos0, int Tcap);
 
 /* ---- cpu_swiglu.c ---- */
 void cpu_swiglu_forward(float *out,        /* (N, F) */

@@ -8,12 +8,13 @@
 
 #include "cpu_ops.h"
 
-/* Rotates the q and k pairs of every head at every position by +angle (sign 1) or -angle (sign -1). */
-static void rope_rotate(float *qkv, int B, int T, int C, int H, float theta, double sign) {
+/* Rotates the q and k pairs of every head at positions pos0 .. pos0+T-1 by +angle (sign 1) or -angle
+ * (sign -1). */
+static void rope_rotate(float *qkv, int B, int T, int C, int H, float theta, double sign, int pos0) {
     int hd = C / H;
     for (int t = 0; t < T; t++) {
         for (int i = 0; i < hd / 2; i++) {
-            double angle = t * pow((double)theta, -2.0 * i / hd);
+            double angle = (double)(pos0 + t) * pow((double)theta, -2.0 * i / hd);
             double c = cos(angle), s = sign * sin(angle);
             for (int b = 0; b < B; b++) {
                 float *row = qkv + ((size_t)b * T + t) * 3 * C;
@@ -31,10 +32,14 @@ static void rope_rotate(float *qkv, int B, int T, int C, int H, float theta, dou
 }
 
 void cpu_rope_forward(float *qkv, int B, int T, int C, int H, float theta) {
-    rope_rotate(qkv, B, T, C, H, theta, 1.0);
+    rope_rotate(qkv, B, T, C, H, theta, 1.0, 0);
 }
 
 /* The rotation is orthogonal: its transpose (the gradient map) is the rotation by -angle. */
 void cpu_rope_backward(float *dqkv, int B, int T, int C, int H, float theta) {
-    rope_rotate(dqkv, B, T, C, H, theta, -1.0);
+    rope_rotate(dqkv, B, T, C, H, theta, -1.0, 0);
+}
+
+void cpu_rope_forward_at(float *qkv, int B, int T, int C, int H, float theta, int pos0) {
+    rope_rotate(qkv, B, T, C, H, theta, 1.0, pos0);
 }

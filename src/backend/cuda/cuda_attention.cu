@@ -520,3 +520,103 @@ void cuda_attention_backward(lcm_backend *be, void *dqkv, const void *dout, cons
     }
     cuda_check_launch(cb, op);
 }
+
+/* ---- incremental inference: queries against the KV cache ------------------------------------------ */
+
+/* kc/vc [B, Tcap, C] at positions pos0 + t <- the k/v parts of qkv [B, S, 3C]; one element per thread. */
+__global__ void kv_store_kernel(bf16 *kc, bf16 *vc, const bf16 *qkv, int B, int S, int C, int pos0, int Tcap) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t n = (size_t)B * S * C;
+    if (idx >= n) return;
+    int c = (int)(idx % C);
+    size_t row = idx / C; /* b * S + t */
+    int b = (int)(row / S), t = (int)(row % S);
+    size_t dst = ((size_t)b * Tcap + pos0 + t) * C + c;
+    kc[dst] = qkv[row * 3 * C + C + c];
+    vc[dst] = qkv[row * 3 * C + 2 * C + c];
+}
+
+void cuda_kv_store(lcm_backend *be, void *kc, void *vc, const void *qkv, int B, int S, int C, int pos0, int Tcap) {
+    cuda_backend *cb = cuda_of(be);
+    const char *op = "kv_store";
+    cuda_enter(cb, op);
+    size_t n = (size_t)B * S * C;
+    if (n == 0) return;
+    kv_store_kernel<<<grid_for(n, 1, 256), 256, 0, cb->compute>>>((bf16 *)kc, (bf16 *)vc, (const bf16 *)qkv, B, S, C,
+                                                                   pos0, Tcap);
+    cuda_check_launch(cb, op);
+}
+
+/* One block per (query t, head h, row b), as the simple forward kernel: keys and values from the cache
+ * (row stride C), online softmax in fp32, the output rounded to bf16 once. A generation step has S = 1,
+ * so the grid is B x H blocks each walking pos0 + 1 keys. shared: q[hd], acc[hd], p[TILE], stat[2] */
+__global__ void attention_cached_kernel(bf16 *out, const bf16 *qkv, const bf16 *kc, const bf16 *vc, int S, int C,
+                                        int H, int pos0, int Tcap, float scale) {
+    extern __shared__ float sm[];
+    int hd = C / H;
+    float *q = sm, *acc = q + hd, *p = acc + hd, *stat = p + TILE;
+    int t = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    int tid = threadIdx.x, warp = tid / 32, nwarps = blockDim.x / 32;
+    int nk = pos0 + t + 1;
+    const bf16 *keys = kc + (size_t)b * Tcap * C + (size_t)h * hd;
+    const bf16 *values = vc + (size_t)b * Tcap * C + (size_t)h * hd;
+    const bf16 *qrow = qkv + ((size_t)b * S + t) * 3 * C + (size_t)h * hd;
+    for (int d = tid; d < hd; d += blockDim.x) {
+        q[d] = load1(qrow + d);
+        acc[d] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f; /* kept by thread 0 */
+    __syncthreads();
+    for (int s0 = 0; s0 < nk; s0 += TILE) {
+        int n = min(TILE, nk - s0);
+        for (int j = warp; j < n; j += nwarps) {
+            float dot = warp_dot(q, keys + (size_t)(s0 + j) * C, hd);
+            if (tid % 32 == 0) p[j] = dot * scale;
+        }
+        __syncthreads();
+        if (tid == 0) {
+            float mt = m;
+            for (int j = 0; j < n; j++) mt = fmaxf(mt, p[j]);
+            float corr = expf(m - mt), sum = 0.0f;
+            for (int j = 0; j < n; j++) {
+                p[j] = expf(p[j] - mt);
+                sum += p[j];
+            }
+            l = l * corr + sum;
+            m = mt;
+            stat[0] = corr;
+        }
+        __syncthreads();
+        float corr = stat[0];
+        for (int d = tid; d < hd; d += blockDim.x) {
+            float a = acc[d] * corr;
+            for (int j = 0; j < n; j++) a += p[j] * load1(values + (size_t)(s0 + j) * C + d);
+            acc[d] = a;
+        }
+        __syncthreads();
+    }
+    if (tid == 0) stat[1] = l;
+    __syncthreads();
+    float inv_l = 1.0f / stat[1];
+    bf16 *o = out + ((size_t)b * S + t) * C + (size_t)h * hd;
+    for (int d = tid; d < hd; d += blockDim.x) store1(o + d, acc[d] * inv_l);
+}
+
+void cuda_attention_cached(lcm_backend *be, void *out, const void *qkv, const void *kc, const void *vc, int B, int S,
+                           int C, int H, int pos0, int Tcap) {
+    cuda_backend *cb = cuda_of(be);
+    const char *op = "attention_cached";
+    cuda_enter(cb, op);
+    if (B <= 0 || S <= 0) return;
+    if (H <= 0 || C % H != 0 || pos0 + S > Tcap) {
+        cuda_note_msg(cb, LCM_ERR_INTERNAL, op, "bad shape: C must divide by H and pos0 + S fit the cache");
+        return;
+    }
+    int hd = C / H;
+    dim3 grid((unsigned)S, (unsigned)H, (unsigned)B);
+    size_t smem = (2 * (size_t)hd + TILE + 2) * sizeof(float);
+    attention_cached_kernel<<<grid, SIMPLE_THREADS, smem, cb->compute>>>(
+        (bf16 *)out, (const bf16 *)qkv, (const bf16 *)kc, (const bf16 *)vc, S, C, H, pos0, Tcap,
+        (float)(1.0 / sqrt((double)hd)));
+    cuda_check_launch(cb, op);
+}

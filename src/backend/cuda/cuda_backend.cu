@@ -263,6 +263,9 @@ static void fill_ops(lcm_backend_ops *o) {
     o->attention_saved_floats = cuda_attention_saved_floats;
     o->attention_forward = cuda_attention_forward;
     o->attention_backward = cuda_attention_backward;
+    o->rope_forward_at = cuda_rope_forward_at;
+    o->kv_store = cuda_kv_store;
+    o->attention_cached = cuda_attention_cached;
     o->swiglu_forward = cuda_swiglu_forward;
     o->swiglu_backward = cuda_swiglu_backward;
     o->dropout_add = cuda_dropout_add;

@@ -114,6 +114,7 @@ void cuda_rmsnorm_backward(lcm_backend *be, void *dinp, float *dgain, const void
 /* cuda_rope.cu */
 void cuda_rope_forward(lcm_backend *be, void *qkv, int B, int T, int C, int H, float theta);
 void cuda_rope_backward(lcm_backend *be, void *dqkv, int B, int T, int C, int H, float theta);
+void cuda_rope_forward_at(lcm_backend *be, void *qkv, int B, int S, int C, int H, float theta, int pos0);
 
 /* cuda_attention.cu */
 size_t cuda_attention_saved_floats(lcm_backend *be, int B, int T, int H);
@@ -121,6 +122,9 @@ void cuda_attention_forward(lcm_backend *be, void *out, float *saved, const void
                             int B, int T, int C, int H);
 void cuda_attention_backward(lcm_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
                              const float *saved, const int32_t *lens, int B, int T, int C, int H);
+void cuda_kv_store(lcm_backend *be, void *kc, void *vc, const void *qkv, int B, int S, int C, int pos0, int Tcap);
+void cuda_attention_cached(lcm_backend *be, void *out, const void *qkv, const void *kc, const void *vc, int B, int S,
+                           int C, int H, int pos0, int Tcap);
 
 /* cuda_elementwise.cu */
 void cuda_swiglu_forward(lcm_backend *be, void *out, const void *gi, int N, int F);
