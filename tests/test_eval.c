@@ -408,14 +408,39 @@ TEST(nan_prediction_does_not_count_as_farther) {
 }
 
 TEST(finish_divides_and_handles_empty) {
-    lcm_eval_sums s = {6.0, 3.0, 1.5, 2.0, 4.0};
+    lcm_eval_sums s = {6.0, 3.0, 1.5, 2.0, 4.0, 3.0, 2.0};
     lcm_eval_result r;
     lcm_eval_finish(&s, &r);
-    CHECK(r.loss == 1.5 && r.l2 == 0.75 && r.ca == 0.75 && r.n_targets == 4);
-    lcm_eval_sums zero = {0, 0, 0, 0, 0};
+    CHECK(r.loss == 1.5 && r.l2 == 0.75 && r.ca == 0.75 && r.n_targets == 4 && r.par == 1.5);
+    lcm_eval_sums zero = {0, 0, 0, 0, 0, 0, 0};
     lcm_eval_finish(&zero, &r);
-    CHECK(r.loss == 0 && r.l2 == 0 && r.ca == 0 && r.n_targets == 0);
+    CHECK(r.loss == 0 && r.l2 == 0 && r.ca == 0 && r.n_targets == 0 && r.par == 0);
     CHECK(LCM_EVAL_NSUMS * sizeof(double) == sizeof(lcm_eval_sums));
+}
+
+/* PAR by hand, D = 2, identity normalizer: concepts x0 = (1, 0), x1 = (0, 1), x2 = (1, 1) in both rows.
+ * Target x1 (context {x0}): cos(x1, x0) = 0, so the ratio is undefined and the target not counted.
+ * Target x2 (context {x0, x1}): the true concept's best cosine is 1/sqrt(2). Row 0 predicts (1, 0), whose
+ * best cosine is 1 (to x0): PAR sqrt(2), the prediction copies its context more than the data does.
+ * Row 1 predicts x2 itself: PAR 1. The mean over the two counted targets is (sqrt(2) + 1) / 2. */
+TEST(paraphrasing_ratio_by_hand) {
+    enum { B = 2, T = 3, D = 2 };
+    float x[B * T * D] = {1, 0, 0, 1, 1, 1, 1, 0, 0, 1, 1, 1};
+    float pred[B * T * D] = {0, 1, 1, 0, 9, 9, 0, 1, 1, 1, 9, 9}; /* position 2 predicts nothing */
+    int32_t lens[B] = {3, 3};
+    uint64_t docs[B] = {0, 1};
+    float center[D] = {0, 0}, scale[D] = {1, 1};
+    float *scratch = malloc(lcm_eval_scratch_floats(B, T, D) * sizeof(float));
+    lcm_eval_sums s = {0};
+    lcm_eval_accumulate(&s, pred, x, lens, docs, B, T, D, center, scale, scratch);
+    lcm_eval_result r;
+    lcm_eval_finish(&s, &r);
+    CHECK(s.n_targets == 4);
+    CHECK(s.par_count == 2);
+    /* float inputs, double arithmetic, norms stored in fp32: relative error ~1e-7 */
+    CHECK(fabs(s.par_sum - (sqrt(2.0) + 1.0)) < 1e-6);
+    CHECK(fabs(r.par - (sqrt(2.0) + 1.0) / 2) < 1e-6);
+    free(scratch);
 }
 
 /* The scratch is bounded: centered copies of the predictions and concepts plus O(B*T) per GEMM block

@@ -49,6 +49,14 @@ sigterm_checkpoints_and_resume_continues() {
   [ -n "$ckpt" ] || return 1
   step=$(basename "$ckpt" | sed 's/^step_0*//')
   "$LCM" eval "$ckpt" "$tmp/data/valid.lcmd" >"$tmp/term.eval" 2>&1 || { cat "$tmp/term.eval" >&2; return 1; }
+  # the run directory means its newest checkpoint: the same numbers, and the baseline beside the loss
+  "$LCM" eval "$run" "$tmp/data/valid.lcmd" >"$tmp/term.evalrun" 2>"$tmp/term.evalrun.err" ||
+    { cat "$tmp/term.evalrun.err" >&2; return 1; }
+  a=$(grep '^{' "$tmp/term.eval" | sed 's/"checkpoint":"[^"]*",//')
+  b=$(grep '^{' "$tmp/term.evalrun" | sed 's/"checkpoint":"[^"]*",//')
+  [ -n "$a" ] && [ "$a" = "$b" ] || { echo "  run dir eval differs: $a vs $b" >&2; return 1; }
+  echo "$b" | grep -q '"baseline":[0-9]' && echo "$b" | grep -q '"par":[0-9]' &&
+    grep -q "predict-the-mean baseline" "$tmp/term.evalrun.err" || return 1
   # resume: same command, a few more steps
   # shellcheck disable=SC2086
   "$LCM" train $tiny trainer.max_steps=$((step + 3)) trainer.output_dir="$run" >"$tmp/resume.out" 2>"$tmp/resume.err" ||

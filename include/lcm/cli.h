@@ -73,4 +73,8 @@ int lcm_cli_load_config(int argc, char **argv, const char *what, lcm_config *cfg
  * commands that run a trained model (eval, generate). */
 int lcm_cli_load_stored_config(lcm_config *cfg, const char *ckpt, const lcm_cli_args *a, lcm_error *err);
 
+/* The weights file of `model`: the file itself, a checkpoint directory's model.safetensors, or the
+ * newest verified checkpoint of a run directory (said on stderr). */
+int lcm_cli_resolve_weights(const char *model, char *out, size_t cap, lcm_error *err);
+
 #endif

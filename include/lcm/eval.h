@@ -2,9 +2,13 @@
  * predictions (see /work/shared/docs/base-lcm.md, "Evaluation"):
  *  - loss: per-target summed squared error in normalized space (the training objective);
  *  - l2: mean over targets of ||pred - target||_2 in RAW (denormalized) space;
- *  - contrastive accuracy (CA): for each target, the fraction of distractors (every real concept of the
- *    micro-batch's OTHER documents) that are farther (squared L2, raw space) from the prediction than
- *    the true next concept; 0.5 is chance.
+ *  - contrastive accuracy (CA): for each target, the fraction of distractors (the targets of the
+ *    micro-batch's OTHER rows) that are farther (squared L2, raw space) from the prediction than the
+ *    true next concept; 0.5 is chance (Meta's mse_constrative_accuracy);
+ *  - paraphrasing ratio (PAR): for each target, the largest cosine (raw space) of the prediction to a
+ *    concept of its context (the row's concepts up to the predicting position), divided by the same
+ *    for the true next concept; above 1, the model leans towards repeating its context more than the
+ *    data does. Averaged over the targets whose denominator is positive.
  * Sums are accumulated per micro-batch and combined over micro-batches and devices by adding the
  * lcm_eval_sums fields, so the result does not depend on how the set was split. */
 #ifndef LCM_EVAL_H
@@ -21,13 +25,16 @@ typedef struct lcm_eval_sums {
     double ca_sum;      /* sum over targets with >= 1 distractor of the fraction of farther distractors */
     double ca_count;    /* targets that had >= 1 distractor */
     double n_targets;
+    double par_sum;     /* sum over targets with a positive denominator of their paraphrasing ratio */
+    double par_count;   /* those targets */
 } lcm_eval_sums;
 
-#define LCM_EVAL_NSUMS 5 /* the fields above, in order, as doubles (for one sum_f64 collective) */
+#define LCM_EVAL_NSUMS 7 /* the fields above, in order, as doubles (for one sum_f64 collective) */
 
 typedef struct lcm_eval_result {
-    double loss, l2, ca;
+    double loss, l2, ca, par;
     int64_t n_targets;
+    double baseline;    /* lcm_evaluate: the split's predict-the-mean loss (lcm_eval_mean_baseline) */
 } lcm_eval_result;
 
 /* Accumulate one micro-batch. pred: [B, T, D] predictions in normalized space (position t predicts

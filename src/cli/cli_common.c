@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "lcm/checkpoint.h"
+#include "lcm/fileio.h"
+#include "lcm/log.h"
 
 int lcm_cli_report(const lcm_error *err) {
     fprintf(stderr, "lcm: %s: %s\n", lcm_status_name(err->code), err->msg[0] ? err->msg : "(no message)");
@@ -142,4 +144,29 @@ int lcm_cli_load_stored_config(lcm_config *cfg, const char *ckpt, const lcm_cli_
     }
     free(text);
     return rc;
+}
+
+/* A run directory means its newest checkpoint that verifies (as trainer.resume=auto picks it). */
+int lcm_cli_resolve_weights(const char *model, char *out, size_t cap, lcm_error *err) {
+    if (!lcm_file_exists(model)) return lcm_fail(err, LCM_ERR_IO, "checkpoint '%s' does not exist", model);
+    if (!lcm_is_dir(model)) {
+        snprintf(out, cap, "%s", model);
+        return 0;
+    }
+    char path[LCM_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/model.safetensors", model);
+    if (lcm_file_exists(path)) {
+        snprintf(out, cap, "%s", path);
+        return 0;
+    }
+    int found = 0;
+    char latest[LCM_PATH_MAX + 64];
+    LCM_TRY(lcm_checkpoint_latest_verified(model, latest, sizeof latest, &found, err));
+    if (!found)
+        return lcm_fail(err, LCM_ERR_IO, "'%s' is neither a checkpoint (no model.safetensors) nor a run directory with "
+                        "checkpoints", model);
+    if (snprintf(out, cap, "%s/model.safetensors", latest) >= (int)cap)
+        return lcm_fail(err, LCM_ERR_IO, "the checkpoint path %s is too long", latest);
+    lcm_info("using the newest checkpoint of %s: %s", model, latest);
+    return 0;
 }

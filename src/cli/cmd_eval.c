@@ -1,4 +1,4 @@
-/* cmd_eval.c: `lcm eval <checkpoint> <dataset.lcmd> [config.ini] [key=value ...] [--json FILE]`. */
+/* cmd_eval.c: `lcm eval <checkpoint | run dir> <dataset.lcmd> [config.ini] [key=value ...] [--json FILE]`. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,13 +10,15 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: lcm eval <checkpoint-dir | weights.safetensors> <dataset.lcmd> [config.ini] [key=value ...]\n"
-            "                [--json FILE]\n\n"
+            "usage: lcm eval <checkpoint-dir | run-dir | weights.safetensors> <dataset.lcmd> [config.ini]\n"
+            "                [key=value ...] [--json FILE]\n\n"
             "Next-concept metrics of a trained model on a dataset (teacher forced): loss (summed squared error\n"
-            "per target, normalized space), l2 (mean distance in raw embedding space) and contrastive accuracy\n"
-            "(CA, 0.5 = chance). The model config comes from the checkpoint's metadata unless a config file is\n"
-            "given; overrides apply on top (e.g. trainer.devices=cpu, data.max_tokens=4096). Prints a JSON line\n"
-            "on stdout, and writes it to FILE with --json.\n");
+            "per target, normalized space) beside the predict-the-mean baseline of the dataset, l2 (mean\n"
+            "distance in raw embedding space), contrastive accuracy (CA, 0.5 = chance) and paraphrasing ratio\n"
+            "(PAR). A run directory means its newest checkpoint that verifies. The model config comes from the\n"
+            "checkpoint's metadata unless a config file is given; overrides apply on top (e.g.\n"
+            "trainer.devices=cpu, data.max_tokens=4096). Prints a JSON line on stdout, and writes it to FILE\n"
+            "with --json. Generation-based numbers: `lcm generate --score`.\n");
 }
 
 int lcm_cmd_eval(int argc, char **argv) {
@@ -32,26 +34,28 @@ int lcm_cmd_eval(int argc, char **argv) {
     int rc = a ? 0 : (int)err.code;
     static lcm_config cfg;
     lcm_eval_result res;
-    for (int i = 0; !rc && i < 2; i++)
-        if (!lcm_file_exists(a->operands[i]))
-            rc = lcm_fail(&err, LCM_ERR_IO, "%s '%s' does not exist", i == 0 ? "checkpoint" : "dataset", a->operands[i]);
+    char weights[LCM_PATH_MAX + 64];
+    if (!rc) rc = lcm_cli_resolve_weights(a->operands[0], weights, sizeof weights, &err);
+    if (!rc && !lcm_file_exists(a->operands[1]))
+        rc = lcm_fail(&err, LCM_ERR_IO, "dataset '%s' does not exist", a->operands[1]);
     if (!rc) {
         if (a->config_path)
             rc = lcm_config_load(&cfg, a->config_path, a->n_overrides, a->overrides, &err);
         else
-            rc = lcm_cli_load_stored_config(&cfg, a->operands[0], a, &err);
+            rc = lcm_cli_load_stored_config(&cfg, weights, a, &err);
     }
-    if (!rc) rc = lcm_evaluate(a->operands[0], a->operands[1], &cfg, &res, &err);
+    if (!rc) rc = lcm_evaluate(weights, a->operands[1], &cfg, &res, &err);
     if (rc) return lcm_cli_report(&err);
-    char line[512];
+    char line[1024];
     snprintf(line, sizeof line,
-             "{\"checkpoint\":\"%s\",\"dataset\":\"%s\",\"loss\":%.9g,\"l2\":%.9g,\"ca\":%.9g,\"n_targets\":%lld}",
-             a->operands[0], a->operands[1], res.loss, res.l2, res.ca, (long long)res.n_targets);
-    fprintf(stderr, "loss %.4f | l2 %.4f | CA %.2f%% | %lld targets\n", res.loss, res.l2, 100 * res.ca,
-            (long long)res.n_targets);
+             "{\"checkpoint\":\"%s\",\"dataset\":\"%s\",\"loss\":%.9g,\"baseline\":%.9g,\"l2\":%.9g,\"ca\":%.9g,"
+             "\"par\":%.9g,\"n_targets\":%lld}",
+             a->operands[0], a->operands[1], res.loss, res.baseline, res.l2, res.ca, res.par, (long long)res.n_targets);
+    fprintf(stderr, "loss %.4f (predict-the-mean baseline %.4f) | l2 %.4f | CA %.2f%% | PAR %.3f | %lld targets\n",
+            res.loss, res.baseline, res.l2, 100 * res.ca, res.par, (long long)res.n_targets);
     printf("%s\n", line);
     if (json_path) {
-        char buf[600];
+        char buf[sizeof line + 1];
         snprintf(buf, sizeof buf, "%s\n", line);
         if (lcm_write_file_atomic(json_path, buf, strlen(buf), &err) != 0) return lcm_cli_report(&err);
     }

@@ -111,31 +111,6 @@ static int parse_options(int argc, char **argv, gen_cli *c, lcm_error *err) {
 
 /* ---- the model ------------------------------------------------------------------------------------ */
 
-/* The weights file of `model` (checkpoint dir, run dir, or the file itself) into out. */
-static int resolve_weights(const char *model, char *out, size_t cap, lcm_error *err) {
-    if (!lcm_file_exists(model)) return lcm_fail(err, LCM_ERR_IO, "checkpoint '%s' does not exist", model);
-    if (!lcm_is_dir(model)) {
-        snprintf(out, cap, "%s", model);
-        return 0;
-    }
-    char path[LCM_PATH_MAX + 64];
-    snprintf(path, sizeof path, "%s/model.safetensors", model);
-    if (lcm_file_exists(path)) {
-        snprintf(out, cap, "%s", path);
-        return 0;
-    }
-    int found = 0;
-    char latest[LCM_PATH_MAX + 64];
-    LCM_TRY(lcm_checkpoint_latest(model, latest, sizeof latest, &found, err));
-    if (!found)
-        return lcm_fail(err, LCM_ERR_IO, "'%s' is neither a checkpoint (no model.safetensors) nor a run directory with "
-                        "checkpoints", model);
-    if (snprintf(out, cap, "%s/model.safetensors", latest) >= (int)cap)
-        return lcm_fail(err, LCM_ERR_IO, "the checkpoint path %s is too long", latest);
-    lcm_info("using the newest checkpoint of %s: %s", model, latest);
-    return 0;
-}
-
 /* Where training read its data: data.train, or the synthesized <output_dir>/data/train.lcmd. */
 static void training_data(const lcm_config *cfg, char *out, size_t cap) {
     if (cfg->data.train[0])
@@ -420,7 +395,7 @@ static void print_score(const prompt_set *s, const lcm_gen_result *r, long K, lc
 static int generate(const gen_cli *c, lcm_error *err) {
     static lcm_config cfg;
     char weights[LCM_PATH_MAX + 64];
-    LCM_TRY(resolve_weights(c->model, weights, sizeof weights, err));
+    LCM_TRY(lcm_cli_resolve_weights(c->model, weights, sizeof weights, err));
     if (c->a->config_path)
         LCM_TRY(lcm_config_load(&cfg, c->a->config_path, c->a->n_overrides, c->a->overrides, err));
     else

@@ -119,8 +119,9 @@ int lcm_cmd_train(int argc, char **argv) {
             printf("done: step %lld of %lld, training loss %.4f\n", (long long)sum.final_step,
                    (long long)cfg.trainer.max_steps, sum.train_loss);
         if (sum.have_valid)
-            printf("validation:  loss %.4f vs predict-the-mean baseline %.4f (%.1f%% of it) | l2 %.4f | CA %.1f%%\n",
-                   sum.valid.loss, sum.baseline, 100 * sum.valid.loss / sum.baseline, sum.valid.l2, 100 * sum.valid.ca);
+            printf("validation:  loss %.4f vs predict-the-mean baseline %.4f (%.1f%% of it) | l2 %.4f | CA %.1f%% | "
+                   "PAR %.3f\n", sum.valid.loss, sum.baseline, 100 * sum.valid.loss / sum.baseline, sum.valid.l2,
+                   100 * sum.valid.ca, sum.valid.par);
         if (sum.checkpoint[0]) printf("checkpoint:  %s\n", sum.checkpoint);
         printf("metrics:     %s/metrics.jsonl\nlog:         %s/train.log\n", cfg.trainer.output_dir,
                cfg.trainer.output_dir);

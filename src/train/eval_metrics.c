@@ -1,6 +1,7 @@
 /* eval_metrics.c: the next-concept evaluation metrics of one micro-batch, on the host (loss in
- * normalized space, l2 and contrastive accuracy in raw space), and the predict-the-mean baseline of an
- * evaluation split (see include/lcm/eval.h and /work/shared/docs/base-lcm.md, "Evaluation").
+ * normalized space, l2, contrastive accuracy and paraphrasing ratio in raw space), and the
+ * predict-the-mean baseline of an evaluation split (see include/lcm/eval.h and docs/model.md,
+ * "Evaluation").
  *
  * Raw predictions are pred_raw = pred * scale + center rounded to fp32 (the dtype a prediction is
  * denormalized in); l2 and every CA distance are measured from that fp32 vector, in double.
@@ -37,8 +38,8 @@ static size_t eval_block_rows(size_t n_pos) { return n_pos < EVAL_BLOCK ? n_pos 
 size_t lcm_eval_scratch_floats(int B, int T, int D) {
     size_t n_pos = (size_t)B * (size_t)T;
     /* centered predictions and concepts [n_pos, D] each, one raw prediction [D], concept squared norms
-     * and norms [n_pos] each, dot products [block, n_pos] */
-    return 2 * n_pos * (size_t)D + (size_t)D + 2 * n_pos + eval_block_rows(n_pos) * n_pos;
+     * and norms [n_pos] each, dot products [block, n_pos], a row's raw norms [n_pos] (PAR) */
+    return 2 * n_pos * (size_t)D + (size_t)D + 2 * n_pos + eval_block_rows(n_pos) * n_pos + n_pos;
 }
 
 static double sq_norm_f64(const float *a, int D) {
@@ -59,6 +60,35 @@ static double sq_dist_f64(const float *a, const float *b, int D) {
 /* The raw prediction: the normalized one denormalized, in fp32. */
 static void raw_prediction(float *out, const float *pred_n, const float *center, const float *scale, int D) {
     for (int i = 0; i < D; i++) out[i] = pred_n[i] * scale[i] + center[i];
+}
+
+static double dot_f64(const float *a, const float *b, int D) {
+    double s = 0;
+    for (int i = 0; i < D; i++) s += (double)a[i] * (double)b[i];
+    return s;
+}
+
+/* The paraphrasing ratio of the target at position t + 1 of a row (row: its raw concepts, norms: their
+ * L2 norms): the largest cosine of the raw prediction to the context concepts 0..t over the largest
+ * cosine of the true next concept to them. Computed directly in double (no BLAS), so the value does
+ * not depend on a kernel or a thread count. Returns 0 (not counted) when the denominator is not
+ * positive or a norm is zero. */
+static int paraphrasing_ratio(const float *raw, const float *row, const float *norms, int t, int D, double *out) {
+    const double pn = sqrt(sq_norm_f64(raw, D)), tn = (double)norms[t + 1];
+    if (pn == 0 || tn == 0) return 0;
+    const float *target = row + (size_t)(t + 1) * D;
+    double best_pred = -2, best_true = -2;
+    for (int j = 0; j <= t; j++) {
+        if (norms[j] == 0) continue;
+        const float *c = row + (size_t)j * D;
+        const double cn = (double)norms[j];
+        double cp = dot_f64(raw, c, D) / (pn * cn), ct = dot_f64(target, c, D) / (tn * cn);
+        if (cp > best_pred) best_pred = cp;
+        if (ct > best_true) best_true = ct;
+    }
+    if (!(best_true > 0)) return 0;
+    *out = best_pred / best_true;
+    return 1;
 }
 
 /* The next target after (b, t) in row-major order (t < lens[b] - 1); *b == B when there is none. */
@@ -147,9 +177,12 @@ void lcm_eval_accumulate(lcm_eval_sums *s, const float *pred, const float *x, co
     float *cn = raw + D;                  /* [n_concepts] */
     float *clen = cn + n_pos;             /* [n_concepts] */
     float *dots = clen + n_pos;           /* [block, n_concepts] */
+    float *norms = dots + eval_block_rows(n_pos) * n_pos; /* [T]: one row's raw concept norms (PAR) */
 
     size_t n_targets = 0;
     for (int b = 0; b < B; b++) {
+        const float *row = x + (size_t)b * T * D;
+        for (int u = 0; u < lens[b]; u++) norms[u] = (float)sqrt(sq_norm_f64(row + (size_t)u * D, D));
         for (int t = 0; t + 1 < lens[b]; t++) {
             const float *pn = pred + ((size_t)b * T + (size_t)t) * D;
             const float *target = x + ((size_t)b * T + (size_t)t + 1) * D;
@@ -163,6 +196,11 @@ void lcm_eval_accumulate(lcm_eval_sums *s, const float *pred, const float *x, co
             for (int i = 0; i < D; i++) p[i] = raw[i] - center[i];
             s->loss_sum += loss;
             s->l2_sum += sqrt(sq_dist_f64(raw, target, D));
+            double par;
+            if (paraphrasing_ratio(raw, row, norms, t, D, &par)) {
+                s->par_sum += par;
+                s->par_count += 1;
+            }
             n_targets++;
         }
     }
@@ -195,6 +233,7 @@ void lcm_eval_finish(const lcm_eval_sums *s, lcm_eval_result *out) {
     out->loss = s->n_targets > 0 ? s->loss_sum / s->n_targets : 0;
     out->l2 = s->n_targets > 0 ? s->l2_sum / s->n_targets : 0;
     out->ca = s->ca_count > 0 ? s->ca_sum / s->ca_count : 0;
+    out->par = s->par_count > 0 ? s->par_sum / s->par_count : 0;
     out->n_targets = (int64_t)s->n_targets;
 }
 

@@ -46,6 +46,7 @@ int lcm_eval_loop(lcm_eval_ctx *c, int rank, int n_ranks, int64_t max_batches, l
         LCM_TRY(lcm_model_predictions(m, c->pred, mb.n_rows, mb.max_len, err));
         lcm_eval_accumulate(sums, c->pred, slot->x, slot->lens, slot->docs, mb.n_rows, mb.max_len, m->d.D,
                             c->norm->center, c->norm->scale, c->scratch);
+        if (c->beats) atomic_fetch_add_explicit(c->beats, 1, memory_order_release);
     }
     return 0;
 }
@@ -109,7 +110,8 @@ static int evaluate(eval_state *s, const char *checkpoint, const char *dataset, 
     lcm_eval_sums sums = {0};
     LCM_TRY(lcm_eval_loop(&s->ctx, 0, 1, 0, &sums, err));
     lcm_eval_finish(&sums, out);
-    return 0;
+    return lcm_eval_mean_baseline(&s->split.ds, s->split.plan, cfg->data.append_eot, s->norm.center, s->norm.scale,
+                                  &out->baseline, err);
 }
 
 int lcm_evaluate(const char *checkpoint, const char *dataset, const lcm_config *cfg, lcm_eval_result *out,

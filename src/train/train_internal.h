@@ -64,6 +64,7 @@ typedef struct lcm_eval_ctx {
     lcm_row *rows;
     float *pred;           /* [max_tokens * D] host predictions */
     float *scratch;
+    atomic_llong *beats;   /* a worker's heartbeat, advanced once per batch (the watchdog), or NULL */
 } lcm_eval_ctx;
 
 /* Fills this worker's micro-batches, a step ahead, in its own thread. */

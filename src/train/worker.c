@@ -160,9 +160,10 @@ static int run_validation(lcm_worker *w, lcm_eval_result *out, lcm_error *err) {
     lcm_run *run = w->run;
     lcm_eval_sums sums = {0};
     LCM_TRY(lcm_eval_loop(&w->eval, w->rank, run->n, run->cfg->trainer.validate_max_batches, &sums, err));
-    double v[LCM_EVAL_NSUMS] = {sums.loss_sum, sums.l2_sum, sums.ca_sum, sums.ca_count, sums.n_targets};
+    double v[LCM_EVAL_NSUMS] = {sums.loss_sum, sums.l2_sum, sums.ca_sum, sums.ca_count,
+                                sums.n_targets, sums.par_sum, sums.par_count};
     LCM_TRY(lcm_comm_sum_f64(w->comm, v, LCM_EVAL_NSUMS, err));
-    lcm_eval_sums total = {v[0], v[1], v[2], v[3], v[4]};
+    lcm_eval_sums total = {v[0], v[1], v[2], v[3], v[4], v[5], v[6]};
     lcm_eval_finish(&total, out);
     return 0;
 }
@@ -251,13 +252,13 @@ static void log_step(lcm_worker *w, const lcm_step_result *r, const lcm_slot *s,
 
 static void log_validation(lcm_worker *w, const lcm_eval_result *v) {
     lcm_run *run = w->run;
-    lcm_info("validation at step %" PRId64 ": loss %.4f (predict-the-mean baseline %.4f) | l2 %.4f | CA %.2f%% | %" PRId64
-             " targets",
-             w->state.step, v->loss, run->baseline, v->l2, 100 * v->ca, v->n_targets);
+    lcm_info("validation at step %" PRId64 ": loss %.4f (predict-the-mean baseline %.4f) | l2 %.4f | CA %.2f%% | "
+             "PAR %.3f | %" PRId64 " targets",
+             w->state.step, v->loss, run->baseline, v->l2, 100 * v->ca, v->par, v->n_targets);
     if (!run->metrics) return;
     char line[512];
     snprintf(line, sizeof line, "{\"step\":%" PRId64 ",\"split\":\"valid\",\"loss\":%.9g,\"l2\":%.9g,\"ca\":%.9g,"
-             "\"n_targets\":%" PRId64 "}\n", w->state.step, v->loss, v->l2, v->ca, v->n_targets);
+             "\"par\":%.9g,\"n_targets\":%" PRId64 "}\n", w->state.step, v->loss, v->l2, v->ca, v->par, v->n_targets);
     lcm_run_metrics_line(run, line);
 }
 
@@ -277,8 +278,10 @@ static int setup(lcm_worker *w, lcm_error *err) {
     }
     if (run->n > 1 && run->cfg->trainer.grad_reduce_dtype == LCM_GRAD_REDUCE_BF16)
         LCM_TRY(be->ops->alloc(be, (void **)&w->grad_bf16, w->model.t.total * sizeof(uint16_t), "bf16 gradients", err));
-    if (run->valid.open)
+    if (run->valid.open) {
         LCM_TRY(lcm_eval_ctx_init(&w->eval, &w->model, &run->valid, run->cfg->data.append_eot, &run->norm, err));
+        w->eval.beats = &w->beats;
+    }
     LCM_TRY(be->ops->sync(be, err));
     w->state = run->start;
     lcm_comm_bind_stream(w->comm, be->ops->comm_stream(be));
