@@ -1,6 +1,6 @@
 /* eval_metrics.c: the next-concept evaluation metrics of one micro-batch, on the host (loss in
  * normalized space, l2 and contrastive accuracy in raw space), and the predict-the-mean baseline of an
- * evaluation split (see include/lcm/eval.h and /work/shared/docs/base-lcm.md, "Evaluation").
+ * evaluation split (see include/lcm/eval.h and docs/model.md, "Evaluation").
  *
  * Raw predictions are pred_raw = pred * scale + center rounded to fp32 (the dtype a prediction is
  * denormalized in); l2 and every CA distance are measured from that fp32 vector, in double.
