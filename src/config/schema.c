@@ -211,7 +211,7 @@ const lcm_ref_key lcm_ref_keys[] = {
     UNSUPPORTED("trainer.training_data", "give a dataset file: data.train=PATH.lcmd (`lcm data import` makes one)"),
     UNSUPPORTED("trainer.validation_data", "give a dataset file: data.valid=PATH.lcmd (`lcm data import` makes one)"),
     UNSUPPORTED("trainer.pretrained_model", "give the weights as trainer.init_from=FILE.safetensors "
-                "(a safetensors file with the reference parameter names, docs/model.md)"),
+                "(tools/convert_reference.py to-lcm converts a fairseq2 checkpoint)"),
     UNSUPPORTED("trainer.turn_off_grad_normalization", "the loss is always the mean over the step's targets"),
     UNSUPPORTED("trainer.freeze_modules", "every parameter is trained"),
     UNSUPPORTED("trainer.freezing_strategy", "every parameter is trained"),
