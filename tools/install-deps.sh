@@ -17,11 +17,11 @@ if [ "${1:-}" = "--python" ]; then
   cd "$(dirname "$0")/.." || exit 0
   py_packages=(python3-torch python3-numpy python3-matplotlib python3-venv)
   pip_line="'pyarrow<26' safetensors tensorboard"
+  command -v dpkg-query >/dev/null 2>&1 || exit 0 # not Debian: the tests that need Python say SKIP
   need=()
   for p in "${py_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
   done
-  command -v dpkg-query >/dev/null 2>&1 || exit 0 # not Debian: the tests that need Python say SKIP
   if [ ${#need[@]} -gt 0 ] || [ ! -e .venv ]; then
     if [ "$(id -u)" -ne 0 ]; then
       echo "make test: the Python interop tests will be skipped; to run them: sudo apt-get install -y ${py_packages[*]} &&" \
