@@ -332,7 +332,7 @@ static int set_ref_key(lcm_config *cfg, const lcm_ref_key *r, const char *key, c
     if (r->kind == LCM_REF_UNSUPPORTED)
         return lcm_fail(err, LCM_ERR_CONFIG, "%s: %s is a key of the reference trainer that lcm does not support: %s "
                         "(docs/reference-keys.md)", origin, key, r->why);
-    char where[LCM_ORIGIN_MAX];
+    char where[LCM_ORIGIN_MAX + 176]; /* lcm_config_apply keeps the origin's tail when it is longer */
     snprintf(where, sizeof where, "%s, as %s", origin, key);
     while (isspace((unsigned char)*value)) value++;
     const char *comma = strchr(r->target, ',');
