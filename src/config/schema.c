@@ -148,9 +148,9 @@ const int lcm_num_keys = (int)(sizeof lcm_keys / sizeof lcm_keys[0]);
 
 _Static_assert(sizeof lcm_keys / sizeof lcm_keys[0] <= LCM_CONFIG_MAX_KEYS, "raise LCM_CONFIG_MAX_KEYS");
 
-/* The reference trainer's names. Read from its recipe pretrain/mse.yaml and its training config
- * dataclass (TrainingConfig of the lcm.train package, and the launcher group of its Hydra config);
- * docs/reference-keys.md explains each row. */
+/* The reference trainer's names, read from its MSE pretraining recipe and its training-configuration
+ * dataclass (TrainingConfig), plus the launcher group of its Hydra config; docs/reference-keys.md
+ * explains each row (and is checked against this table by tests/test_reference_cli.sh). */
 #define ALIAS(ref, ours) {ref, LCM_REF_ALIAS, ours, NULL, NULL}
 #define NOT_NEEDED(ref, why) {ref, LCM_REF_NOT_NEEDED, NULL, NULL, why}
 #define UNSUPPORTED(ref, why) {ref, LCM_REF_UNSUPPORTED, NULL, NULL, why}
@@ -194,6 +194,8 @@ const lcm_ref_key lcm_ref_keys[] = {
     NOT_NEEDED("trainer.use_autocast", "the backend fixes the precision: fp32 on the CPU, bf16 with fp32 master weights on GPUs"),
     NOT_NEEDED("trainer.loss_scaler_init_scale", "bf16 needs no loss scaling"),
     NOT_NEEDED("trainer.loss_scaler_scale_window", "bf16 needs no loss scaling"),
+    NOT_NEEDED("trainer.max_subword_length", "it bounds backpropagation through the SONAR decoder, which MSE training of "
+               "Base-LCM never does"),
     NOT_NEEDED("trainer.preserve_consolidated_models", "every checkpoint holds the whole model"),
     NOT_NEEDED("trainer.wandb_project", "no tracking service: tools/metrics_to_tensorboard.py reads metrics.jsonl"),
     NOT_NEEDED("trainer.wandb_run_name", "no tracking service: trainer.experiment_name names the run"),
@@ -208,6 +210,8 @@ const lcm_ref_key lcm_ref_keys[] = {
     UNSUPPORTED("trainer.lr_stage_ratios", "the wsd schedule is not implemented (optim.schedule = cosine or constant)"),
     UNSUPPORTED("trainer.data_loading_config.batch_size", "batches are sized by concepts, not rows: data.max_tokens"),
     UNSUPPORTED("trainer.data_loading_config.*", "lcm's loader is configured by the data.* keys (docs/dataset-format.md)"),
+    UNSUPPORTED("trainer.validation_data_loading_config.*", "validation batches use data.max_tokens and the data.* keys too; "
+                "trainer.validate_max_batches bounds one validation"),
     UNSUPPORTED("trainer.training_data", "give a dataset file: data.train=PATH.lcmd (`lcm data import` makes one)"),
     UNSUPPORTED("trainer.validation_data", "give a dataset file: data.valid=PATH.lcmd (`lcm data import` makes one)"),
     UNSUPPORTED("trainer.pretrained_model", "give the weights as trainer.init_from=FILE.safetensors "
