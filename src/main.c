@@ -47,12 +47,12 @@ static int unknown_command(const char *name) {
     return 2;
 }
 
-/* `lcm CMD [SUB] ... --help ...`: the command's help (and a subcommand's, for lcm data and lcm config). */
+/* `lcm CMD [SUB] ... --help ...`: the command's help, or for lcm data (whose subcommands each have
+ * their own) the subcommand's. */
 static int help_for(const command *c, int argc, char **argv) {
     char *args[3] = {argv[0], NULL, NULL};
     int n = 1;
-    if (argc > 1 && argv[1][0] != '-' && !strchr(argv[1], '=') && !strchr(argv[1], '.') && !lcm_cli_is_help(argv[1]) &&
-        (strcmp(c->name, "data") == 0))
+    if (strcmp(c->name, "data") == 0 && argc > 1 && argv[1][0] != '-' && !strchr(argv[1], '=') && !strchr(argv[1], '.'))
         args[n++] = argv[1];
     args[n++] = "--help";
     return c->run(n, args);

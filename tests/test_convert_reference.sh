@@ -33,39 +33,35 @@ data.train=$tmp/data/train.lcmd trainer.plot=false trainer.devices=cpu optim.war
 "$LCM" train $tiny trainer.max_steps=2 trainer.output_dir="$tmp/run" >/dev/null 2>"$tmp/err" || { cat "$tmp/err"; exit 1; }
 weights="$tmp/run/checkpoints/step_000000002/model.safetensors"
 
-# compare.py A.safetensors B.safetensors [f16]: same names, values equal (after rounding A to f16)
-cat >"$tmp/compare.py" <<'PY'
+# verify.py LCM.safetensors REF.pt BACK.safetensors DTYPE: REF.pt has the reference layout, names and
+# dtype; BACK (converted back from REF.pt) has the same names as LCM and its values (rounded to DTYPE).
+cat >"$tmp/verify.py" <<'PY'
 import sys, torch
 from safetensors.torch import load_file
-a, b = load_file(sys.argv[1]), load_file(sys.argv[2])
-assert sorted(a) == sorted(b), (sorted(a)[:3], sorted(b)[:3])
-for k in a:
-    want = a[k].to(torch.float16).to(torch.float32) if len(sys.argv) > 3 else a[k]
-    assert b[k].dtype == torch.float32 and torch.equal(want, b[k]), k
-PY
-# layout.py REF.pt WEIGHTS.safetensors DTYPE: the reference layout, names and dtype
-cat >"$tmp/layout.py" <<'PY'
-import sys, torch
-from safetensors.torch import load_file
-ck = torch.load(sys.argv[1], map_location="cpu")
+ours, ref_path, back_path, dtype = load_file(sys.argv[1]), sys.argv[2], sys.argv[3], getattr(torch, sys.argv[4])
+ck = torch.load(ref_path, map_location="cpu")
 assert set(ck) == {"model", "model_key"} and ck["model_key"] == "model", list(ck)
-names = sorted(load_file(sys.argv[2]))
-assert sorted(ck["model"]) == names, sorted(ck["model"])[:3]
-assert all(t.dtype == getattr(torch, sys.argv[3]) for t in ck["model"].values())
+assert sorted(ck["model"]) == sorted(ours), sorted(ck["model"])[:3]
+assert all(t.dtype == dtype for t in ck["model"].values())
+back = load_file(back_path)
+assert sorted(back) == sorted(ours)
+for k in ours:
+    assert back[k].dtype == torch.float32 and torch.equal(ours[k].to(dtype).to(torch.float32), back[k]), k
 PY
 
 check model_round_trip sh -c "\"$py\" $TOOL to-reference \"$weights\" $tmp/ref.pt >$tmp/o 2>&1 && \
-  \"$py\" $tmp/layout.py $tmp/ref.pt \"$weights\" float32 && \
-  \"$py\" -c \"import torch,sys; sd=torch.load('$tmp/ref.pt')['model']; sys.exit(0 if 'lcm.layers.1.ffn.gate_proj.weight' in sd and 'frontend.sonar_normalizer.scale' in sd else 1)\" && \
-  \"$py\" $TOOL to-lcm $tmp/ref.pt $tmp/back.safetensors >$tmp/o 2>&1 && \"$py\" $tmp/compare.py \"$weights\" $tmp/back.safetensors"
+  \"$py\" $TOOL to-lcm $tmp/ref.pt $tmp/back.safetensors >$tmp/o 2>&1 && \
+  \"$py\" $tmp/verify.py \"$weights\" $tmp/ref.pt $tmp/back.safetensors float32 && \
+  \"$py\" -c \"from safetensors.torch import load_file as l; import sys; n = l('$tmp/back.safetensors'); \
+sys.exit(0 if 'lcm.layers.1.ffn.gate_proj.weight' in n and 'frontend.sonar_normalizer.scale' in n else 1)\""
 check model_f16 sh -c "\"$py\" $TOOL to-reference \"$weights\" $tmp/ref16.pt --dtype f16 >$tmp/o 2>&1 && \
-  \"$py\" $tmp/layout.py $tmp/ref16.pt \"$weights\" float16 && \
-  \"$py\" $TOOL to-lcm $tmp/ref16.pt $tmp/back16.safetensors >$tmp/o 2>&1 && \"$py\" $tmp/compare.py \"$weights\" $tmp/back16.safetensors f16"
+  \"$py\" $TOOL to-lcm $tmp/ref16.pt $tmp/back16.safetensors >$tmp/o 2>&1 && \
+  \"$py\" $tmp/verify.py \"$weights\" $tmp/ref16.pt $tmp/back16.safetensors float16"
 check lcm_trains_from_converted sh -c "\"$LCM\" train $tiny trainer.max_steps=2 trainer.output_dir=$tmp/run2 \
   trainer.init_from=$tmp/back.safetensors >$tmp/o 2>&1 && grep -q 'initial weights from $tmp/back.safetensors' $tmp/run2/train.log"
 check normalizer_round_trip sh -c "\"$py\" $TOOL to-reference $tmp/norm.safetensors $tmp/norm.pt >$tmp/o 2>&1 && \
   grep -q 'normalizer, 2 tensors' $tmp/o && \"$py\" $TOOL to-lcm $tmp/norm.pt $tmp/norm2.safetensors >$tmp/o 2>&1 && \
-  \"$py\" $tmp/compare.py $tmp/norm.safetensors $tmp/norm2.safetensors && \
+  \"$py\" $tmp/verify.py $tmp/norm.safetensors $tmp/norm.pt $tmp/norm2.safetensors float32 && \
   \"$LCM\" train $tiny trainer.max_steps=2 trainer.output_dir=$tmp/run3 model.normalizer=$tmp/norm2.safetensors >$tmp/o 2>&1"
 "$py" -c "import torch; torch.save({'model': {'center': torch.zeros(4), 'scale': torch.ones(4), 'clip_min': torch.zeros(4)}}, '$tmp/clip.pt')"
 check refusals sh -c "\"$py\" $TOOL to-lcm $tmp/clip.pt $tmp/x.safetensors >$tmp/o 2>&1; [ \$? -eq 1 ] && \
