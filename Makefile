@@ -148,6 +148,7 @@ $(BUILD)/tests/%: tests/%.c tests/harness.h $(BUILD)/liblcm.a
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/liblcm.a $(LDFLAGS) $(LDLIBS)
 
 test: $(BUILD)/lcm $(TEST_BIN)
+	@tools/install-deps.sh --python
 	@ln -sf $(BUILD)/lcm lcm
 	@$(TEST_ENV) LCM_BIN=$(BUILD)/lcm sh tests/run.sh $(TEST_BIN)
 

@@ -23,3 +23,11 @@ if [ -z "$missing" ]; then echo "PASS readme_documents_every_command"; else
   echo "FAIL readme_documents_every_command"
   echo "  not in README.md's command table:$missing" >&2
 fi
+
+# The repository is self-contained: nothing points at files outside it (the patterns are split so
+# that this file does not match itself).
+outside=$(grep -rIn -e '/wo''rk/' -e '\.\./sha''red' -e 'sha''red/docs' src include tools tests docs conf README.md Makefile .ci 2>/dev/null)
+if [ -z "$outside" ]; then echo "PASS no_paths_outside_the_repository"; else
+  echo "FAIL no_paths_outside_the_repository"
+  echo "$outside" >&2
+fi

@@ -4,7 +4,7 @@
 #include "model_util.h"
 
 TEST(param_count_base_lcm_1_6b) {
-    /* base-lcm.md: per layer 4(C^2 + C) + 3CF + 2F + C + 2C, plus DC + C + C + CD + D. */
+    /* docs/model.md: per layer 4(C^2 + C) + 3CF + 2F + C + 2C, plus DC + C + C + CD + D. */
     lcm_dims d = {.D = 1024, .C = 2048, .L = 32, .H = 16, .F = 5632, .max_seq_len = 4096};
     lcm_param_table t;
     lcm_error err = {0};

@@ -137,11 +137,13 @@ list_of_lists_f16_with_split() {
   "$PY" $TOOL "$tmp/b.parquet" -o "$tmp/b.lcmd" --valid-out "$tmp/b-valid.lcmd" --eot "$tmp/b.eot.npy" --row-ids >"$tmp/o" 2>"$tmp/e" || { cat "$tmp/e" >&2; return 1; }
   grep -q 'b.lcmd: 3 documents, 12 concepts, dim 8, f16 (1 empty' "$tmp/o" && grep -q 'b-valid.lcmd: 3 documents, 4 concepts' "$tmp/o" || { cat "$tmp/o" >&2; return 1; }
   "$PY" "$tmp/check.py" "$tmp/b.lcmd" "$tmp/b" f16 train && "$PY" "$tmp/check.py" "$tmp/b-valid.lcmd" "$tmp/b" f16 valid || return 1
-  # fixed-size lists of fp16 and a bf16 store, the default valid path beside -o
+  # fixed-size lists of fp16 and a bf16 store; validation rows need --valid-out (nothing is written
+  # without it); output directories that do not exist are created
   "$PY" "$tmp/make.py" "$tmp/c" fixed f16 split || return 1
-  mkdir -p "$tmp/cdir"
-  "$PY" $TOOL "$tmp/c.parquet" -o "$tmp/cdir/train.lcmd" --eot "$tmp/c.eot.npy" --row-ids --dtype bf16 >/dev/null || return 1
-  "$PY" "$tmp/check.py" "$tmp/cdir/train.lcmd" "$tmp/c" bf16 train && "$PY" "$tmp/check.py" "$tmp/cdir/valid.lcmd" "$tmp/c" bf16 valid
+  if "$PY" $TOOL "$tmp/c.parquet" -o "$tmp/cnone/train.lcmd" --eot "$tmp/c.eot.npy" >"$tmp/o" 2>&1; then return 1; fi
+  grep -q 'give --valid-out FILE.lcmd' "$tmp/o" && [ ! -e "$tmp/cnone/valid.lcmd" ] && [ ! -e "$tmp/cnone/train.lcmd" ] || { cat "$tmp/o" >&2; return 1; }
+  "$PY" $TOOL "$tmp/c.parquet" -o "$tmp/cdir/new/train.lcmd" --valid-out "$tmp/vdir/valid.lcmd" --eot "$tmp/c.eot.npy" --row-ids --dtype bf16 >/dev/null || return 1
+  "$PY" "$tmp/check.py" "$tmp/cdir/new/train.lcmd" "$tmp/c" bf16 train && "$PY" "$tmp/check.py" "$tmp/vdir/valid.lcmd" "$tmp/c" bf16 valid
 }
 
 errors_are_one_line() {

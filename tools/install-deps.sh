@@ -3,11 +3,45 @@
 #
 #   tools/install-deps.sh            install what is missing (as root, or through sudo)
 #   tools/install-deps.sh --check    only say what is missing; exit 1 if anything is
+#   tools/install-deps.sh --python   what the Python interop tests need (`make test` runs this):
+#                                    Debian's python3-torch python3-numpy python3-matplotlib python3-venv,
+#                                    and a .venv (over the system packages) with pyarrow<26, safetensors
+#                                    and tensorboard from PyPI. An existing .venv is never changed.
+#                                    Without root, prints the one command that does it; never fails.
 #
 # Build needs: a C compiler, make, iniparser (configuration), OpenBLAS (CPU matmuls).
 # The CUDA toolkit is not installed here: it comes from NVIDIA, and the CUDA backend is built only
 # when the Makefile finds it.
 set -u
+if [ "${1:-}" = "--python" ]; then
+  cd "$(dirname "$0")/.." || exit 0
+  py_packages=(python3-torch python3-numpy python3-matplotlib python3-venv)
+  pip_line="'pyarrow<26' safetensors tensorboard"
+  command -v dpkg-query >/dev/null 2>&1 || exit 0 # not Debian: the tests that need Python say SKIP
+  need=()
+  for p in "${py_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+  done
+  if [ ${#need[@]} -gt 0 ] || [ ! -e .venv ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "make test: the Python interop tests will be skipped; to run them: sudo apt-get install -y ${py_packages[*]} &&" \
+        "/usr/bin/python3 -m venv --system-site-packages .venv && .venv/bin/pip install $pip_line" >&2
+      exit 0
+    fi
+    if [ ${#need[@]} -gt 0 ]; then
+      echo "installing for the Python tests: ${need[*]}" >&2
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null ||
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; } ||
+        echo "apt-get install ${need[*]} failed: the tests that need them will be skipped" >&2
+    fi
+    if [ ! -e .venv ]; then
+      echo "creating .venv with $pip_line" >&2
+      /usr/bin/python3 -m venv --system-site-packages .venv && .venv/bin/pip install -q 'pyarrow<26' safetensors tensorboard ||
+        echo "pip install into .venv failed: the tests that need it will be skipped" >&2
+    fi
+  fi
+  exit 0
+fi
 packages=(libiniparser-dev libopenblas-dev)
 
 missing=()

@@ -6,7 +6,9 @@ Input: one row per document, columns
   text_sentences_sonar_emb   list<fixed_size_list<float>[D]> or list<list<float>>, float32 or float16
   split                      optional string: "train" / "validation" (also "valid", "dev")
 Output: OUT.lcmd (+ OUT.text, the sentences) for the training rows (all rows without a split column),
-and VALID.lcmd (+ .text) for the validation rows. The files are byte for byte what `lcm data import`
+and, when --valid-out names it, VALID.lcmd (+ .text) for the validation rows: the tool writes only the
+files it is asked for, so validation rows without --valid-out are an error. Missing output directories
+are created. The files are byte for byte what `lcm data import`
 writes for the same embeddings (docs/dataset-format.md), written to a temporary name, fsync'ed and
 renamed, so they appear complete or not at all. Empty documents are skipped (and counted).
 
@@ -254,7 +256,7 @@ def convert(args):
         eot = np.load(args.eot).astype(np.float32).reshape(-1)
         if not np.isfinite(eot).all():
             raise Fail(f"{args.eot}: the EOT embedding is not finite")
-    valid_out = args.valid_out or os.path.join(os.path.dirname(args.output) or ".", "valid.lcmd")
+    valid_out = args.valid_out
     writers = [None, None]
     paths = [args.output, valid_out]
     skipped = [0, 0]
@@ -280,10 +282,14 @@ def convert(args):
                     if with_text and (texts[i] is None or len(texts[i]) != n):
                         raise Fail(f"{where}: {len(texts[i]) if texts[i] is not None else 0} sentences but {n} "
                                    "embeddings")
+                    if s == 1 and valid_out is None:
+                        raise Fail(f"{where} has split '{splits[i]}': give --valid-out FILE.lcmd for the validation "
+                                   "rows (only the files asked for are written)")
                     if n == 0:
                         skipped[s] += 1
                     else:
                         if writers[s] is None:
+                            os.makedirs(os.path.dirname(paths[s]) or ".", exist_ok=True)
                             writers[s] = DatasetWriter(paths[s], args.dtype or ("f16" if emb.dtype == np.float16
                                                                                 else "f32"), with_text)
                         writers[s].add(emb[at:at + n], texts[i] if with_text else (), row if args.row_ids else None,
@@ -310,7 +316,7 @@ def main():
     ap = argparse.ArgumentParser(description="Convert reference-layout parquet files into lcm datasets (.lcmd).")
     ap.add_argument("inputs", nargs="+", help="parquet files, read in order")
     ap.add_argument("-o", "--output", required=True, help="the training dataset to write (.lcmd)")
-    ap.add_argument("--valid-out", help="where rows with split=validation go (default: valid.lcmd beside -o)")
+    ap.add_argument("--valid-out", help="where rows with split=validation go (needed when the input has such rows)")
     ap.add_argument("--dtype", choices=["f32", "f16", "bf16"], help="storage type (default: that of the input)")
     ap.add_argument("--eot", help=".npy with the SONAR embedding of 'End of text.' [D]; without it, no EOT")
     ap.add_argument("--row-ids", action="store_true", help="store each document's input row number as its source id")

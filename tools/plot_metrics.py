@@ -7,10 +7,12 @@ Reads RUN_DIR/metrics.jsonl, one JSON object per line, as `lcm train` writes it:
   training lines    {"step", "loss", "lr", "grad_norm", "concepts_per_s", "elapsed_s", ["mfu", "mem_gb"]}
   validation lines  {"split": "valid", "step", "loss", "l2", "ca"}
   a baseline line   {"baseline": <predict-the-mean loss>, ...}
+  start lines       {"step", "event": "start" | "resume", ["experiment"]}: resumes are marked
 Unknown keys are ignored, and so is a last line cut short (the run may still be writing the file).
 Writes RUN_DIR/metrics.png (or OUT.png): training and validation loss against step (log scale) with
 the baseline as a horizontal line, the learning rate, and the validation l2 and contrastive accuracy
-when the file has them. Exits non-zero with a one-line message when the file is missing or holds no
+(on a fixed 0-100% scale, chance 50% marked) when the file has them; a dotted vertical line marks each
+resume. Exits non-zero with a one-line message when the file is missing or holds no
 data.
 """
 import argparse
@@ -34,7 +36,7 @@ def number(v):
 
 
 def read_metrics(path):
-    """Training points, validation points and the baseline (or None) from a metrics.jsonl."""
+    """Training points, validation points, the baseline (or None) and the resume steps from a metrics.jsonl."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             lines = f.read().split("\n")
@@ -42,7 +44,7 @@ def read_metrics(path):
         fail(f"{path}: no such file; give the run directory that `lcm train` wrote (it holds metrics.jsonl)")
     except OSError as e:
         fail(f"{path}: cannot read: {e.strerror}")
-    train, valid, baseline = [], [], None
+    train, valid, baseline, resumes = [], [], None, []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
@@ -60,12 +62,16 @@ def read_metrics(path):
         step = number(rec.get("step"))
         if step is None:
             continue
+        if "event" in rec:
+            if rec["event"] == "resume":
+                resumes.append(step)
+            continue
         split = rec.get("split", "train")
         if split == "valid":
             valid.append({"step": step, **{k: number(rec.get(k)) for k in ("loss", "l2", "ca")}})
         elif split == "train":
             train.append({"step": step, **{k: number(rec.get(k)) for k in ("loss", "lr")}})
-    return train, valid, baseline
+    return train, valid, baseline, resumes
 
 
 def series(points, key):
@@ -74,11 +80,12 @@ def series(points, key):
     return xs, ys
 
 
-def plot(train, valid, baseline, out, title):
+def plot(train, valid, baseline, resumes, out, title):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
 
     has_l2 = any(p["l2"] is not None for p in valid)
     has_ca = any(p["ca"] is not None for p in valid)
@@ -121,8 +128,16 @@ def plot(train, valid, baseline, out, title):
             ax_ca = ax.twinx() if has_l2 else ax
             ax_ca.plot(*series(valid, "ca"), "s-", ms=4, color="tab:purple", label="valid contrastive accuracy")
             ax_ca.set_ylabel("contrastive accuracy")
+            ax_ca.set_ylim(0, 1)  # fixed: runs compare at a glance; 0.5 is chance
+            ax_ca.axhline(0.5, color="tab:purple", ls=":", lw=1)
+            ax_ca.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
             ax_ca.legend(loc="lower right")
         ax.grid(True, alpha=0.3)
+    for i, step in enumerate(resumes):
+        for ax in axes:
+            ax.axvline(step, color="gray", ls=":", lw=1, label="resumed" if i == 0 and ax is axes[0] else None)
+    if resumes:
+        axes[0].legend(loc="best")
     axes[-1].set_xlabel("step")
 
     fig.tight_layout()
@@ -139,7 +154,7 @@ def main():
     if not os.path.isdir(args.run_dir):
         fail(f"{args.run_dir}: not a directory; give the run directory that `lcm train` wrote")
     path = os.path.join(args.run_dir, "metrics.jsonl")
-    train, valid, baseline = read_metrics(path)
+    train, valid, baseline, resumes = read_metrics(path)
     if not any(p["loss"] is not None for p in train + valid):
         fail(f"{path}: no training or validation loss yet; wait for the first logged step")
     try:
@@ -149,7 +164,7 @@ def main():
              "or run the tool with a Python that has it")
     out = args.out or os.path.join(args.run_dir, "metrics.png")
     try:
-        plot(train, valid, baseline, out, os.path.basename(os.path.abspath(args.run_dir)))
+        plot(train, valid, baseline, resumes, out, os.path.basename(os.path.abspath(args.run_dir)))
     except OSError as e:
         fail(f"{out}: cannot write: {e.strerror}")
     print(out)

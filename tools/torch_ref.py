@@ -11,7 +11,7 @@ every parameter under its name.
 With --generate P instead of --batch: continues the prompts in P by the reference generator's rules
 (see generate() below) and writes the generated concepts, their counts and stop reasons.
 
-The model follows /work/shared/docs/base-lcm.md; module names reproduce the reference state dict
+The model follows docs/model.md; module names reproduce the reference state dict
 (frontend.pre_linear, lcm.layers.{i}.self_attn.q_proj, ..., postnet.fc) and load_state_dict(strict=True)
 checks that our checkpoint names match it. Residual-dropout masks are recomputed here from the same
 Philox4x32-10 counters as lcm's (include/lcm/philox.h), so dropout is checked too.

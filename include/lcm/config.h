@@ -16,7 +16,7 @@
 #include "lcm/half.h"
 
 #define LCM_STR_MAX LCM_PATH_MAX
-#define LCM_CONFIG_MAX_KEYS 80   /* capacity of lcm_config.origin; the schema has fewer keys */
+#define LCM_CONFIG_MAX_KEYS 88   /* capacity of lcm_config.origin; the schema has fewer keys */
 #define LCM_ORIGIN_MAX 160       /* "default", "command line" or "<file>:<line>" (long paths keep their tail) */
 
 typedef struct lcm_model_config {
@@ -67,6 +67,7 @@ typedef struct lcm_synth_config {
 } lcm_synth_config;
 
 typedef struct lcm_trainer_config {
+    char experiment_name[128]; /* names the run in train.log, metrics.jsonl and the checkpoints' config */
     char devices[256];        /* auto | cpu | cpu:N | 0,2,3 (GPU ordinals, after CUDA_VISIBLE_DEVICES) */
     char output_dir[LCM_STR_MAX];
     int64_t max_steps;
@@ -149,6 +150,32 @@ extern const lcm_key lcm_keys[];
 extern const int lcm_num_keys;
 
 const lcm_key *lcm_config_find_key(const char *section, const char *name);
+
+/* The reference trainer's (large_concept_model, Hydra) key names, as they appear on its command line
+ * (`trainer.lr`, `trainer.data_loading_config.max_tokens`, `launcher`): one table in schema.c, printed
+ * by `lcm config refkeys` and documented in docs/reference-keys.md. Only command-line overrides are
+ * looked up in it; config files use lcm's own names. */
+typedef enum {
+    LCM_REF_ALIAS,       /* another name for our key(s) `target` */
+    LCM_REF_NOT_NEEDED,  /* no meaning in one process: accepted, with a notice saying `why` */
+    LCM_REF_UNSUPPORTED  /* refused, with `why` */
+} lcm_ref_kind;
+typedef struct lcm_ref_key {
+    const char *name;    /* "trainer.lr"; "launcher.*" matches launcher and every key under it */
+    lcm_ref_kind kind;
+    const char *target;  /* LCM_REF_ALIAS: "optim.lr"; two keys "optim.beta1,optim.beta2" take a list [a, b] */
+    const char *values;  /* LCM_REF_ALIAS: reference value to ours, "noop=constant|cosine=cosine"; NULL = as is */
+    const char *why;     /* the reason (NOT_NEEDED, UNSUPPORTED) or a note on the mapping (ALIAS, may be NULL) */
+} lcm_ref_key;
+extern const lcm_ref_key lcm_ref_keys[];
+extern const int lcm_num_ref_keys;
+/* The entry for a key as typed (lower case, without + or ++), or NULL. */
+const lcm_ref_key *lcm_config_find_ref_key(const char *key);
+
+/* Levenshtein distance (names of at most 127 bytes; longer ones are "far"): the did-you-mean helpers. */
+int lcm_edit_distance(const char *a, const char *b);
+/* The candidate closest to typed when it is close enough to suggest, else NULL. */
+const char *lcm_closest_name(const char *typed, const char *const *candidates, int n);
 
 /* ---- loading ---------------------------------------------------------------------------------- */
 

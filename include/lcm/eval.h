@@ -1,5 +1,5 @@
 /* eval.h: next-concept evaluation metrics (teacher forced), computed on the host from a micro-batch's
- * predictions (see /work/shared/docs/base-lcm.md, "Evaluation"):
+ * predictions (see docs/model.md, "Evaluation"):
  *  - loss: per-target summed squared error in normalized space (the training objective);
  *  - l2: mean over targets of ||pred - target||_2 in RAW (denormalized) space;
  *  - contrastive accuracy (CA): for each target, the fraction of distractors (the targets of the

@@ -2,6 +2,7 @@
  * overrides and operands), usage errors that point at the command's help, and error reporting. */
 #include "lcm/cli.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -61,10 +62,46 @@ static const lcm_cli_opt *find_opt(const lcm_cli_cmd *cmd, const char *a, const 
     return NULL;
 }
 
+/* The key of an override as typed, lower case, without + or ++ ("" when it has none). */
+static void override_key(const char *s, char *key, size_t cap) {
+    s += strncmp(s, "++", 2) == 0 ? 2 : s[0] == '+';
+    size_t n = strcspn(s, "=");
+    while (n > 0 && s[n - 1] == ' ') n--;
+    if (n >= cap) n = 0;
+    for (size_t i = 0; i < n; i++) key[i] = (char)tolower((unsigned char)s[i]);
+    key[n] = '\0';
+}
+
+/* pretrain=NAME (the reference's recipe group): the recipe conf/pretrain_NAME.ini, built in. */
+static int pick_recipe(const lcm_cli_cmd *cmd, const char *s, lcm_cli_args *a, lcm_error *err) {
+    static char path[LCM_PATH_MAX];
+    const char *name = strchr(s, '=') + 1;
+    if (a->config_path)
+        return lcm_cli_usage(err, cmd->name, "'%s' selects a recipe, and '%s' is one already: give one of them", s,
+                             a->config_path);
+    snprintf(path, sizeof path, "conf/pretrain_%s.ini", name);
+    for (const lcm_embedded_file *f = lcm_embedded_conf; f->path; f++)
+        if (strcmp(f->path, path + 5) == 0 && !strchr(name, '/')) {
+            a->config_path = path;
+            return 0;
+        }
+    char list[512] = "";
+    for (const lcm_embedded_file *f = lcm_embedded_conf; f->path; f++) {
+        size_t n = strlen(f->path), len = strlen(list);
+        if (strncmp(f->path, "pretrain_", 9) == 0 && n > 13 && strcmp(f->path + n - 4, ".ini") == 0)
+            snprintf(list + len, sizeof list - len, "%s%.*s", len ? ", " : "", (int)(n - 13), f->path + 9);
+    }
+    return lcm_cli_usage(err, cmd->name, "no recipe '%s' (pretrain=NAME selects conf/pretrain_NAME.ini); the recipes are: %s",
+                         name, list);
+}
+
 static int parse(const lcm_cli_cmd *cmd, int argc, char **argv, lcm_cli_args *a, lcm_error *err) {
     if (argc > LCM_CLI_MAX_ARGS) return lcm_cli_usage(err, cmd->name, "more than %d arguments", LCM_CLI_MAX_ARGS);
+    const char *last_flag = NULL; /* a flag that takes no value, just before this argument */
     for (int i = 0; i < argc; i++) {
         char *s = argv[i];
+        const char *flag_before = last_flag;
+        last_flag = NULL;
         if (s[0] == '-' && s[1] != '\0') {
             const char *value;
             const lcm_cli_opt *o = find_opt(cmd, s, &value);
@@ -72,6 +109,7 @@ static int parse(const lcm_cli_cmd *cmd, int argc, char **argv, lcm_cli_args *a,
             if (o->flag) *o->flag = 1;
             if (!o->value && !o->number) {
                 if (value) return lcm_cli_usage(err, cmd->name, "option '%s' takes no value", o->name);
+                last_flag = o->name;
                 continue;
             }
             if (!value) {
@@ -90,9 +128,20 @@ static int parse(const lcm_cli_cmd *cmd, int argc, char **argv, lcm_cli_args *a,
         } else if (cmd->takes_config && is_config_arg(s)) {
             a->config_path = s;
         } else if (cmd->takes_config && strchr(s, '=') && s[0] != '/' && s[0] != '.') {
-            a->overrides[a->n_overrides++] = s;
+            char key[160];
+            override_key(s, key, sizeof key);
+            const lcm_ref_key *r = lcm_config_find_ref_key(key);
+            if (strcmp(key, "pretrain") == 0) {
+                LCM_TRY(pick_recipe(cmd, s, a, err));
+            } else if (r && r->kind == LCM_REF_NOT_NEEDED) {
+                fprintf(stderr, "lcm: note: %s is not needed: %s\n", key, r->why);
+            } else {
+                a->overrides[a->n_overrides++] = s;
+            }
         } else if (a->n_operands < cmd->max_operands) {
             a->operands[a->n_operands++] = s;
+        } else if (flag_before) {
+            return lcm_cli_usage(err, cmd->name, "option '%s' takes no value, but '%s' follows it", flag_before, s);
         } else if (cmd->takes_config) {
             return lcm_cli_usage(err, cmd->name, "'%s' is neither a config file (*.ini) nor an override "
                                  "(section.key=value)", s);

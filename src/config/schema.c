@@ -77,6 +77,8 @@ const lcm_key lcm_keys[] = {
     {"synth", "with_text", B, FIELD(synth.with_text), "false", 0, 1, NULL,
      "also write a text side file with a made-up sentence per concept"},
 
+    {"trainer", "experiment_name", S, FIELD(trainer.experiment_name), "", 0, 0, NULL,
+     "name of the run in train.log, metrics.jsonl and the checkpoints' stored config; \"\" = none"},
     {"trainer", "devices", S, FIELD(trainer.devices), "auto", 0, 0, NULL,
      "auto (all GPUs, else the CPU), cpu, cpu:N (N CPU workers) or GPU ordinals 0,2,3"},
     {"trainer", "output_dir", S, FIELD(trainer.output_dir), "runs/lcm", 0, 0, NULL,
@@ -145,6 +147,98 @@ const lcm_key lcm_keys[] = {
 const int lcm_num_keys = (int)(sizeof lcm_keys / sizeof lcm_keys[0]);
 
 _Static_assert(sizeof lcm_keys / sizeof lcm_keys[0] <= LCM_CONFIG_MAX_KEYS, "raise LCM_CONFIG_MAX_KEYS");
+
+/* The reference trainer's names, read from its MSE pretraining recipe and its training-configuration
+ * dataclass (TrainingConfig), plus the launcher group of its Hydra config; docs/reference-keys.md
+ * explains each row (and is checked against this table by tests/test_reference_cli.sh). */
+#define ALIAS(ref, ours) {ref, LCM_REF_ALIAS, ours, NULL, NULL}
+#define NOT_NEEDED(ref, why) {ref, LCM_REF_NOT_NEEDED, NULL, NULL, why}
+#define UNSUPPORTED(ref, why) {ref, LCM_REF_UNSUPPORTED, NULL, NULL, why}
+#define ONE_PROCESS "lcm is one process with a thread per device; there is no job to launch or process group to set up"
+
+const lcm_ref_key lcm_ref_keys[] = {
+    ALIAS("trainer.lr", "optim.lr"),
+    ALIAS("trainer.start_lr", "optim.start_lr"),
+    ALIAS("trainer.final_lr", "optim.final_lr"),
+    ALIAS("trainer.num_lr_warmup_steps", "optim.warmup_steps"),
+    ALIAS("trainer.warmup_steps", "optim.warmup_steps"),
+    {"trainer.lr_schedule", LCM_REF_ALIAS, "optim.schedule", "cosine=cosine|noop=constant",
+     "myle (inverse square root) and wsd (warmup-stable-decay) are not implemented"},
+    ALIAS("trainer.weight_decay", "optim.weight_decay"),
+    ALIAS("trainer.adam_betas", "optim.beta1,optim.beta2"),
+    ALIAS("trainer.adam_eps", "optim.eps"),
+    ALIAS("trainer.max_grad_norm", "optim.grad_clip"),
+    ALIAS("trainer.gradient_accumulation", "trainer.grad_accum"),
+    ALIAS("trainer.validate_every_n_steps", "trainer.validate_every"),
+    ALIAS("trainer.checkpoint_every_n_steps", "trainer.checkpoint_every"),
+    {"trainer.save_model_every_n_steps", LCM_REF_ALIAS, "trainer.checkpoint_every", NULL,
+     "every lcm checkpoint holds the whole (consolidated) model, so the two reference periods are one"},
+    ALIAS("trainer.keep_last_n_checkpoints", "trainer.keep_last"),
+    ALIAS("trainer.publish_metrics_every_n_steps", "trainer.log_every"),
+    ALIAS("trainer.max_nans_or_infs", "trainer.max_bad_steps"),
+    {"trainer.fsdp_fp32_reduce", LCM_REF_ALIAS, "trainer.grad_reduce_dtype", "true=f32|false=bf16", NULL},
+    ALIAS("trainer.data_loading_config.max_tokens", "data.max_tokens"),
+
+    NOT_NEEDED("launcher.*", ONE_PROCESS " (CUDA_VISIBLE_DEVICES and trainer.devices pick the GPUs)"),
+    NOT_NEEDED("trainer.use_submitit", ONE_PROCESS " (nothing is submitted to a cluster)"),
+    NOT_NEEDED("trainer.use_fsdp", ONE_PROCESS "; the devices' threads share one copy of the data and all-reduce the gradients"),
+    NOT_NEEDED("trainer.fsdp_wrap_granularity", ONE_PROCESS " (no FSDP wrapping)"),
+    NOT_NEEDED("trainer.fsdp_memory_policy", ONE_PROCESS " (no FSDP wrapping)"),
+    NOT_NEEDED("trainer.requirements.*", ONE_PROCESS " (no cluster resources to request; trainer.devices uses this machine)"),
+    NOT_NEEDED("trainer.log_folder", ONE_PROCESS " (no launcher output to redirect; train.log is in trainer.output_dir)"),
+    NOT_NEEDED("trainer.fake_gang_device", ONE_PROCESS " (one device is trainer.devices=0 or trainer.devices=cpu)"),
+    NOT_NEEDED("trainer.gc_every_n_steps", "Python garbage collection; lcm allocates everything before the first step"),
+    NOT_NEEDED("trainer.use_submitit_requeue", ONE_PROCESS " (rerunning the same command resumes)"),
+    NOT_NEEDED("trainer.dtype", "the backend fixes the precision: fp32 on the CPU, bf16 with fp32 master weights on GPUs"),
+    NOT_NEEDED("trainer.use_optimizer_in_fp32", "the AdamW state is always fp32"),
+    NOT_NEEDED("trainer.use_autocast", "the backend fixes the precision: fp32 on the CPU, bf16 with fp32 master weights on GPUs"),
+    NOT_NEEDED("trainer.loss_scaler_init_scale", "bf16 needs no loss scaling"),
+    NOT_NEEDED("trainer.loss_scaler_scale_window", "bf16 needs no loss scaling"),
+    NOT_NEEDED("trainer.max_subword_length", "it bounds backpropagation through the SONAR decoder, which MSE training of "
+               "Base-LCM never does"),
+    NOT_NEEDED("trainer.preserve_consolidated_models", "every checkpoint holds the whole model"),
+    NOT_NEEDED("trainer.wandb_project", "no tracking service: tools/metrics_to_tensorboard.py reads metrics.jsonl"),
+    NOT_NEEDED("trainer.wandb_run_name", "no tracking service: trainer.experiment_name names the run"),
+    NOT_NEEDED("trainer.wandb_entity", "no tracking service: tools/metrics_to_tensorboard.py reads metrics.jsonl"),
+    NOT_NEEDED("trainer.tb_dir", "tools/metrics_to_tensorboard.py RUN_DIR writes the TensorBoard events"),
+
+    UNSUPPORTED("trainer.model_arch", "pick the architecture with +pretrain=NAME or a config file whose base is a "
+                "conf/model/*.ini (`lcm model info` prints one)"),
+    UNSUPPORTED("trainer.model_arch_overrides.*", "set the model.* keys instead (`lcm config keys`)"),
+    UNSUPPORTED("trainer.model_config_or_name", "set the model.* keys instead (`lcm config keys`)"),
+    UNSUPPORTED("trainer.criterion.*", "the loss is fixed: the next-concept MSE of Base-LCM (docs/model.md)"),
+    UNSUPPORTED("trainer.lr_stage_ratios", "the wsd schedule is not implemented (optim.schedule = cosine or constant)"),
+    UNSUPPORTED("trainer.data_loading_config.batch_size", "batches are sized by concepts, not rows: data.max_tokens"),
+    UNSUPPORTED("trainer.data_loading_config.*", "lcm's loader is configured by the data.* keys (docs/dataset-format.md)"),
+    UNSUPPORTED("trainer.validation_data_loading_config.*", "validation batches use data.max_tokens and the data.* keys too; "
+                "trainer.validate_max_batches bounds one validation"),
+    UNSUPPORTED("trainer.training_data", "give a dataset file: data.train=PATH.lcmd (`lcm data import` makes one)"),
+    UNSUPPORTED("trainer.validation_data", "give a dataset file: data.valid=PATH.lcmd (`lcm data import` makes one)"),
+    UNSUPPORTED("trainer.pretrained_model", "give the weights as trainer.init_from=FILE.safetensors "
+                "(tools/convert_reference.py to-lcm converts a fairseq2 checkpoint)"),
+    UNSUPPORTED("trainer.turn_off_grad_normalization", "the loss is always the mean over the step's targets"),
+    UNSUPPORTED("trainer.freeze_modules", "every parameter is trained"),
+    UNSUPPORTED("trainer.freezing_strategy", "every parameter is trained"),
+    UNSUPPORTED("trainer.profile", "no profiler: `lcm bench` measures step time, TFLOP/s and memory"),
+    UNSUPPORTED("trainer.debug", "no debug mode: train.log records every step's warnings"),
+    UNSUPPORTED("trainer.raise_oom", "an out-of-memory error stops the run (resume with a smaller data.max_tokens)"),
+    UNSUPPORTED("trainer.max_ooms", "an out-of-memory error stops the run (resume with a smaller data.max_tokens)"),
+    UNSUPPORTED("trainer.raise_nan_or_inf", "NaN/Inf steps are skipped; trainer.max_bad_steps in a row stop the run"),
+};
+const int lcm_num_ref_keys = (int)(sizeof lcm_ref_keys / sizeof lcm_ref_keys[0]);
+
+const lcm_ref_key *lcm_config_find_ref_key(const char *key) {
+    for (int i = 0; i < lcm_num_ref_keys; i++) {
+        const char *n = lcm_ref_keys[i].name;
+        size_t len = strlen(n);
+        if (len > 2 && strcmp(n + len - 2, ".*") == 0) { /* the group itself, or a key under it */
+            if (strncmp(key, n, len - 2) == 0 && (key[len - 2] == '\0' || key[len - 2] == '.')) return &lcm_ref_keys[i];
+        } else if (strcmp(key, n) == 0) {
+            return &lcm_ref_keys[i];
+        }
+    }
+    return NULL;
+}
 
 const char *const lcm_config_sections[] = {"config", "model", "data", "synth", "trainer", "optim", "bench", "generate", NULL};
 

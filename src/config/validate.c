@@ -1,6 +1,7 @@
 /* validate.c: rules that span keys (C divisible by H, rows fitting a micro-batch, the schedule fitting
  * the run, ...), the trainer.devices syntax, and the derived FFN size. Each message names the keys
  * with their values and where those values came from. */
+#include <inttypes.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
@@ -61,8 +62,9 @@ static int check_schedule(const lcm_config *cfg, lcm_error *err) {
     if (cosine && o->warmup_steps >= cfg->trainer.max_steps)
         return lcm_fail(err, LCM_ERR_CONFIG,
                         "%s must be less than %s with the cosine schedule (the steps after warmup follow the cosine "
-                        "over max_steps - warmup_steps + 1 steps)",
-                        DESC_A("optim", "warmup_steps"), DESC_B("trainer", "max_steps"));
+                        "over max_steps - warmup_steps + 1 steps); for a short run set optim.warmup_steps=%" PRId64
+                        " (4%% of max_steps, the recipe's 10000 of 250000)",
+                        DESC_A("optim", "warmup_steps"), DESC_B("trainer", "max_steps"), cfg->trainer.max_steps / 25);
     if (o->warmup_steps > 0 && o->start_lr > o->lr)
         return lcm_fail(err, LCM_ERR_CONFIG, "%s is above the peak %s: warmup rises from start_lr to lr",
                         DESC_A("optim", "start_lr"), DESC_B("optim", "lr"));

@@ -303,6 +303,72 @@ void lcm_config_defaults(lcm_config *cfg) {
     }
 }
 
+/* One key's value from the command line: white space around it is dropped, as in a config file. */
+static int set_key(lcm_config *cfg, const lcm_key *k, const char *v, size_t nv, const char *origin, lcm_error *err) {
+    while (nv > 0 && isspace((unsigned char)*v)) v++, nv--;
+    while (nv > 0 && isspace((unsigned char)v[nv - 1])) nv--;
+    char *value = strndup(v, nv);
+    if (!value) return lcm_fail(err, LCM_ERR_NOMEM, "out of memory reading the override %s.%s", k->section, k->name);
+    int rc = lcm_config_apply(cfg, k, value, origin, err);
+    free(value);
+    return rc;
+}
+
+/* Our key "section.name" (schema.c's alias table names only keys that exist). */
+static const lcm_key *key_named(const char *full, size_t n) {
+    char buf[160];
+    snprintf(buf, sizeof buf, "%.*s", (int)n, full);
+    char *dot = strchr(buf, '.');
+    if (!dot) return NULL;
+    *dot = '\0';
+    return lcm_config_find_key(buf, dot + 1);
+}
+
+/* A reference key on the command line: set the key(s) it names, accept it (not needed), or refuse it. */
+static int set_ref_key(lcm_config *cfg, const lcm_ref_key *r, const char *key, const char *value, const char *origin,
+                       lcm_error *err) {
+    char shown[LCM_ESC_CAP];
+    if (r->kind == LCM_REF_NOT_NEEDED) return 0; /* the command line's parser says why */
+    if (r->kind == LCM_REF_UNSUPPORTED)
+        return lcm_fail(err, LCM_ERR_CONFIG, "%s: %s is a key of the reference trainer that lcm does not support: %s "
+                        "(docs/reference-keys.md)", origin, key, r->why);
+    char where[LCM_ORIGIN_MAX + 176]; /* lcm_config_apply keeps the origin's tail when it is longer */
+    snprintf(where, sizeof where, "%s, as %s", origin, key);
+    while (isspace((unsigned char)*value)) value++;
+    const char *comma = strchr(r->target, ',');
+    if (comma) { /* a list [a, b] for two keys */
+        size_t nv = strlen(value);
+        while (nv > 0 && isspace((unsigned char)value[nv - 1])) nv--;
+        const char *sep = memchr(value, ',', nv);
+        if (nv < 2 || value[0] != '[' || value[nv - 1] != ']' || !sep)
+            return lcm_fail(err, LCM_ERR_CONFIG, "%s: %s = '%s': expected a list of two numbers like [0.9,0.95] (it sets %s)",
+                            origin, key, lcm_escape_str(shown, sizeof shown, value), r->target);
+        const lcm_key *k1 = key_named(r->target, (size_t)(comma - r->target)), *k2 = key_named(comma + 1, strlen(comma + 1));
+        LCM_TRY(set_key(cfg, k1, value + 1, (size_t)(sep - value - 1), where, err));
+        return set_key(cfg, k2, sep + 1, (size_t)(value + nv - 1 - sep - 1), where, err);
+    }
+    const lcm_key *k = key_named(r->target, strlen(r->target));
+    if (!r->values) return set_key(cfg, k, value, strlen(value), where, err);
+    size_t nv = strlen(value);
+    while (nv > 0 && isspace((unsigned char)value[nv - 1])) nv--;
+    for (const char *c = r->values; *c;) { /* "from=to|from=to" */
+        const char *bar = strchr(c, '|'), *eq = strchr(c, '=');
+        size_t len = bar ? (size_t)(bar - c) : strlen(c), nf = (size_t)(eq - c);
+        if (nf == nv && strncasecmp(c, value, nv) == 0) return set_key(cfg, k, eq + 1, len - nf - 1, where, err);
+        c += len + (bar ? 1 : 0);
+    }
+    char accepted[256] = "";
+    for (const char *c = r->values; *c;) { /* "cosine (optim.schedule = cosine), noop (...)" */
+        const char *bar = strchr(c, '|'), *eq = strchr(c, '=');
+        size_t len = bar ? (size_t)(bar - c) : strlen(c), used = strlen(accepted);
+        snprintf(accepted + used, sizeof accepted - used, "%s%.*s (%s = %.*s)", used ? ", " : "", (int)(eq - c), c,
+                 r->target, (int)(len - (size_t)(eq - c) - 1), eq + 1);
+        c += len + (bar ? 1 : 0);
+    }
+    return lcm_fail(err, LCM_ERR_CONFIG, "%s: %s = '%s': lcm accepts %s%s%s", origin, key,
+                    lcm_escape_str(shown, sizeof shown, value), accepted, r->why ? "; " : "", r->why ? r->why : "");
+}
+
 /* White space around the key and the value is dropped, as in a config file ("key = value"): a quoted
  * "trainer.max_steps = 5" means what it says instead of naming an unknown key "trainer.max_steps ". */
 int lcm_config_set(lcm_config *cfg, const char *assignment, const char *origin, lcm_error *err) {
@@ -315,6 +381,15 @@ int lcm_config_set(lcm_config *cfg, const char *assignment, const char *origin, 
     const char *eq = strchr(s, '=');
     const char *key_end = eq;
     while (key_end && key_end > s && isspace((unsigned char)key_end[-1])) key_end--;
+    char full[160];
+    if (eq && (size_t)(key_end - s) < sizeof full) { /* the reference trainer's names (schema.c) */
+        size_t n = (size_t)(key_end - s);
+        for (size_t i = 0; i < n; i++) full[i] = (char)tolower((unsigned char)s[i]);
+        full[n] = '\0';
+        const char *dot = strchr(full, '.');
+        const lcm_ref_key *r = lcm_config_find_ref_key(full);
+        if (r && !(dot && key_named(full, n))) return set_ref_key(cfg, r, full, eq + 1, origin, err);
+    }
     const char *dot = eq ? memchr(s, '.', (size_t)(key_end - s)) : NULL;
     if (!dot || dot == s || dot + 1 == key_end) {
         char shown[LCM_ESC_CAP];
@@ -337,20 +412,12 @@ int lcm_config_set(lcm_config *cfg, const char *assignment, const char *origin, 
     if (strcmp(section, "config") == 0)
         return lcm_fail(err, LCM_ERR_USAGE, "%s: config.base can only be set inside a config file (its bases are read as the file loads)",
                         origin);
-    const char *v = eq + 1;
-    while (isspace((unsigned char)*v)) v++;
-    size_t nv = strlen(v);
-    while (nv > 0 && isspace((unsigned char)v[nv - 1])) nv--;
-    char *value = strndup(v, nv);
-    if (!value) return lcm_fail(err, LCM_ERR_NOMEM, "out of memory reading the override %s.%s", section, name);
-    int rc = lcm_config_apply(cfg, k, value, origin, err);
-    free(value);
-    return rc;
+    return set_key(cfg, k, eq + 1, strlen(eq + 1), origin, err);
 }
 
 /* ---- unknown keys ----------------------------------------------------------------------------- */
 
-static int edit_distance(const char *a, const char *b) {
+int lcm_edit_distance(const char *a, const char *b) {
     size_t na = strlen(a), nb = strlen(b);
     if (na > 127 || nb > 127) return 1 << 20;
     int row[128];
@@ -380,18 +447,37 @@ static int close_enough(int dist, const char *typed, const char *candidate) {
     return dist <= ((int)len / 3 > 2 ? (int)len / 3 : 2) || (n >= 3 && strncmp(typed, candidate, n) == 0);
 }
 
+const char *lcm_closest_name(const char *typed, const char *const *candidates, int n) {
+    const char *best = NULL;
+    int best_d = 1 << 20;
+    for (int i = 0; i < n; i++) {
+        int d = lcm_edit_distance(typed, candidates[i]);
+        if (d < best_d) best_d = d, best = candidates[i];
+    }
+    return close_enough(best_d, typed, best) ? best : NULL;
+}
+
+/* The closest key to section.name: the same name in another section first (trainer.lr is optim.lr),
+ * then the closest whole name; a reference key close to the typed one suggests the key it maps to. */
 int lcm_config_unknown_key(lcm_error *err, const char *section, const char *name, const char *where) {
     char typed[256], full[256], best[256] = "", shown[LCM_ESC_CAP];
     snprintf(typed, sizeof typed, "%s.%s", section, name);
     int best_d = 1 << 20;
     for (int i = 0; i < lcm_num_keys; i++) {
         snprintf(full, sizeof full, "%s.%s", lcm_keys[i].section, lcm_keys[i].name);
-        int d = edit_distance(typed, full);
+        int d = lcm_edit_distance(typed, full);
+        if (strcmp(lcm_keys[i].name, name) == 0 && strcmp(lcm_keys[i].section, "config") != 0) d = -1;
         if (d < best_d) best_d = d, snprintf(best, sizeof best, "%s", full);
+    }
+    for (int i = 0; best_d > 0 && i < lcm_num_ref_keys; i++) {
+        const lcm_ref_key *r = &lcm_ref_keys[i];
+        if (r->kind != LCM_REF_ALIAS || strchr(r->target, ',')) continue;
+        int d = lcm_edit_distance(typed, r->name);
+        if (d < best_d) best_d = d, snprintf(best, sizeof best, "%s", r->target);
     }
     const char *what = lcm_config_is_section(section) ? "key" : "section in key";
     lcm_escape_str(shown, sizeof shown, typed);
-    if (close_enough(best_d, typed, best))
+    if (best_d < 0 || close_enough(best_d, typed, best))
         return lcm_fail(err, LCM_ERR_CONFIG, "unknown %s %s (%s); did you mean %s?", what, shown, where, best);
     return lcm_fail(err, LCM_ERR_CONFIG, "unknown %s %s (%s); `lcm config keys` lists the keys", what, shown, where);
 }
@@ -400,7 +486,7 @@ int lcm_config_unknown_section(lcm_error *err, const char *section, const char *
     const char *best = NULL;
     int best_d = 1 << 20;
     for (int i = 0; lcm_config_sections[i]; i++) {
-        int d = edit_distance(section, lcm_config_sections[i]);
+        int d = lcm_edit_distance(section, lcm_config_sections[i]);
         if (d < best_d) best_d = d, best = lcm_config_sections[i];
     }
     char shown[LCM_ESC_CAP];

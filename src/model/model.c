@@ -1,7 +1,7 @@
 /* model.c: the Base-LCM layer sequence, written once against the backend op table, and the buffers
  * it runs on. Which op follows which lives here and nowhere else; the backends only implement ops.
  *
- * Forward, for a micro-batch of B rows of T positions (N = B*T; see base-lcm.md "Model"):
+ * Forward, for a micro-batch of B rows of T positions (N = B*T; see docs/model.md, "Model"):
  *   xn = (x - center) / scale;  h0 = xn W_pre^T + b_pre
  *   per layer l:  a = rmsnorm(h_l);  qkv = a W_qkv^T + b_qkv;  rope(q, k);  o = attention(qkv)
  *                 h_mid = h_l + dropout(o W_o^T + b_o)

@@ -1,5 +1,5 @@
 /* params.c: the Base-LCM parameter table: every tensor's reference name, shape, place in the one
- * parameter block, and initialisation rule (see /work/shared/docs/base-lcm.md, "Initialization" and
+ * parameter block, and initialisation rule (see docs/model.md, "Initialization" and
  * "Parameter names"). */
 #include <math.h>
 #include <stdlib.h>

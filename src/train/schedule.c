@@ -1,4 +1,4 @@
-/* schedule.c: the learning rate of each step: linear warmup, then cosine decay (base-lcm.md,
+/* schedule.c: the learning rate of each step: linear warmup, then cosine decay (docs/model.md,
  * "Optimizer and schedule"). Step k (1-based) uses e = k - 1, like the reference. */
 #include <math.h>
 

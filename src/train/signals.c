@@ -89,3 +89,4 @@ void lcm_signals_restore(void) {
 }
 
 int lcm_stop_requested(void) { return atomic_load(&stop_signal) != 0; }
+int lcm_stop_signal(void) { return atomic_load(&stop_signal); }

@@ -212,6 +212,8 @@ void lcm_signals_stop_mode(int on);
 /* Block SIGINT/SIGTERM in the calling thread (and so in the threads it creates); old mask in *old. */
 void lcm_signals_block(sigset_t *old);
 int lcm_stop_requested(void);
+/* The signal that asked the run to stop (SIGINT, SIGTERM), 0 = none. */
+int lcm_stop_signal(void);
 
 /* perf.c */
 double lcm_peak_tflops(const char *device_name);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -94,12 +95,17 @@ void lcm_run_metrics_line(lcm_run *run, const char *line) {
     }
 }
 
-static int config_text(const lcm_config *cfg, char **out, lcm_error *err) {
+/* The effective config, and the device count it ran on (trainer.devices may say "auto"): a resumed run
+ * reads it back from the checkpoint's copy to say how the global batch changed (resume_notices). */
+#define DEVICES_LINE "# devices used: "
+
+static int config_text(const lcm_config *cfg, int n_devices, char **out, lcm_error *err) {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     if (!f) return lcm_fail(err, LCM_ERR_NOMEM, "out of memory");
     int rc = lcm_config_write(cfg, f);
+    fprintf(f, "\n" DEVICES_LINE "%d\n", n_devices);
     fclose(f);
     if (rc != 0) {
         free(buf);
@@ -107,6 +113,110 @@ static int config_text(const lcm_config *cfg, char **out, lcm_error *err) {
     }
     *out = buf;
     return 0;
+}
+
+/* The value of section.key in a config written by lcm_config_write (quoted values as written), or "". */
+static void stored_value(const char *text, const char *section, const char *key, char *out, size_t cap) {
+    out[0] = '\0';
+    int in_section = 0;
+    size_t nk = strlen(key);
+    for (const char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        size_t n = strcspn(line, "\n");
+        if (line[0] == '[') {
+            in_section = n == strlen(section) + 2 && strncmp(line + 1, section, strlen(section)) == 0;
+        } else if (in_section && n > nk + 3 && strncmp(line, key, nk) == 0 && strncmp(line + nk, " = ", 3) == 0) {
+            const char *v = line + nk + 3, *end = v;
+            if (*v == '"' || *v == '\'') {
+                const char *q = memchr(v + 1, *v, n - nk - 4);
+                end = q ? q + 1 : line + n;
+            } else {
+                end = v + strcspn(v, "#\n");
+            }
+            while (end > v && end[-1] == ' ') end--;
+            snprintf(out, cap, "%.*s", (int)(end - v), v);
+            return;
+        }
+    }
+}
+
+/* What changed since the checkpoint in ways that alter the run from here on: said before training
+ * starts (and so in train.log), never refused. Old checkpoints without the device line say less. */
+static void resume_notices(const lcm_run *run, const char *ckpt) {
+    const lcm_config *cfg = run->cfg;
+    char *text = NULL, v[64];
+    lcm_error ignored = {0};
+    if (lcm_checkpoint_config_text(ckpt, &text, &ignored) != 0) return;
+    stored_value(text, "trainer", "max_steps", v, sizeof v);
+    int64_t old_max = v[0] ? strtoll(v, NULL, 10) : cfg->trainer.max_steps;
+    if (old_max != cfg->trainer.max_steps && cfg->optim.schedule == LCM_SCHEDULE_COSINE)
+        lcm_warn("trainer.max_steps changed from %" PRId64 " to %" PRId64 " since %s: the schedule bends at step %" PRId64
+                 " (the cosine is recomputed over the new length: the learning rate goes from %.3g to %.3g at once, "
+                 "not as the run began)", old_max, cfg->trainer.max_steps, ckpt, run->start.step + 1,
+                 lcm_lr_at(&cfg->optim, old_max, run->start.step + 1), lcm_lr_at(&cfg->optim, cfg->trainer.max_steps, run->start.step + 1));
+    else if (old_max != cfg->trainer.max_steps)
+        lcm_info("trainer.max_steps changed from %" PRId64 " to %" PRId64 " since %s (the constant schedule is unchanged)",
+                 old_max, cfg->trainer.max_steps, ckpt);
+    const char *dl = strstr(text, DEVICES_LINE);
+    stored_value(text, "trainer", "grad_accum", v, sizeof v);
+    int64_t old_accum = v[0] ? strtoll(v, NULL, 10) : run->accum;
+    stored_value(text, "data", "max_tokens", v, sizeof v);
+    int64_t old_tokens = v[0] ? strtoll(v, NULL, 10) : run->max_tokens;
+    int64_t old_n = dl ? strtoll(dl + strlen(DEVICES_LINE), NULL, 10) : 0;
+    int64_t old_batch = old_n * old_accum * old_tokens, new_batch = (int64_t)run->n * run->accum * run->max_tokens;
+    if (old_n > 0 && old_batch != new_batch) {
+        char keep[160] = "";
+        if (old_batch % ((int64_t)run->n * run->max_tokens) == 0)
+            snprintf(keep, sizeof keep, "to keep it, set trainer.grad_accum=%" PRId64,
+                     old_batch / ((int64_t)run->n * run->max_tokens));
+        else if (old_batch % ((int64_t)run->n * run->accum) == 0)
+            snprintf(keep, sizeof keep, "no whole trainer.grad_accum keeps it with %d devices; data.max_tokens=%" PRId64 " does",
+                     run->n, old_batch / ((int64_t)run->n * run->accum));
+        else
+            snprintf(keep, sizeof keep, "no whole trainer.grad_accum or data.max_tokens keeps it with %d devices", run->n);
+        lcm_warn("the global batch changes from %" PRId64 " to %" PRId64 " concepts per step (devices x grad_accum x "
+                 "data.max_tokens: %" PRId64 " x %" PRId64 " x %" PRId64 " when %s was written, %d x %d x %" PRId64
+                 " now); %s", old_batch, new_batch, old_n, old_accum, old_tokens, ckpt, run->n, run->accum,
+                 run->max_tokens, keep);
+    }
+    free(text);
+}
+
+/* A checkpoint of another model: which keys differ, and what to do. Run before the weights are read
+ * (their shapes would not match); with no key differing it passes unless `force` (the model hashes
+ * differ, so something does). */
+static int check_same_model(const lcm_run *run, const char *ckpt, int force, lcm_error *err) {
+    char *text = NULL, diff[768] = "";
+    lcm_error ignored = {0};
+    if (lcm_checkpoint_config_text(ckpt, &text, &ignored) == 0) {
+        lcm_model_config was_m = run->cfg->model;
+        char was[LCM_STR_MAX], now[LCM_STR_MAX];
+        stored_value(text, "model", "model_dim", was, sizeof was);
+        if (was[0]) was_m.model_dim = atoi(was);
+        stored_value(text, "model", "ffn_inner_dim", was, sizeof was);
+        if (was[0]) was_m.ffn_inner_dim = atoi(was);
+        stored_value(text, "model", "ffn_multiple_of", was, sizeof was);
+        if (was[0]) was_m.ffn_multiple_of = atoi(was);
+        int ffn_was = lcm_model_ffn_dim(&was_m), ffn_now = lcm_model_ffn_dim(&run->cfg->model);
+        if (ffn_was != ffn_now) snprintf(diff, sizeof diff, "FFN inner size %d there, %d now", ffn_was, ffn_now);
+        for (int i = 0; i < lcm_num_keys; i++) {
+            const lcm_key *k = &lcm_keys[i];
+            int in_hash = (strcmp(k->section, "model") == 0 && strncmp(k->name, "ffn_", 4) != 0) ||
+                          (strcmp(k->section, "data") == 0 && (!strcmp(k->name, "max_seq_len") || !strcmp(k->name, "append_eot")));
+            if (!in_hash) continue;
+            stored_value(text, k->section, k->name, was, sizeof was);
+            stored_value(run->config_text, k->section, k->name, now, sizeof now);
+            size_t len = strlen(diff);
+            if (was[0] && strcmp(was, now) != 0 && len + 64 < sizeof diff)
+                snprintf(diff + len, sizeof diff - len, "%s%s.%s %.40s there, %.40s now", len ? ", " : "", k->section,
+                         k->name, was, now);
+        }
+        free(text);
+    }
+    if (!diff[0] && !force) return 0;
+    return lcm_fail(err, LCM_ERR_USAGE,
+                    "%s holds the run of another model (%s; its newest checkpoint: %s); to train this model choose a new "
+                    "trainer.output_dir (the checkpoints there are never overwritten), or to continue that run restore "
+                    "those settings", run->run_dir, diff[0] ? diff : "its model config differs", ckpt);
 }
 
 /* Where training starts: a checkpoint to resume (dir filled) or nothing (dir empty). */
@@ -225,18 +335,16 @@ static int start_state(lcm_run *run, const char *ckpt, lcm_error *err) {
         lcm_normalizer saved = {0};
         if (!run->init_m || !run->init_v)
             rc = lcm_fail(err, LCM_ERR_NOMEM, "out of host memory for the optimizer state");
+        if (!rc) rc = check_same_model(run, ckpt, 0, err);
         if (!rc) rc = lcm_checkpoint_load(ckpt, &t, run->init_master, run->init_m, run->init_v, &saved, &run->start, err);
         if (!rc) rc = lcm_checkpoint_check_cursor(ckpt, &run->start, run->train.plan, err);
-        if (!rc && run->start.config_hash != lcm_config_model_hash(cfg))
-            rc = lcm_fail(err, LCM_ERR_CONFIG,
-                          "%s was written with a different model or data layout (config hash %016" PRIx64 ", now %016" PRIx64
-                          "); restore those settings (the checkpoint's config is in its metadata), or start a new run in "
-                          "another trainer.output_dir", ckpt, run->start.config_hash, lcm_config_model_hash(cfg));
+        if (!rc && run->start.config_hash != lcm_config_model_hash(cfg)) rc = check_same_model(run, ckpt, 1, err);
         if (!rc && saved.dim > 0) { /* the checkpoint's normalizer is part of the model: it wins */
             lcm_normalizer_free(&run->norm);
             run->norm = saved;
         }
         if (!rc) lcm_info("resuming from %s (step %" PRId64 ")", ckpt, run->start.step);
+        if (!rc) resume_notices(run, ckpt);
     } else if (!rc && cfg->trainer.init_from[0]) {
         rc = lcm_weights_load(cfg->trainer.init_from, &t, run->init_master, NULL, err);
         if (!rc) lcm_info("initial weights from %s", cfg->trainer.init_from);
@@ -458,10 +566,12 @@ int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err) {
     if (!rc) rc = lcm_mkdir_p(run->run_dir, err);
     if (!rc) rc = lock_run_dir(run->run_dir, &lock_fd, err);
     if (!rc) rc = choose_start(cfg, run->run_dir, ckpt, sizeof ckpt, err);
+    if (!rc) rc = lcm_resolve_devices(cfg->trainer.devices, run->dev, &run->n, err);
     if (!rc) {
         lcm_path_join(path, sizeof path, run->run_dir, "train.log");
         if (lcm_log_set_file(path) != 0) lcm_warn("cannot write the log file %s: %s", path, strerror(errno));
-        rc = config_text(cfg, &run->config_text, err);
+        if (cfg->trainer.experiment_name[0]) lcm_info("experiment %s", cfg->trainer.experiment_name);
+        rc = config_text(cfg, run->n, &run->config_text, err);
     }
     if (!rc) {
         lcm_path_join(path, sizeof path, run->run_dir, "config.ini");
@@ -471,7 +581,6 @@ int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err) {
     if (!rc) rc = open_data(run, train, valid, err);
     if (!rc) rc = lcm_normalizer_resolve(&run->norm, cfg->model.normalizer, train, run->d.D, err);
     if (!rc) rc = start_state(run, ckpt, err);
-    if (!rc) rc = lcm_resolve_devices(cfg->trainer.devices, run->dev, &run->n, err);
     if (!rc && run->valid.open) {
         rc = lcm_eval_mean_baseline(&run->valid.ds, run->valid.plan, cfg->data.append_eot, run->norm.center,
                                     run->norm.scale, &run->baseline, err);
@@ -486,6 +595,17 @@ int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err) {
     if (!rc) {
         run->metrics = fopen(run->metrics_path, "a");
         if (!run->metrics) rc = lcm_fail(err, LCM_ERR_IO, "cannot write %s: %s", run->metrics_path, strerror(errno));
+    }
+    if (!rc) { /* where each run (fresh or resumed) began: the plot marks resumes */
+        lcm_sbuf b = {0};
+        lcm_sbuf_printf(&b, "{\"step\":%" PRId64 ",\"event\":\"%s\"", run->start.step, ckpt[0] ? "resume" : "start");
+        if (cfg->trainer.experiment_name[0]) {
+            lcm_sbuf_printf(&b, ",\"experiment\":");
+            lcm_json_str(&b, cfg->trainer.experiment_name);
+        }
+        lcm_sbuf_printf(&b, "}\n");
+        if (b.s) lcm_run_metrics_line(run, b.s);
+        lcm_sbuf_free(&b);
     }
     if (!rc && run->have_baseline) {
         char line[128];
@@ -506,6 +626,10 @@ int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err) {
         lcm_signals_stop_mode(1);
         rc = lcm_run_workers(run, err);
         lcm_signals_stop_mode(0);
+        if (!rc && sum->interrupted && !sum->stop_at_step_reached)
+            lcm_info("stopped by %s after step %" PRId64 ", with a checkpoint; the same command resumes",
+                     lcm_stop_signal() == SIGTERM ? "SIGTERM" : lcm_stop_signal() == SIGINT ? "SIGINT" : "a signal",
+                     sum->final_step);
         if (!sum->checkpoint[0] && ckpt[0]) snprintf(sum->checkpoint, sizeof sum->checkpoint, "%s", ckpt);
     }
     if (run->abandoned) { /* the thread still uses the run, the log and the lock: the process must end */
