@@ -144,6 +144,7 @@ struct lcm_backend {
     const lcm_backend_ops *ops;
     const char *name;   /* "cpu" or "cuda" */
     size_t act_bytes;   /* 4 (fp32) on CPU, 2 (bf16) on CUDA */
+    const struct lcm_backend_traits *traits; /* the same, for planning (lcm/memplan.h) */
     int device;         /* GPU ordinal, or CPU worker index */
     void *impl;
 };

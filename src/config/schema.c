@@ -105,6 +105,9 @@ const lcm_key lcm_keys[] = {
      "NaN/Inf steps in a row (skipped) before the run stops"},
     {"trainer", "grad_reduce_dtype", E, FIELD(trainer.grad_reduce_dtype), "f32", LCM_GRAD_REDUCE_F32, 0, "f32|bf16",
      "type gradients are all-reduced in across GPUs"},
+    {"trainer", "recompute", E, FIELD(trainer.recompute), "none", LCM_RECOMPUTE_NONE, 0, "none|layer",
+     "activations: none keeps every layer's; layer keeps each layer's input and recomputes its forward just before "
+     "its backward (same gradients, less memory, about one more forward of compute)"},
     {"trainer", "cpu_threads", I, FIELD(trainer.cpu_threads), "0", 0, 4096, NULL,
      "BLAS threads in total for CPU workers; 0 = all cores"},
     {"trainer", "plot", B, FIELD(trainer.plot), "true", 0, 1, NULL, "write metrics.png at the end (needs python3 + matplotlib)"},

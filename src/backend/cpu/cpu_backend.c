@@ -12,6 +12,7 @@
 
 #include "cpu_ops.h"
 #include "lcm/half.h"
+#include "lcm/memplan.h"
 
 #define CPU_ALIGN 64 /* a cache line; also what AVX-512 loads like */
 
@@ -164,7 +165,7 @@ static void cpu_op_rope_backward(lcm_backend *be, void *dqkv, int B, int T, int 
 }
 
 static size_t cpu_op_attention_saved_floats(lcm_backend *be, int B, int T, int H) {
-    return (size_t)B * H * T * T;
+    return lcm_cpu_traits.attention_saved_floats(B, T, H);
 }
 
 static void cpu_op_attention_forward(lcm_backend *be, void *out, float *saved, const void *qkv,
@@ -314,7 +315,8 @@ int lcm_cpu_backend_create(lcm_backend **out, int worker, lcm_error *err) {
         return lcm_fail(err, LCM_ERR_NOMEM, "out of host memory creating the CPU backend for worker %d", worker);
     cb->be.ops = &cpu_backend_ops;
     cb->be.name = "cpu";
-    cb->be.act_bytes = sizeof(float);
+    cb->be.act_bytes = lcm_cpu_traits.act_bytes;
+    cb->be.traits = &lcm_cpu_traits;
     cb->be.device = worker;
     cb->be.impl = cb;
     *out = &cb->be;
