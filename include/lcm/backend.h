@@ -159,6 +159,8 @@ static inline const void *lcm_act_at_c(const lcm_backend *be, const void *base, 
 
 /* ---- the CPU backend ---- */
 int lcm_cpu_backend_create(lcm_backend **out, int worker, lcm_error *err);
+/* Free (MemAvailable) and total host memory: what CPU workers allocate from. */
+void lcm_cpu_mem_info(size_t *free_bytes, size_t *total_bytes);
 /* OpenBLAS threads for the whole process (decide once: cores / CPU workers). */
 void lcm_cpu_set_blas_threads(int n);
 int lcm_cpu_count(void);
@@ -169,6 +171,8 @@ int lcm_cuda_backend_create(lcm_backend **out, int gpu, lcm_error *err);
 int lcm_cuda_device_count(int *n, lcm_error *err);
 /* Device name, for MFU tables and messages. */
 int lcm_cuda_device_name(int gpu, char *out, size_t cap, lcm_error *err);
+/* Free and total memory of a GPU, before any backend exists (the memory plan's check). */
+int lcm_cuda_device_memory(int gpu, size_t *free_bytes, size_t *total_bytes, lcm_error *err);
 /* `lcm info`: every visible GPU, the peer-access matrix, driver/runtime/NCCL versions. */
 void lcm_cuda_print_info(FILE *f);
 int lcm_cuda_built(void);

@@ -43,6 +43,7 @@ typedef struct lcm_data_config {
     int append_eot;           /* append the dataset's end-of-text concept to every document */
     int synthesize;           /* when data.train does not exist, synthesize it with [synth] */
     int check_finite;         /* scan the whole dataset for NaN/Inf when opening it for training */
+    int64_t global_batch_tokens; /* padded concepts per optimizer step over all devices; 0 = grad_accum decides */
 } lcm_data_config;
 
 /* Enum keys are stored as C enums: the value of a key's first choice is its schema min, the next

@@ -53,7 +53,7 @@ typedef struct lcm_memplan_input {
     const lcm_backend_traits *bt;
     int devices;
     int shard;             /* 0 replicated, 1 master weights and moments sliced, 2 also gradients */
-    int max_rows;          /* rows per micro-batch; 0: the bound max_tokens / 2 (a row has >= 2 concepts) */
+    int max_rows;          /* rows per micro-batch; 0: the bound max_tokens (a row holds at least one concept) */
 } lcm_memplan_input;
 
 typedef struct lcm_memplan {
@@ -67,6 +67,14 @@ typedef struct lcm_memplan {
 /* Elements of the flat parameter vector device r owns at a shard level > 0: ceil(P / n) rounded up to
  * 16 elements (the parameter table's alignment). */
 size_t lcm_shard_slice(size_t P, int n);
+
+/* Micro-batches per device per step on `devices` devices: data.global_batch_tokens / (devices x
+ * data.max_tokens) when that key is set (an error naming the device counts and max_tokens values that
+ * divide it when the division is not exact), else trainer.grad_accum. */
+int lcm_step_accum(const lcm_config *cfg, int devices, int *accum, lcm_error *err);
+
+/* The loader's ring of staging slots for one device (loader.c, which allocates exactly this). */
+size_t lcm_staging_bytes(int accum, int64_t max_tokens, int max_rows, int D);
 
 int lcm_memplan_compute(const lcm_memplan_input *in, lcm_memplan *out, lcm_error *err);
 void lcm_memplan_print(const lcm_memplan *p, const lcm_memplan_input *in, size_t free_bytes, FILE *f);

@@ -58,6 +58,9 @@ const lcm_key lcm_keys[] = {
      "with data.train empty: synthesize <output_dir>/data/{train,valid}.lcmd with [synth] unless there"},
     {"data", "check_finite", B, FIELD(data.check_finite), "true", 0, 1, NULL,
      "scan the whole dataset for NaN/Inf before training"},
+    {"data", "global_batch_tokens", I, FIELD(data.global_batch_tokens), "0", 0, BIG, NULL,
+     "padded concepts per optimizer step over all devices (devices x grad_accum x max_tokens): trainer.grad_accum "
+     "follows from it, so the step does not depend on the device count; 0 = trainer.grad_accum decides"},
 
     {"synth", "dim", I, FIELD(synth.dim), "1024", 1, 65536, NULL, "embedding size D of the synthesized data"},
     {"synth", "dtype", E, FIELD(synth.dtype), "f16", LCM_F32, 0, "f32|f16|bf16", "storage type of the synthesized embeddings"},

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "lcm/log.h"
+#include "lcm/memplan.h"
 #include "lcm/sbuf.h"
 #include "lcm/synth.h"
 #include "train_internal.h"
@@ -210,6 +211,62 @@ static int open_data(lcm_run *run, const char *train, const char *valid, lcm_err
 }
 
 /* ---- the run ---------------------------------------------------------------------------------- */
+
+/* The global batch is the micro-batches of one step (devices x grad_accum). A resume that changes it
+ * trains on, but says so once, with the setting that keeps it. */
+static void note_global_batch(lcm_run *run) {
+    const lcm_config *cfg = run->cfg;
+    const int64_t now = (int64_t)run->n * run->accum, was = run->start.step_microbatches;
+    if (was > 0 && was != now) {
+        char keep[160];
+        if (was % run->n == 0 && cfg->data.global_batch_tokens == 0)
+            snprintf(keep, sizeof keep, "trainer.grad_accum=%" PRId64 " (or data.global_batch_tokens=%" PRId64 ")",
+                     was / run->n, was * cfg->data.max_tokens);
+        else
+            snprintf(keep, sizeof keep, "data.global_batch_tokens=%" PRId64 " on a device count that divides %" PRId64,
+                     was * cfg->data.max_tokens, was);
+        lcm_warn("the global batch changes on resume: %" PRId64 " micro-batches per step (%d device%s x grad_accum %d), "
+                 "the checkpoint's run took %" PRId64 "; to keep it set %s", now, run->n, run->n > 1 ? "s" : "",
+                 run->accum, was, keep);
+    }
+    run->start.step_microbatches = now;
+}
+
+/* The memory plan of this run, printed; a device that lacks the memory stops the run here, before
+ * anything is allocated, with the cheapest change that fits. CPU workers share the host's memory. */
+static int check_memory(lcm_run *run, lcm_error *err) {
+    const int gpu = run->dev[0].is_gpu;
+    lcm_memplan_input in = {run->cfg, gpu ? &lcm_cuda_traits : &lcm_cpu_traits, run->n, 0, run->max_rows};
+    lcm_memplan p;
+    LCM_TRY(lcm_memplan_compute(&in, &p, err));
+    lcm_info("memory plan: %.2f GB per device (weights %.2f, gradients %.2f, moments %.2f, activations %.2f; "
+             "`lcm plan` itemizes it)", p.total / 1e9,
+             (p.bytes[LCM_MEM_MASTER] + p.bytes[LCM_MEM_COMPUTE]) / 1e9, p.bytes[LCM_MEM_GRADS] / 1e9,
+             p.bytes[LCM_MEM_MOMENTS] / 1e9, (p.bytes[LCM_MEM_ACTS] + p.bytes[LCM_MEM_ATT_SAVED]) / 1e9);
+    size_t free_b = 0, total_b = 0;
+    char who[64] = "";
+    size_t need = p.total;
+    if (gpu) {
+        for (int i = 0; i < run->n; i++) {
+            size_t f = 0, t = 0;
+            LCM_TRY(lcm_cuda_device_memory(run->dev[i].index, &f, &t, err));
+            if (i == 0 || f < free_b) {
+                free_b = f;
+                snprintf(who, sizeof who, "GPU %d", run->dev[i].index);
+            }
+        }
+    } else {
+        lcm_cpu_mem_info(&free_b, &total_b);
+        need = p.total * (size_t)run->n;
+        snprintf(who, sizeof who, "the host (%d CPU worker%s)", run->n, run->n > 1 ? "s" : "");
+    }
+    if (free_b == 0 || need <= free_b) return 0;
+    char advice[256];
+    LCM_TRY(lcm_memplan_advice(&in, gpu ? free_b : free_b / (size_t)run->n, advice, sizeof advice, err));
+    return lcm_fail(err, LCM_ERR_NOMEM, "%s needs %.2f GB for this run but has %.2f GB free; %s", who, need / 1e9,
+                    free_b / 1e9,
+                    advice[0] ? advice : "no cheaper setting fits: use devices with more memory or a smaller model");
+}
 
 static int start_state(lcm_run *run, const char *ckpt, lcm_error *err) {
     const lcm_config *cfg = run->cfg;
@@ -472,6 +529,11 @@ int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err) {
     if (!rc) rc = lcm_normalizer_resolve(&run->norm, cfg->model.normalizer, train, run->d.D, err);
     if (!rc) rc = start_state(run, ckpt, err);
     if (!rc) rc = lcm_resolve_devices(cfg->trainer.devices, run->dev, &run->n, err);
+    if (!rc) rc = lcm_step_accum(cfg, run->n, &run->accum, err);
+    if (!rc) {
+        note_global_batch(run);
+        rc = check_memory(run, err);
+    }
     if (!rc && run->valid.open) {
         rc = lcm_eval_mean_baseline(&run->valid.ds, run->valid.plan, cfg->data.append_eot, run->norm.center,
                                     run->norm.scale, &run->baseline, err);

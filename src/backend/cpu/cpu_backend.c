@@ -38,7 +38,7 @@ static size_t meminfo_bytes(const char *text, const char *key) {
 
 /* Free is MemAvailable (what can be allocated without swapping), not MemFree (which ignores the page
  * cache the kernel would give back). Falls back to sysinfo where /proc is not mounted. */
-static void cpu_mem_info(lcm_backend *be, size_t *free_bytes, size_t *total_bytes) {
+void lcm_cpu_mem_info(size_t *free_bytes, size_t *total_bytes) {
     *free_bytes = *total_bytes = 0;
     FILE *f = fopen("/proc/meminfo", "r");
     if (f) {
@@ -56,6 +56,10 @@ static void cpu_mem_info(lcm_backend *be, size_t *free_bytes, size_t *total_byte
             *free_bytes = (size_t)(si.freeram + si.bufferram) * si.mem_unit;
         }
     }
+}
+
+static void cpu_mem_info(lcm_backend *be, size_t *free_bytes, size_t *total_bytes) {
+    lcm_cpu_mem_info(free_bytes, total_bytes);
 }
 
 static void *aligned_malloc(size_t bytes) {
