@@ -252,6 +252,55 @@ TEST(resume_on_another_device_count_keeps_or_notes_the_global_batch) {
                      "checkpoint's run took 4; to keep it set trainer.grad_accum=4 (or data.global_batch_tokens=384)"));
 }
 
+TEST(memory_plan_is_what_the_cpu_workers_allocate) {
+    /* Every byte the CPU backends allocate during a run (the model's blocks, bf16 gradients, staging
+     * slots) is counted by the backend; the plan, computed before, must say exactly that (times the
+     * workers), for both recompute modes, with validation and the bf16 reduce buffer; the attention
+     * scratch grows on demand up to the plan's workspace. */
+    lcm_log_set_quiet(1);
+    const char *modes[2] = {"trainer.recompute=none", "trainer.recompute=layer"};
+    size_t totals[2];
+    for (int r = 0; r < 2; r++) {
+        static lcm_config cfg;
+        lcm_error err = {0};
+        char out[600];
+        snprintf(out, sizeof out, "%s/plan%d", harness_tmpdir(), r);
+        const char *extra[] = {"trainer.devices=cpu:2", "trainer.grad_accum=2", "trainer.grad_reduce_dtype=bf16",
+                               "trainer.max_steps=4", modes[r]};
+        CHECK_OK(tiny_config(&cfg, out, data_dir(), 5, extra, &err), &err);
+        size_t before = 0, after = 0, scratch = 0;
+        lcm_cpu_alloc_counters(&before, &scratch);
+        lcm_train_summary sum;
+        CHECK_OK(lcm_train(&cfg, &sum, &err), &err);
+        lcm_cpu_alloc_counters(&after, &scratch);
+        /* the plan as the trainer made it: the training and validation plans' longest micro-batch */
+        char train[700], valid[700];
+        snprintf(train, sizeof train, "%s/train.lcmd", data_dir());
+        snprintf(valid, sizeof valid, "%s/valid.lcmd", data_dir());
+        int max_rows = 0;
+        for (int k = 0; k < 2; k++) {
+            lcm_dataset ds;
+            lcm_plan *plan = NULL;
+            lcm_plan_config pc;
+            lcm_plan_config_from(&pc, &cfg, k ? LCM_PLAN_EVAL : LCM_PLAN_TRAIN);
+            CHECK_OK(lcm_dataset_open(&ds, k ? valid : train, &err), &err);
+            CHECK_OK(lcm_plan_create(&plan, &ds, &pc, &err), &err);
+            if (lcm_plan_max_rows(plan) > max_rows) max_rows = lcm_plan_max_rows(plan);
+            lcm_plan_free(plan);
+            lcm_dataset_close(&ds);
+        }
+        lcm_memplan_input in = {&cfg, &lcm_cpu_traits, 2, 0, max_rows, 1};
+        lcm_memplan p;
+        CHECK_OK(lcm_memplan_compute(&in, &p, &err), &err);
+        CHECK(p.bytes[LCM_MEM_COMM] > 0);
+        CHECKF(after - before == 2 * (p.total - p.bytes[LCM_MEM_WORKSPACE]), "allocated %zu, the plan says 2 x %zu",
+               after - before, p.total - p.bytes[LCM_MEM_WORKSPACE]);
+        CHECK(scratch > 0 && scratch <= p.bytes[LCM_MEM_WORKSPACE]);
+        totals[r] = p.total;
+    }
+    CHECK(totals[1] < totals[0]);
+}
+
 TEST(damaged_checkpoint_is_a_clear_error) {
     lcm_log_set_quiet(1);
     const char *root = harness_tmpdir();

@@ -161,6 +161,9 @@ static inline const void *lcm_act_at_c(const lcm_backend *be, const void *base, 
 int lcm_cpu_backend_create(lcm_backend **out, int worker, lcm_error *err);
 /* Free (MemAvailable) and total host memory: what CPU workers allocate from. */
 void lcm_cpu_mem_info(size_t *free_bytes, size_t *total_bytes);
+/* Bytes the process's CPU backends have allocated (alloc and host_alloc, summed, never decreased) and
+ * the largest attention scratch any has grown to. */
+void lcm_cpu_alloc_counters(size_t *allocated, size_t *scratch_largest);
 /* OpenBLAS threads for the whole process (decide once: cores / CPU workers). */
 void lcm_cpu_set_blas_threads(int n);
 int lcm_cpu_count(void);

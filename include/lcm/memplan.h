@@ -54,6 +54,7 @@ typedef struct lcm_memplan_input {
     int devices;
     int shard;             /* 0 replicated, 1 master weights and moments sliced, 2 also gradients */
     int max_rows;          /* rows per micro-batch; 0: the bound max_tokens (a row holds at least one concept) */
+    int validation;        /* the run validates: one more staging slot */
 } lcm_memplan_input;
 
 typedef struct lcm_memplan {
@@ -73,8 +74,9 @@ size_t lcm_shard_slice(size_t P, int n);
  * divide it when the division is not exact), else trainer.grad_accum. */
 int lcm_step_accum(const lcm_config *cfg, int devices, int *accum, lcm_error *err);
 
-/* The loader's ring of staging slots for one device (loader.c, which allocates exactly this). */
-size_t lcm_staging_bytes(int accum, int64_t max_tokens, int max_rows, int D);
+/* The staging slots of one device (loader.c, which allocates exactly this): the loader's ring, and the
+ * validation context's slot when the run validates. */
+size_t lcm_staging_bytes(int accum, int validation, int64_t max_tokens, int max_rows, int D);
 
 int lcm_memplan_compute(const lcm_memplan_input *in, lcm_memplan *out, lcm_error *err);
 void lcm_memplan_print(const lcm_memplan *p, const lcm_memplan_input *in, size_t free_bytes, FILE *f);

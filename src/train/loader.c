@@ -21,10 +21,10 @@ static void slot_sizes(int64_t max_tokens, int max_rows, int D, size_t bytes[3])
 /* One step's micro-batches in use while the next step's are filled. */
 static int ring_slots(int accum) { return accum + 1; }
 
-size_t lcm_staging_bytes(int accum, int64_t max_tokens, int max_rows, int D) {
+size_t lcm_staging_bytes(int accum, int validation, int64_t max_tokens, int max_rows, int D) {
     size_t b[3];
     slot_sizes(max_tokens, max_rows, D, b);
-    return (size_t)ring_slots(accum) * (b[0] + b[1] + b[2]);
+    return (size_t)(ring_slots(accum) + (validation ? 1 : 0)) * (b[0] + b[1] + b[2]);
 }
 
 int lcm_slot_alloc(lcm_slot *s, lcm_backend *be, int64_t max_tokens, int max_rows, int D, lcm_error *err) {

@@ -107,7 +107,7 @@ int lcm_memplan_compute(const lcm_memplan_input *in, lcm_memplan *out, lcm_error
     b[LCM_MEM_GRADS] = in->shard == 2 && in->devices > 1 ? out->slice * sizeof(float) : mb.grads;
     b[LCM_MEM_ACTS] = mb.acts;
     b[LCM_MEM_ATT_SAVED] = mb.att_saved;
-    b[LCM_MEM_STAGING] = lcm_staging_bytes(out->accum, mt, max_rows, d.D);
+    b[LCM_MEM_STAGING] = lcm_staging_bytes(out->accum, in->validation, mt, max_rows, d.D);
     b[LCM_MEM_WORKSPACE] = in->bt->workspace_bytes(cfg->data.max_seq_len);
     if (in->devices > 1 && in->shard == 0 && cfg->trainer.grad_reduce_dtype == LCM_GRAD_REDUCE_BF16)
         b[LCM_MEM_COMM] = P * sizeof(uint16_t);

@@ -236,7 +236,7 @@ static void note_global_batch(lcm_run *run) {
  * anything is allocated, with the cheapest change that fits. CPU workers share the host's memory. */
 static int check_memory(lcm_run *run, lcm_error *err) {
     const int gpu = run->dev[0].is_gpu;
-    lcm_memplan_input in = {run->cfg, gpu ? &lcm_cuda_traits : &lcm_cpu_traits, run->n, 0, run->max_rows};
+    lcm_memplan_input in = {run->cfg, gpu ? &lcm_cuda_traits : &lcm_cpu_traits, run->n, 0, run->max_rows, run->valid.open};
     lcm_memplan p;
     LCM_TRY(lcm_memplan_compute(&in, &p, err));
     lcm_info("memory plan: %.2f GB per device (weights %.2f, gradients %.2f, moments %.2f, activations %.2f; "

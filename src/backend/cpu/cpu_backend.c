@@ -5,6 +5,7 @@
  * query have nothing to wait for; they only report the one failure an op can meet (growing the
  * attention backward's scratch). Each worker thread owns its backend instance; the instance holds all
  * mutable state, so workers never share any. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,15 @@ static void cpu_mem_info(lcm_backend *be, size_t *free_bytes, size_t *total_byte
     lcm_cpu_mem_info(free_bytes, total_bytes);
 }
 
+/* What every CPU backend of the process has allocated through alloc and host_alloc (never decreased),
+ * and the largest attention scratch: the memory plan's figures are checked against these. */
+static atomic_size_t allocated_total, scratch_peak;
+
+void lcm_cpu_alloc_counters(size_t *allocated, size_t *scratch_largest) {
+    *allocated = atomic_load(&allocated_total);
+    *scratch_largest = atomic_load(&scratch_peak);
+}
+
 static void *aligned_malloc(size_t bytes) {
     if (bytes > SIZE_MAX - CPU_ALIGN) return NULL;
     size_t rounded = bytes == 0 ? CPU_ALIGN : (bytes + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN;
@@ -81,6 +91,7 @@ static int cpu_alloc(lcm_backend *be, void **out, size_t bytes, const char *what
                         what, bytes, bytes / 1073741824.0, free_b / 1073741824.0, total_b / 1073741824.0);
     }
     memset(*out, 0, bytes);
+    atomic_fetch_add(&allocated_total, bytes);
     return 0;
 }
 
@@ -92,6 +103,7 @@ static int cpu_host_alloc(lcm_backend *be, void **out, size_t bytes, lcm_error *
         return lcm_fail(err, LCM_ERR_NOMEM,
                         "out of host memory allocating a %zu-byte staging buffer; lower data.max_tokens",
                         bytes);
+    atomic_fetch_add(&allocated_total, bytes);
     return 0;
 }
 
@@ -191,6 +203,9 @@ static float *scratch_at_least(cpu_backend *cb, size_t need, const char *what) {
         free(cb->scratch);
         cb->scratch = grown;
         cb->scratch_floats = need;
+        size_t seen = atomic_load(&scratch_peak);
+        while (need * sizeof(float) > seen && !atomic_compare_exchange_weak(&scratch_peak, &seen, need * sizeof(float))) {
+        }
     }
     return cb->scratch;
 }
