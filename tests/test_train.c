@@ -252,6 +252,29 @@ TEST(resume_on_another_device_count_keeps_or_notes_the_global_batch) {
                      "checkpoint's run took 4; to keep it set trainer.grad_accum=4 (or data.global_batch_tokens=384)"));
 }
 
+TEST(recompute_layer_trains_to_the_same_bits) {
+    /* The whole trainer (2 workers, 2 micro-batches each, dropout 0.1, validation) with trainer.recompute
+     * = layer ends with the same weights, bit for bit, as keeping every activation. */
+    lcm_log_set_quiet(1);
+    const char *root = harness_tmpdir();
+    float *w[2];
+    size_t n = 0;
+    double loss[2];
+    for (int r = 0; r < 2; r++) {
+        char out[600];
+        snprintf(out, sizeof out, "%s/recompute%d", root, r);
+        const char *extra[] = {"trainer.devices=cpu:2", "trainer.grad_accum=2",
+                               r ? "trainer.recompute=layer" : "trainer.recompute=none"};
+        lcm_train_summary sum;
+        w[r] = train_and_get(out, 3, extra, &n, &sum);
+        loss[r] = sum.train_loss;
+    }
+    CHECK(w[0] && w[1] && memcmp(w[0], w[1], n * sizeof(float)) == 0);
+    CHECK(loss[0] == loss[1]);
+    free(w[0]);
+    free(w[1]);
+}
+
 TEST(memory_plan_is_what_the_cpu_workers_allocate) {
     /* Every byte the CPU backends allocate during a run (the model's blocks, bf16 gradients, staging
      * slots) is counted by the backend; the plan, computed before, must say exactly that (times the

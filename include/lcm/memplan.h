@@ -79,7 +79,7 @@ int lcm_step_accum(const lcm_config *cfg, int devices, int *accum, lcm_error *er
 size_t lcm_staging_bytes(int accum, int validation, int64_t max_tokens, int max_rows, int D);
 
 int lcm_memplan_compute(const lcm_memplan_input *in, lcm_memplan *out, lcm_error *err);
-void lcm_memplan_print(const lcm_memplan *p, const lcm_memplan_input *in, size_t free_bytes, FILE *f);
+void lcm_memplan_print(const lcm_memplan *p, const lcm_memplan_input *in, FILE *f);
 
 /* The cheapest change that makes the plan fit in `avail` bytes per device: "trainer.recompute=layer
  * needs 11.4 GB", "data.max_tokens=2048 with trainer.grad_accum=4 needs ...". 0 and *out empty when

@@ -113,7 +113,7 @@ int lcm_cmd_plan(int argc, char **argv) {
             }
         }
     }
-    lcm_memplan_print(&p, &in, 0, stdout);
+    lcm_memplan_print(&p, &in, stdout);
     if (!avail) return 0;
     if (p.total <= avail) {
         printf("  device memory: %s: fits\n", where);

@@ -129,7 +129,7 @@ int lcm_memplan_compute(const lcm_memplan_input *in, lcm_memplan *out, lcm_error
 
 static double gb(size_t bytes) { return (double)bytes / 1e9; }
 
-void lcm_memplan_print(const lcm_memplan *p, const lcm_memplan_input *in, size_t free_bytes, FILE *f) {
+void lcm_memplan_print(const lcm_memplan *p, const lcm_memplan_input *in, FILE *f) {
     const lcm_config *cfg = in->cfg;
     fprintf(f, "memory plan: %s backend, %d device%s, shard %d, recompute %s, data.max_tokens %" PRId64
             ", grad_accum %d\n", in->bt->name, in->devices, in->devices > 1 ? "s" : "", in->shard,
@@ -139,9 +139,6 @@ void lcm_memplan_print(const lcm_memplan *p, const lcm_memplan_input *in, size_t
     for (int c = 0; c < LCM_MEM_NCLASSES; c++)
         fprintf(f, "    %-24s %15zu bytes  %8.3f GB\n", lcm_mem_class_name((lcm_mem_class)c), p->bytes[c], gb(p->bytes[c]));
     fprintf(f, "    %-24s %15zu bytes  %8.3f GB\n", "total", p->total, gb(p->total));
-    if (free_bytes > 0)
-        fprintf(f, "  device memory      %.3f GB free: %s\n", gb(free_bytes),
-                p->total <= free_bytes ? "fits" : "does NOT fit");
 }
 
 /* ---- advice ----------------------------------------------------------------------------------- */
