@@ -15,6 +15,7 @@ static const command commands[] = {
     {"train", lcm_cmd_train, "train a Base-LCM (the embedded default when no config is given)"},
     {"eval", lcm_cmd_eval, "next-concept metrics (loss, l2, contrastive accuracy) of a checkpoint"},
     {"generate", lcm_cmd_generate, "continue prompts (concept sequences) with a trained model, KV-cached"},
+    {"plan", lcm_cmd_plan, "the memory a training run needs per device, by class, and what fits"},
     {"bench", lcm_cmd_bench, "training-step speed, TFLOP/s, MFU and memory"},
     {"data", lcm_cmd_data, "datasets: synth, import, inspect, fit-normalizer, batches"},
     {"config", lcm_cmd_config, "key reference and the effective configuration"},

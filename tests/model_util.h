@@ -26,11 +26,12 @@ static inline float tiny_uniform(lcm_rng *r, float a) { return a * (2.0f * lcm_r
 
 /* Random parameters around the reference init (gains and biases made non-trivial), a random batch of
  * B rows with the given lengths, a random normalizer. Returns 0 or an lcm_status. */
-static inline int tiny_create(tiny *tm, const lcm_dims *d, int B, int T, const int32_t *lens, uint64_t seed,
-                              lcm_error *err) {
+static inline int tiny_create_recompute(tiny *tm, const lcm_dims *d, int B, int T, const int32_t *lens,
+                                        uint64_t seed, lcm_recompute recompute, lcm_error *err) {
     memset(tm, 0, sizeof *tm);
     LCM_TRY(lcm_cpu_backend_create(&tm->be, 0, err));
-    LCM_TRY(lcm_model_create(&tm->m, tm->be, d, (int64_t)B * T, B, T, 1, err));
+    lcm_model_shape shape = {*d, (int64_t)B * T, B, T, 1, recompute};
+    LCM_TRY(lcm_model_create_shape(&tm->m, tm->be, &shape, err));
     tm->B = B;
     tm->T = T;
     lcm_rng r;
@@ -59,6 +60,11 @@ static inline int tiny_create(tiny *tm, const lcm_dims *d, int B, int T, const i
             for (int k = 0; k < d->D; k++) tm->x[((size_t)b * T + t) * d->D + k] = tiny_uniform(&r, 1.0f);
     }
     return lcm_model_upload_batch(&tm->m, tm->x, tm->lens, B, T, err);
+}
+
+static inline int tiny_create(tiny *tm, const lcm_dims *d, int B, int T, const int32_t *lens, uint64_t seed,
+                              lcm_error *err) {
+    return tiny_create_recompute(tm, d, B, T, lens, seed, LCM_RECOMPUTE_NONE, err);
 }
 
 static inline void tiny_free(tiny *tm) {

@@ -6,6 +6,7 @@
 #include "harness.h"
 #include "lcm/checkpoint.h"
 #include "lcm/log.h"
+#include "lcm/memplan.h"
 #include "lcm/synth.h"
 #include "lcm/train.h"
 
@@ -150,6 +151,179 @@ TEST(resumed_run_is_bit_identical_to_an_uninterrupted_one) {
     free(tb);
     free(w_resumed);
     free(w_straight);
+}
+
+/* Whether a run directory's train.log holds `text`. */
+static int log_has(const char *run_dir, const char *text) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/train.log", run_dir);
+    char *t = NULL;
+    lcm_error err = {0};
+    if (lcm_read_file(path, &t, NULL, &err) != 0) return 0;
+    int found = strstr(t, text) != NULL;
+    free(t);
+    return found;
+}
+
+TEST(global_batch_tokens_gives_the_same_steps_on_any_device_count) {
+    /* One config, data.global_batch_tokens = 4 x data.max_tokens: grad_accum follows (4, 2, 1 on 1, 2
+     * and 4 workers), so every run takes the same 4 micro-batches per step. Same tolerance as
+     * data_parallel_runs_compute_the_same_function (only the summation order differs); the run on one
+     * worker without the key (grad_accum 1: a quarter of the batch) must differ clearly. */
+    lcm_log_set_quiet(1);
+    const char *root = harness_tmpdir();
+    const char *dev[3] = {"trainer.devices=cpu:1", "trainer.devices=cpu:2", "trainer.devices=cpu:4"};
+    float *w[3];
+    size_t n = 0;
+    double loss[3];
+    for (int i = 0; i < 3; i++) {
+        char out[600];
+        snprintf(out, sizeof out, "%s/global%d", root, i);
+        const char *extra[] = {dev[i], "data.global_batch_tokens=384"};
+        lcm_train_summary sum;
+        w[i] = train_and_get(out, 2, extra, &n, &sum);
+        loss[i] = sum.train_loss;
+        CHECK(sum.final_step == 8);
+    }
+    for (int i = 1; i < 3; i++) {
+        if (!w[0] || !w[i]) continue;
+        double rel = harness_rel_err(w[i], w[0], n);
+        CHECKF(rel < 1e-5, "%s: weights differ from one worker by %.3g relative", dev[i], rel);
+        CHECK_NEAR(loss[i], loss[0], 1e-5 * fabs(loss[0]));
+    }
+    char out[600];
+    snprintf(out, sizeof out, "%s/global_off", root);
+    lcm_train_summary sum;
+    float *w_off = train_and_get(out, 1, &dev[0], &n, &sum);
+    if (w_off && w[0]) CHECK(harness_rel_err(w_off, w[0], n) > 1e-3);
+    for (int i = 0; i < 3; i++) free(w[i]);
+    free(w_off);
+}
+
+TEST(global_batch_tokens_that_does_not_divide_names_what_does) {
+    lcm_log_set_quiet(1);
+    static lcm_config cfg;
+    lcm_error err = {0};
+    char out[600];
+    snprintf(out, sizeof out, "%s/global_bad", harness_tmpdir());
+    /* 288 = 3 x 96: not on 2 devices; on 1 or 3 it is, and on 2 devices max_tokens 72 (x2) or 144 (x1) */
+    const char *extra[] = {"trainer.devices=cpu:2", "data.global_batch_tokens=288"};
+    CHECK_OK(tiny_config(&cfg, out, data_dir(), 2, extra, &err), &err);
+    lcm_train_summary sum;
+    CHECK_FAILS(lcm_train(&cfg, &sum, &err), &err, LCM_ERR_CONFIG,
+                "data.global_batch_tokens = 288 is not a whole number of micro-batches of data.max_tokens = 96 on 2 "
+                "devices: it divides evenly on 1 or 3 devices, or use data.max_tokens=72 (grad_accum 2) or 144 "
+                "(grad_accum 1)");
+    int accum = 0;
+    CHECK_OK(lcm_step_accum(&cfg, 3, &accum, &err), &err);
+    CHECK(accum == 1);
+}
+
+TEST(resume_on_another_device_count_keeps_or_notes_the_global_batch) {
+    lcm_log_set_quiet(1);
+    const char *root = harness_tmpdir();
+    char a[600], b[600], c[600];
+    snprintf(a, sizeof a, "%s/resume_keyed", root);
+    snprintf(b, sizeof b, "%s/resume_plain", root);
+    snprintf(c, sizeof c, "%s/resume_straight", root);
+    size_t n = 0;
+    lcm_train_summary s;
+    /* With the key: 2 workers to step 4, then 4 workers; the same steps as 2 workers straight through. */
+    const char *k2[] = {"trainer.devices=cpu:2", "data.global_batch_tokens=384", "trainer.stop_at_step=4"};
+    const char *k4[] = {"trainer.devices=cpu:4", "data.global_batch_tokens=384"};
+    free(train_and_get(a, 3, k2, &n, &s));
+    float *w_resumed = train_and_get(a, 2, k4, &n, &s);
+    CHECK(s.final_step == 8 && s.steps_done == 4);
+    CHECK(!log_has(a, "the global batch changes"));
+    float *w_straight = train_and_get(c, 2, k2, &n, &s); /* stop_at_step 4 < 8: reuse, then finish */
+    const char *k2_rest[] = {"trainer.devices=cpu:2", "data.global_batch_tokens=384"};
+    free(w_straight);
+    w_straight = train_and_get(c, 2, k2_rest, &n, &s);
+    if (w_resumed && w_straight) CHECK(harness_rel_err(w_resumed, w_straight, n) < 1e-5);
+    free(w_resumed);
+    free(w_straight);
+    /* Without it: 2 workers x grad_accum 2 to step 4, resumed on 1 worker x 2: one line says so, and how. */
+    const char *p2[] = {"trainer.devices=cpu:2", "trainer.grad_accum=2", "trainer.stop_at_step=4"};
+    const char *p1[] = {"trainer.devices=cpu:1", "trainer.grad_accum=2"};
+    free(train_and_get(b, 3, p2, &n, &s));
+    CHECK(!log_has(b, "the global batch changes"));
+    free(train_and_get(b, 2, p1, &n, &s));
+    CHECK(log_has(b, "the global batch changes from 384 to 192 concepts per step (micro-batches x data.max_tokens: 4 x "
+                     "96 when "));
+    CHECK(log_has(b, "1 device x grad_accum 2 x 96 now); to keep it, set trainer.grad_accum=4 (or "
+                     "data.global_batch_tokens=384)"));
+}
+
+TEST(recompute_layer_trains_to_the_same_bits) {
+    /* The whole trainer (2 workers, 2 micro-batches each, dropout 0.1, validation) with trainer.recompute
+     * = layer ends with the same weights, bit for bit, as keeping every activation. */
+    lcm_log_set_quiet(1);
+    const char *root = harness_tmpdir();
+    float *w[2];
+    size_t n = 0;
+    double loss[2];
+    for (int r = 0; r < 2; r++) {
+        char out[600];
+        snprintf(out, sizeof out, "%s/recompute%d", root, r);
+        const char *extra[] = {"trainer.devices=cpu:2", "trainer.grad_accum=2",
+                               r ? "trainer.recompute=layer" : "trainer.recompute=none"};
+        lcm_train_summary sum;
+        w[r] = train_and_get(out, 3, extra, &n, &sum);
+        loss[r] = sum.train_loss;
+    }
+    CHECK(w[0] && w[1] && memcmp(w[0], w[1], n * sizeof(float)) == 0);
+    CHECK(loss[0] == loss[1]);
+    free(w[0]);
+    free(w[1]);
+}
+
+TEST(memory_plan_is_what_the_cpu_workers_allocate) {
+    /* Every byte the CPU backends allocate during a run (the model's blocks, bf16 gradients, staging
+     * slots) is counted by the backend; the plan, computed before, must say exactly that (times the
+     * workers), for both recompute modes, with validation and the bf16 reduce buffer; the attention
+     * scratch grows on demand up to the plan's workspace. */
+    lcm_log_set_quiet(1);
+    const char *modes[2] = {"trainer.recompute=none", "trainer.recompute=layer"};
+    size_t totals[2];
+    for (int r = 0; r < 2; r++) {
+        static lcm_config cfg;
+        lcm_error err = {0};
+        char out[600];
+        snprintf(out, sizeof out, "%s/plan%d", harness_tmpdir(), r);
+        const char *extra[] = {"trainer.devices=cpu:2", "trainer.grad_accum=2", "trainer.grad_reduce_dtype=bf16",
+                               "trainer.max_steps=4", modes[r]};
+        CHECK_OK(tiny_config(&cfg, out, data_dir(), 5, extra, &err), &err);
+        size_t before = 0, after = 0, scratch = 0;
+        lcm_cpu_alloc_counters(&before, &scratch);
+        lcm_train_summary sum;
+        CHECK_OK(lcm_train(&cfg, &sum, &err), &err);
+        lcm_cpu_alloc_counters(&after, &scratch);
+        /* the plan as the trainer made it: the training and validation plans' longest micro-batch */
+        char train[700], valid[700];
+        snprintf(train, sizeof train, "%s/train.lcmd", data_dir());
+        snprintf(valid, sizeof valid, "%s/valid.lcmd", data_dir());
+        int max_rows = 0;
+        for (int k = 0; k < 2; k++) {
+            lcm_dataset ds;
+            lcm_plan *plan = NULL;
+            lcm_plan_config pc;
+            lcm_plan_config_from(&pc, &cfg, k ? LCM_PLAN_EVAL : LCM_PLAN_TRAIN);
+            CHECK_OK(lcm_dataset_open(&ds, k ? valid : train, &err), &err);
+            CHECK_OK(lcm_plan_create(&plan, &ds, &pc, &err), &err);
+            if (lcm_plan_max_rows(plan) > max_rows) max_rows = lcm_plan_max_rows(plan);
+            lcm_plan_free(plan);
+            lcm_dataset_close(&ds);
+        }
+        lcm_memplan_input in = {&cfg, &lcm_cpu_traits, 2, 0, max_rows, 1};
+        lcm_memplan p;
+        CHECK_OK(lcm_memplan_compute(&in, &p, &err), &err);
+        CHECK(p.bytes[LCM_MEM_COMM] > 0);
+        CHECKF(after - before == 2 * (p.total - p.bytes[LCM_MEM_WORKSPACE]), "allocated %zu, the plan says 2 x %zu",
+               after - before, p.total - p.bytes[LCM_MEM_WORKSPACE]);
+        CHECK(scratch > 0 && scratch <= p.bytes[LCM_MEM_WORKSPACE]);
+        totals[r] = p.total;
+    }
+    CHECK(totals[1] < totals[0]);
 }
 
 TEST(damaged_checkpoint_is_a_clear_error) {

@@ -144,6 +144,7 @@ struct lcm_backend {
     const lcm_backend_ops *ops;
     const char *name;   /* "cpu" or "cuda" */
     size_t act_bytes;   /* 4 (fp32) on CPU, 2 (bf16) on CUDA */
+    const struct lcm_backend_traits *traits; /* the same, for planning (lcm/memplan.h) */
     int device;         /* GPU ordinal, or CPU worker index */
     void *impl;
 };
@@ -158,6 +159,11 @@ static inline const void *lcm_act_at_c(const lcm_backend *be, const void *base, 
 
 /* ---- the CPU backend ---- */
 int lcm_cpu_backend_create(lcm_backend **out, int worker, lcm_error *err);
+/* Free (MemAvailable) and total host memory: what CPU workers allocate from. */
+void lcm_cpu_mem_info(size_t *free_bytes, size_t *total_bytes);
+/* Bytes the process's CPU backends have allocated (alloc and host_alloc, summed, never decreased) and
+ * the largest attention scratch any has grown to. */
+void lcm_cpu_alloc_counters(size_t *allocated, size_t *scratch_largest);
 /* OpenBLAS threads for the whole process (decide once: cores / CPU workers). */
 void lcm_cpu_set_blas_threads(int n);
 int lcm_cpu_count(void);
@@ -168,6 +174,8 @@ int lcm_cuda_backend_create(lcm_backend **out, int gpu, lcm_error *err);
 int lcm_cuda_device_count(int *n, lcm_error *err);
 /* Device name, for MFU tables and messages. */
 int lcm_cuda_device_name(int gpu, char *out, size_t cap, lcm_error *err);
+/* Free and total memory of a GPU, before any backend exists (the memory plan's check). */
+int lcm_cuda_device_memory(int gpu, size_t *free_bytes, size_t *total_bytes, lcm_error *err);
 /* `lcm info`: every visible GPU, the peer-access matrix, driver/runtime/NCCL versions. */
 void lcm_cuda_print_info(FILE *f);
 int lcm_cuda_built(void);

@@ -32,6 +32,7 @@ typedef struct lcm_train_state {
     int64_t concepts_seen;     /* training targets processed */
     double elapsed_s;          /* training time before this checkpoint, over all runs */
     uint64_t config_hash;      /* lcm_config_model_hash of the run */
+    int64_t step_microbatches; /* micro-batches per optimizer step (devices x grad_accum); 0 = not recorded */
 } lcm_train_state;
 
 /* Write a checkpoint of host copies (each [t->total] fp32; m and v may be NULL for weights only).

@@ -18,6 +18,7 @@ int lcm_cmd_data(int argc, char **argv);
 int lcm_cmd_data_batches(int argc, char **argv); /* `lcm data batches`, called by lcm_cmd_data */
 int lcm_cmd_model(int argc, char **argv);
 int lcm_cmd_info(int argc, char **argv);
+int lcm_cmd_plan(int argc, char **argv);
 
 /* Print "lcm: <error kind>: <message>" to stderr; returns the exit status for it. */
 int lcm_cli_report(const lcm_error *err);

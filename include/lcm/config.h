@@ -43,12 +43,14 @@ typedef struct lcm_data_config {
     int append_eot;           /* append the dataset's end-of-text concept to every document */
     int synthesize;           /* when data.train does not exist, synthesize it with [synth] */
     int check_finite;         /* scan the whole dataset for NaN/Inf when opening it for training */
+    int64_t global_batch_tokens; /* padded concepts per optimizer step over all devices; 0 = grad_accum decides */
 } lcm_data_config;
 
 /* Enum keys are stored as C enums: the value of a key's first choice is its schema min, the next
  * choices count up from there (schema.c lists the choices in the enums' order). */
 typedef enum { LCM_GRAD_REDUCE_F32, LCM_GRAD_REDUCE_BF16 } lcm_grad_reduce;
 typedef enum { LCM_SCHEDULE_COSINE, LCM_SCHEDULE_CONSTANT } lcm_schedule;
+typedef enum { LCM_RECOMPUTE_NONE, LCM_RECOMPUTE_LAYER } lcm_recompute;
 
 typedef struct lcm_synth_config {
     int dim;                  /* D */
@@ -86,6 +88,7 @@ typedef struct lcm_trainer_config {
     lcm_grad_reduce grad_reduce_dtype; /* f32 | bf16 */
     int cpu_threads;          /* BLAS threads in total for CPU workers; 0 = all cores */
     int plot;                 /* write metrics.png at the end (needs python3 + matplotlib) */
+    lcm_recompute recompute;  /* none | layer: keep each layer's input only, recompute the rest in backward */
 } lcm_trainer_config;
 
 typedef struct lcm_optim_config {

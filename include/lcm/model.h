@@ -21,6 +21,7 @@
 #include "lcm/config.h"
 #include "lcm/normalizer.h"
 #include "lcm/error.h"
+#include "lcm/memplan.h"
 
 typedef struct lcm_dims {
     int D;            /* sonar dim (input/output embedding size) */
@@ -89,11 +90,30 @@ void lcm_param_table_print(const lcm_param_table *t, FILE *f);
  * order (postnet + final norm, layers L-1 .. 0, prenet): the trainer starts that bucket's all-reduce. */
 typedef int (*lcm_grads_ready_fn)(void *ctx, size_t begin, size_t end, lcm_error *err);
 
+/* What a model's buffers are sized for. recompute = layer keeps, per layer, only the residual input
+ * (the backward recomputes the rest of the layer into one layer's worth of buffers). */
+typedef struct lcm_model_shape {
+    lcm_dims d;
+    int64_t max_tokens;    /* positions per micro-batch */
+    int max_rows, max_T;
+    int training;          /* gradients, moments and backward buffers */
+    lcm_recompute recompute;
+} lcm_model_shape;
+
+/* Bytes of each of the model's allocations, by memory class (the model's share of a memory plan). */
+typedef struct lcm_model_bytes {
+    size_t master, compute, grads, moments, acts, att_saved;
+} lcm_model_bytes;
+
+/* The sizes lcm_model_create_shape allocates, from the same carve tables, without a device. */
+int lcm_model_plan(const lcm_model_shape *s, const lcm_backend_traits *bt, lcm_model_bytes *out, lcm_error *err);
+
 typedef struct lcm_model {
     lcm_dims d;
     lcm_param_table t;
     lcm_backend *be;
     int training;          /* gradients, moments and backward buffers allocated */
+    lcm_recompute recompute;
     int64_t max_tokens;    /* capacity: positions per micro-batch */
     int max_rows, max_T;
 
@@ -115,6 +135,8 @@ typedef struct lcm_model {
     float *acts32;
     size_t act_cap;        /* positions per activation buffer (= max_tokens) */
     void *xn, *h, *anorm, *qkv, *attn, *fnorm, *gi, *sw, *branch, *hf, *y;
+    void *hmid;            /* recompute = layer: the recomputed layer's h_mid (otherwise in h) */
+    float *att_saved_block; /* its own allocation: the memory plan's "saved attention values" */
     float *rstd_attn, *rstd_ffn, *rstd_final, *att_saved;
     size_t att_saved_cap;  /* fp32 per layer */
     /* backward scratch (training) */
@@ -125,6 +147,7 @@ typedef struct lcm_model {
  * (no gradients, moments or backward buffers). */
 int lcm_model_create(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_t max_tokens, int max_rows,
                      int max_T, int training, lcm_error *err);
+int lcm_model_create_shape(lcm_model *m, lcm_backend *be, const lcm_model_shape *s, lcm_error *err);
 void lcm_model_destroy(lcm_model *m);
 size_t lcm_model_device_bytes(const lcm_model *m);
 

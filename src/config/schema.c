@@ -58,6 +58,9 @@ const lcm_key lcm_keys[] = {
      "with data.train empty: synthesize <output_dir>/data/{train,valid}.lcmd with [synth] unless there"},
     {"data", "check_finite", B, FIELD(data.check_finite), "true", 0, 1, NULL,
      "scan the whole dataset for NaN/Inf before training"},
+    {"data", "global_batch_tokens", I, FIELD(data.global_batch_tokens), "0", 0, BIG, NULL,
+     "padded concepts per optimizer step over all devices (devices x grad_accum x max_tokens): trainer.grad_accum "
+     "follows from it, so the step does not depend on the device count; 0 = trainer.grad_accum decides"},
 
     {"synth", "dim", I, FIELD(synth.dim), "1024", 1, 65536, NULL, "embedding size D of the synthesized data"},
     {"synth", "dtype", E, FIELD(synth.dtype), "f16", LCM_F32, 0, "f32|f16|bf16", "storage type of the synthesized embeddings"},
@@ -107,6 +110,9 @@ const lcm_key lcm_keys[] = {
      "NaN/Inf steps in a row (skipped) before the run stops"},
     {"trainer", "grad_reduce_dtype", E, FIELD(trainer.grad_reduce_dtype), "f32", LCM_GRAD_REDUCE_F32, 0, "f32|bf16",
      "type gradients are all-reduced in across GPUs"},
+    {"trainer", "recompute", E, FIELD(trainer.recompute), "none", LCM_RECOMPUTE_NONE, 0, "none|layer",
+     "activations: none keeps every layer's; layer keeps each layer's input and recomputes its forward just before "
+     "its backward (same gradients, less memory, about one more forward of compute)"},
     {"trainer", "cpu_threads", I, FIELD(trainer.cpu_threads), "0", 0, 4096, NULL,
      "BLAS threads in total for CPU workers; 0 = all cores"},
     {"trainer", "plot", B, FIELD(trainer.plot), "true", 0, 1, NULL, "write metrics.png at the end (needs python3 + matplotlib)"},

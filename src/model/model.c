@@ -8,7 +8,9 @@
  *                 f = rmsnorm(h_mid);  gi = f W_gi^T + b_gi;  s = silu(gate) * inner
  *                 h_{l+1} = h_mid + dropout(s W_out^T + b_out)
  *   y = rmsnorm(h_L) W_post^T + b_post
- * The residual stream keeps every state (h0, h_mid and h_{l+1} of each layer) for the norms' backward.
+ * The residual stream keeps every state (h0, h_mid and h_{l+1} of each layer) for the norms' backward;
+ * with trainer.recompute = layer it keeps h0 .. h_L only, and the backward reruns layer l's forward (the
+ * same ops, written once in layer_forward) into one layer's buffers just before layer l's backward.
  * Backward walks the same sequence in reverse with one residual-gradient buffer dh: each branch's
  * gradient leaves dropout_backward, passes the branch, and is added back into dh by rmsnorm_backward. */
 #include <stdlib.h>
@@ -25,76 +27,55 @@ typedef struct carve_item {
 
 /* Lay the items out one after another (each rounded up to `align` elements) from base; returns the
  * elements needed. With base == NULL it only measures. */
-static size_t carve(carve_item *items, int n, char *base, size_t elem_bytes, size_t align) {
+static size_t carve(carve_item *items, int n, void *base, size_t elem_bytes, size_t align) {
     size_t off = 0;
     for (int i = 0; i < n; i++) {
-        if (base) *items[i].ptr = base + off * elem_bytes;
+        if (base) *items[i].ptr = (char *)base + off * elem_bytes;
         off += (items[i].count + align - 1) / align * align;
     }
     return off;
 }
 
-static size_t max_attention_saved(lcm_backend *be, int64_t max_tokens, int max_rows, int max_T, int H) {
+static size_t max_attention_saved(const lcm_backend_traits *bt, int64_t max_tokens, int max_rows, int max_T, int H) {
     size_t best = 0;
     for (int T = 1; T <= max_T; T++) {
         int64_t B = max_tokens / T;
         if (B > max_rows) B = max_rows;
         if (B < 1) break;
-        size_t s = be->ops->attention_saved_floats(be, (int)B, T, H);
+        size_t s = bt->attention_saved_floats((int)B, T, H);
         if (s > best) best = s;
     }
     return best;
 }
 
-static int alloc_block(lcm_model *m, void **out, size_t bytes, const char *what, lcm_error *err) {
-    *out = NULL;
-    if (bytes == 0) return 0;
-    return m->be->ops->alloc(m->be, out, bytes, what, err);
-}
+/* Elements of the model's two activation blocks and of the saved attention values. */
+typedef struct model_layout {
+    size_t act_elems, f32_elems, saved_floats;
+} model_layout;
 
-int lcm_model_create(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_t max_tokens, int max_rows, int max_T,
-                     int training, lcm_error *err) {
-    memset(m, 0, sizeof *m);
-    m->d = *d;
-    m->be = be;
-    m->training = training;
-    m->max_tokens = max_tokens;
-    m->max_rows = max_rows;
-    m->max_T = max_T;
-    if (max_T > d->max_seq_len)
-        return lcm_fail(err, LCM_ERR_CONFIG, "rows of %d concepts exceed model.max_seq_len %d", max_T, d->max_seq_len);
-    LCM_TRY(lcm_param_table_build(&m->t, d, err));
-
-    const size_t P = m->t.total, N = (size_t)max_tokens;
-    const size_t C = (size_t)d->C, D = (size_t)d->D, F = (size_t)d->F, L = (size_t)d->L;
-    const size_t ab = be->act_bytes;
-    int rc;
-
-    /* Parameters: the compute copy aliases the master copy when the backend computes in fp32. */
-    if ((rc = alloc_block(m, (void **)&m->master, P * sizeof(float), "master weights", err))) goto fail;
-    if (ab == sizeof(float)) {
-        m->params = m->master;
-    } else if ((rc = alloc_block(m, &m->params, P * ab, "weights (compute copy)", err))) {
-        goto fail;
-    }
-    if (training) {
-        if ((rc = alloc_block(m, (void **)&m->grads, P * sizeof(float), "gradients", err))) goto fail;
-        if ((rc = alloc_block(m, (void **)&m->m, P * sizeof(float), "AdamW first moments", err))) goto fail;
-        if ((rc = alloc_block(m, (void **)&m->v, P * sizeof(float), "AdamW second moments", err))) goto fail;
-    }
-
-    /* Activations in the backend's dtype: one allocation carved by this table. */
+/* THE carve tables: the model's activation buffers, laid out from acts (act dtype) and acts32 (fp32),
+ * or only measured when those are NULL. lcm_model_create_shape allocates what this measures and
+ * lcm_model_plan reports it, so the memory plan is the allocation. m holds the shape (d, max_tokens,
+ * max_rows, max_T, training, recompute); its buffer pointers are filled in. */
+static void layout(lcm_model *m, const lcm_backend_traits *bt, void *acts, float *acts32, model_layout *out) {
+    const size_t N = (size_t)m->max_tokens, C = (size_t)m->d.C, D = (size_t)m->d.D, F = (size_t)m->d.F;
+    const size_t L = (size_t)m->d.L, ab = bt->act_bytes;
+    const int training = m->training, rc = m->recompute == LCM_RECOMPUTE_LAYER;
+    /* Layers whose inner activations are kept at once: all of them, or the one being recomputed. */
+    const size_t K = rc ? 1 : L;
     m->act_cap = N;
+    m->att_saved_cap = max_attention_saved(bt, m->max_tokens, m->max_rows, m->max_T, m->d.H);
     void *dummy = NULL;
-    carve_item acts[] = {
+    carve_item act_items[] = {
         {&m->xn, N * D},
-        {&m->h, (2 * L + 1) * N * C},   /* h0, then h_mid and h_{l+1} of each layer */
-        {&m->anorm, L * N * C},
-        {&m->qkv, L * N * 3 * C},
-        {&m->attn, L * N * C},
-        {&m->fnorm, L * N * C},
-        {&m->gi, L * N * 2 * F},
-        {&m->sw, L * N * F},
+        {&m->h, (rc ? L + 1 : 2 * L + 1) * N * C}, /* h0, then h_mid (unless recomputed) and h_{l+1} of each layer */
+        {&m->hmid, rc ? N * C : 0},
+        {&m->anorm, K * N * C},
+        {&m->qkv, K * N * 3 * C},
+        {&m->attn, K * N * C},
+        {&m->fnorm, K * N * C},
+        {&m->gi, K * N * 2 * F},
+        {&m->sw, K * N * F},
         {&m->branch, N * C},            /* a branch's projection before dropout_add; not kept */
         {&m->hf, N * C},
         {&m->y, N * D},
@@ -105,31 +86,102 @@ int lcm_model_create(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_t m
         {training ? &m->dbig : &dummy, training ? N * (3 * C > 2 * F ? 3 * C : 2 * F) : 0},
         {training ? &m->dsw : &dummy, training ? N * F : 0},
     };
-    const int n_acts = (int)(sizeof acts / sizeof acts[0]);
-    size_t act_elems = carve(acts, n_acts, NULL, ab, 32);
-    if ((rc = alloc_block(m, &m->acts, act_elems * ab, "activations", err))) goto fail;
-    carve(acts, n_acts, m->acts, ab, 32);
+    out->act_elems = carve(act_items, (int)(sizeof act_items / sizeof act_items[0]), acts, ab, 32);
+    if (!rc) m->hmid = NULL;
 
-    /* fp32 side: inputs, normalizer, statistics, saved attention values, predictions. */
-    m->att_saved_cap = max_attention_saved(be, max_tokens, max_rows, max_T, d->H);
+    /* fp32 side: inputs, normalizer, statistics, predictions. */
     void *lens_slot = NULL;
-    carve_item f32[] = {
+    carve_item f32_items[] = {
         {(void **)&m->x, N * D},
         {(void **)&m->y32, N * D},
         {(void **)&m->center, D},
         {(void **)&m->scale, D},
         {(void **)&m->loss, 1},
-        {(void **)&m->rstd_attn, L * N},
-        {(void **)&m->rstd_ffn, L * N},
+        {(void **)&m->rstd_attn, K * N},
+        {(void **)&m->rstd_ffn, K * N},
         {(void **)&m->rstd_final, N},
-        {(void **)&m->att_saved, L * m->att_saved_cap},
-        {&lens_slot, (size_t)max_rows}, /* int32, same size as float */
+        {&lens_slot, (size_t)m->max_rows}, /* int32, same size as float */
     };
-    const int n_f32 = (int)(sizeof f32 / sizeof f32[0]);
-    size_t f32_elems = carve(f32, n_f32, NULL, sizeof(float), 16);
-    if ((rc = alloc_block(m, (void **)&m->acts32, f32_elems * sizeof(float), "activation statistics", err))) goto fail;
-    carve(f32, n_f32, (char *)m->acts32, sizeof(float), 16);
+    out->f32_elems = carve(f32_items, (int)(sizeof f32_items / sizeof f32_items[0]), acts32, sizeof(float), 16);
     m->lens = lens_slot;
+    out->saved_floats = K * m->att_saved_cap;
+}
+
+static int alloc_block(lcm_model *m, void **out, size_t bytes, const char *what, lcm_error *err) {
+    *out = NULL;
+    if (bytes == 0) return 0;
+    return m->be->ops->alloc(m->be, out, bytes, what, err);
+}
+
+/* The shape's fields of m, and the checks both planning and creating make. */
+static int set_shape(lcm_model *m, const lcm_model_shape *s, lcm_error *err) {
+    memset(m, 0, sizeof *m);
+    m->d = s->d;
+    m->training = s->training;
+    m->recompute = s->training ? s->recompute : LCM_RECOMPUTE_NONE; /* nothing to recompute without a backward */
+    m->max_tokens = s->max_tokens;
+    m->max_rows = s->max_rows;
+    m->max_T = s->max_T;
+    if (s->max_T > s->d.max_seq_len)
+        return lcm_fail(err, LCM_ERR_CONFIG, "rows of %d concepts exceed model.max_seq_len %d", s->max_T,
+                        s->d.max_seq_len);
+    return lcm_param_table_build(&m->t, &s->d, err);
+}
+
+static void model_bytes(const lcm_model *m, const lcm_backend_traits *bt, const model_layout *lay, lcm_model_bytes *b) {
+    const size_t P = m->t.total;
+    b->master = P * sizeof(float);
+    b->compute = bt->act_bytes == sizeof(float) ? 0 : P * bt->act_bytes; /* fp32 compute aliases the master */
+    b->grads = m->training ? P * sizeof(float) : 0;
+    b->moments = m->training ? 2 * P * sizeof(float) : 0;
+    b->acts = lay->act_elems * bt->act_bytes + lay->f32_elems * sizeof(float);
+    b->att_saved = lay->saved_floats * sizeof(float);
+}
+
+int lcm_model_plan(const lcm_model_shape *s, const lcm_backend_traits *bt, lcm_model_bytes *out, lcm_error *err) {
+    lcm_model m;
+    LCM_TRY(set_shape(&m, s, err));
+    model_layout lay;
+    layout(&m, bt, NULL, NULL, &lay);
+    model_bytes(&m, bt, &lay, out);
+    lcm_param_table_free(&m.t);
+    return 0;
+}
+
+int lcm_model_create(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_t max_tokens, int max_rows, int max_T,
+                     int training, lcm_error *err) {
+    lcm_model_shape s = {*d, max_tokens, max_rows, max_T, training, LCM_RECOMPUTE_NONE};
+    return lcm_model_create_shape(m, be, &s, err);
+}
+
+int lcm_model_create_shape(lcm_model *m, lcm_backend *be, const lcm_model_shape *s, lcm_error *err) {
+    LCM_TRY(set_shape(m, s, err));
+    m->be = be;
+    const lcm_backend_traits *bt = be->traits;
+    model_layout lay;
+    layout(m, bt, NULL, NULL, &lay);
+    lcm_model_bytes b;
+    model_bytes(m, bt, &lay, &b);
+    int rc;
+
+    /* Parameters: the compute copy aliases the master copy when the backend computes in fp32. */
+    if ((rc = alloc_block(m, (void **)&m->master, b.master, "master weights", err))) goto fail;
+    if (b.compute == 0) {
+        m->params = m->master;
+    } else if ((rc = alloc_block(m, &m->params, b.compute, "weights (compute copy)", err))) {
+        goto fail;
+    }
+    if (m->training) {
+        if ((rc = alloc_block(m, (void **)&m->grads, b.grads, "gradients", err))) goto fail;
+        if ((rc = alloc_block(m, (void **)&m->m, b.moments / 2, "AdamW first moments", err))) goto fail;
+        if ((rc = alloc_block(m, (void **)&m->v, b.moments / 2, "AdamW second moments", err))) goto fail;
+    }
+    if ((rc = alloc_block(m, &m->acts, lay.act_elems * bt->act_bytes, "activations", err))) goto fail;
+    if ((rc = alloc_block(m, (void **)&m->acts32, lay.f32_elems * sizeof(float), "activation statistics", err)))
+        goto fail;
+    if ((rc = alloc_block(m, (void **)&m->att_saved_block, b.att_saved, "saved attention values", err))) goto fail;
+    layout(m, bt, m->acts, m->acts32, &lay);
+    m->att_saved = m->att_saved_block;
     return 0;
 fail:
     lcm_model_destroy(m);
@@ -143,7 +195,7 @@ void lcm_model_destroy(lcm_model *m) {
     }
     lcm_backend *be = m->be;
     if (m->params && m->params != m->master) be->ops->release(be, m->params);
-    void *blocks[] = {m->master, m->grads, m->m, m->v, m->acts, m->acts32};
+    void *blocks[] = {m->master, m->grads, m->m, m->v, m->acts, m->acts32, m->att_saved_block};
     for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++)
         if (blocks[i]) be->ops->release(be, blocks[i]);
     lcm_param_table_free(&m->t);
@@ -204,18 +256,26 @@ static layer_view view_layer(lcm_model *m, int l) {
     const size_t cap = m->act_cap, C = (size_t)m->d.C, F = (size_t)m->d.F;
     const lcm_layer_offsets *o = &m->t.layers[l];
     layer_view v;
-    v.h_in = lcm_act_at(be, m->h, (2 * (size_t)l) * cap * C);
-    v.h_mid = lcm_act_at(be, m->h, (2 * (size_t)l + 1) * cap * C);
-    v.h_out = lcm_act_at(be, m->h, (2 * (size_t)l + 2) * cap * C);
-    v.anorm = lcm_act_at(be, m->anorm, (size_t)l * cap * C);
-    v.qkv = lcm_act_at(be, m->qkv, (size_t)l * cap * 3 * C);
-    v.attn = lcm_act_at(be, m->attn, (size_t)l * cap * C);
-    v.fnorm = lcm_act_at(be, m->fnorm, (size_t)l * cap * C);
-    v.gi = lcm_act_at(be, m->gi, (size_t)l * cap * 2 * F);
-    v.sw = lcm_act_at(be, m->sw, (size_t)l * cap * F);
-    v.rstd_attn = m->rstd_attn + (size_t)l * cap;
-    v.rstd_ffn = m->rstd_ffn + (size_t)l * cap;
-    v.saved = m->att_saved + (size_t)l * m->att_saved_cap;
+    /* recompute = layer: the residual keeps h_0 .. h_L, and every layer's inner buffers are slot 0 */
+    const size_t k = m->recompute == LCM_RECOMPUTE_LAYER ? 0 : (size_t)l;
+    if (m->recompute == LCM_RECOMPUTE_LAYER) {
+        v.h_in = lcm_act_at(be, m->h, (size_t)l * cap * C);
+        v.h_mid = m->hmid;
+        v.h_out = lcm_act_at(be, m->h, ((size_t)l + 1) * cap * C);
+    } else {
+        v.h_in = lcm_act_at(be, m->h, (2 * (size_t)l) * cap * C);
+        v.h_mid = lcm_act_at(be, m->h, (2 * (size_t)l + 1) * cap * C);
+        v.h_out = lcm_act_at(be, m->h, (2 * (size_t)l + 2) * cap * C);
+    }
+    v.anorm = lcm_act_at(be, m->anorm, k * cap * C);
+    v.qkv = lcm_act_at(be, m->qkv, k * cap * 3 * C);
+    v.attn = lcm_act_at(be, m->attn, k * cap * C);
+    v.fnorm = lcm_act_at(be, m->fnorm, k * cap * C);
+    v.gi = lcm_act_at(be, m->gi, k * cap * 2 * F);
+    v.sw = lcm_act_at(be, m->sw, k * cap * F);
+    v.rstd_attn = m->rstd_attn + k * cap;
+    v.rstd_ffn = m->rstd_ffn + k * cap;
+    v.saved = m->att_saved + k * m->att_saved_cap;
     v.attn_norm = lcm_act_at(be, m->params, o->attn_norm);
     v.qkv_w = lcm_act_at(be, m->params, o->qkv_w);
     v.qkv_b = lcm_act_at(be, m->params, o->qkv_b);
@@ -247,32 +307,45 @@ static lcm_dropout_key site_key(lcm_dropout_key key, int layer, int site) {
 }
 
 static void *h_final(lcm_model *m) {
-    return lcm_act_at(m->be, m->h, 2 * (size_t)m->d.L * m->act_cap * (size_t)m->d.C);
+    const size_t states = m->recompute == LCM_RECOMPUTE_LAYER ? (size_t)m->d.L : 2 * (size_t)m->d.L;
+    return lcm_act_at(m->be, m->h, states * m->act_cap * (size_t)m->d.C);
+}
+
+/* Layer l's forward from v->h_in. whole = 0 stops where the layer's backward no longer needs anything
+ * (after SwiGLU): that is the recomputation, which must not touch the residual state h_out. The ops and
+ * their inputs are the forward's, so on a deterministic backend the recomputed buffers are the same bits. */
+static void layer_forward(lcm_model *m, const layer_view *v, int l, int B, int T, float p, lcm_dropout_key key,
+                          int whole) {
+    lcm_backend *be = m->be;
+    const lcm_backend_ops *op = be->ops;
+    const int N = B * T, C = m->d.C, F = m->d.F, H = m->d.H;
+    const size_t nC = (size_t)N * C;
+    op->rmsnorm_forward(be, v->anorm, v->rstd_attn, v->h_in, v->attn_norm, N, C, m->d.eps);
+    op->linear_forward(be, v->qkv, v->anorm, v->qkv_w, v->qkv_b, N, C, 3 * C);
+    op->rope_forward(be, v->qkv, B, T, C, H, m->d.rope_theta);
+    op->attention_forward(be, v->attn, v->saved, v->qkv, m->lens, B, T, C, H);
+    op->linear_forward(be, m->branch, v->attn, v->attn_out_w, v->attn_out_b, N, C, C);
+    op->dropout_add(be, v->h_mid, v->h_in, m->branch, nC, p, site_key(key, l, 0));
+
+    op->rmsnorm_forward(be, v->fnorm, v->rstd_ffn, v->h_mid, v->ffn_norm, N, C, m->d.eps);
+    op->linear_forward(be, v->gi, v->fnorm, v->gi_w, v->gi_b, N, C, 2 * F);
+    op->swiglu_forward(be, v->sw, v->gi, N, F);
+    if (!whole) return;
+    op->linear_forward(be, m->branch, v->sw, v->ffn_out_w, v->ffn_out_b, N, F, C);
+    op->dropout_add(be, v->h_out, v->h_mid, m->branch, nC, p, site_key(key, l, 1));
 }
 
 void lcm_model_forward(lcm_model *m, int B, int T, float p, lcm_dropout_key key) {
     lcm_backend *be = m->be;
     const lcm_backend_ops *op = be->ops;
-    const int N = B * T, C = m->d.C, D = m->d.D, F = m->d.F, H = m->d.H;
-    const size_t nC = (size_t)N * C;
+    const int N = B * T, C = m->d.C, D = m->d.D;
 
     op->normalize(be, m->xn, m->x, m->center, m->scale, N, D);
     op->linear_forward(be, m->h, m->xn, lcm_act_at(be, m->params, m->t.pre_w), lcm_act_at(be, m->params, m->t.pre_b),
                        N, D, C);
     for (int l = 0; l < m->d.L; l++) {
         layer_view v = view_layer(m, l);
-        op->rmsnorm_forward(be, v.anorm, v.rstd_attn, v.h_in, v.attn_norm, N, C, m->d.eps);
-        op->linear_forward(be, v.qkv, v.anorm, v.qkv_w, v.qkv_b, N, C, 3 * C);
-        op->rope_forward(be, v.qkv, B, T, C, H, m->d.rope_theta);
-        op->attention_forward(be, v.attn, v.saved, v.qkv, m->lens, B, T, C, H);
-        op->linear_forward(be, m->branch, v.attn, v.attn_out_w, v.attn_out_b, N, C, C);
-        op->dropout_add(be, v.h_mid, v.h_in, m->branch, nC, p, site_key(key, l, 0));
-
-        op->rmsnorm_forward(be, v.fnorm, v.rstd_ffn, v.h_mid, v.ffn_norm, N, C, m->d.eps);
-        op->linear_forward(be, v.gi, v.fnorm, v.gi_w, v.gi_b, N, C, 2 * F);
-        op->swiglu_forward(be, v.sw, v.gi, N, F);
-        op->linear_forward(be, m->branch, v.sw, v.ffn_out_w, v.ffn_out_b, N, F, C);
-        op->dropout_add(be, v.h_out, v.h_mid, m->branch, nC, p, site_key(key, l, 1));
+        layer_forward(m, &v, l, B, T, p, key, 1);
     }
     op->rmsnorm_forward(be, m->hf, m->rstd_final, h_final(m), lcm_act_at(be, m->params, m->t.final_norm), N, C,
                         m->d.eps);
@@ -305,6 +378,7 @@ int lcm_model_backward(lcm_model *m, int B, int T, float p, lcm_dropout_key key,
 
     for (int l = m->d.L - 1; l >= 0; l--) {
         layer_view v = view_layer(m, l);
+        if (m->recompute == LCM_RECOMPUTE_LAYER) layer_forward(m, &v, l, B, T, p, key, 0);
         /* FFN branch: h_out = h_mid + dropout(ffn(rmsnorm(h_mid))) */
         op->dropout_backward(be, m->dbranch, m->dh, nC, p, site_key(key, l, 1));
         op->linear_backward(be, m->dsw, v.g_ffn_out_w, v.g_ffn_out_b, m->dbranch, v.sw, v.ffn_out_w, N, F, C);

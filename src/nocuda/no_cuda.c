@@ -26,6 +26,11 @@ int lcm_cuda_device_name(int gpu, char *out, size_t cap, lcm_error *err) {
     return lcm_fail(err, LCM_ERR_DEVICE, "cannot query GPU %d: %s", gpu, why);
 }
 
+int lcm_cuda_device_memory(int gpu, size_t *free_bytes, size_t *total_bytes, lcm_error *err) {
+    *free_bytes = *total_bytes = 0;
+    return lcm_fail(err, LCM_ERR_DEVICE, "cannot query GPU %d: %s", gpu, why);
+}
+
 void lcm_cuda_print_info(FILE *f) { fprintf(f, "GPUs: none usable (%s)\n", why); }
 
 int lcm_group_create_nccl(lcm_group **out, int n, const int *gpus, lcm_error *err) {

@@ -271,6 +271,7 @@ static int write_train_state(const char *path, const lcm_param_table *t, const f
     META("elapsed_s", "%.17g", s->elapsed_s);
     META("config_hash", "%016" PRIx64, s->config_hash);
     META("param_total", "%zu", t->total);
+    META("step_microbatches", "%" PRId64, s->step_microbatches);
 #undef META
     if (!rc && config_text) rc = lcm_st_add_meta(w, "lcm_config", config_text, err);
     int64_t shape[1] = {(int64_t)t->total};
@@ -348,6 +349,9 @@ static int read_state(const lcm_st_file *f, state_file *out, lcm_error *err) {
     LCM_TRY(meta_int(f, "cursor_epoch", 0, s->concepts_seen, &epoch, err));
     LCM_TRY(meta_int(f, "cursor_index", 0, INT64_MAX, &index, err));
     LCM_TRY(meta_int(f, "param_total", 1, INT64_MAX, &total, err));
+    /* The global batch, for the resume notice; checkpoints of earlier versions do not record it. */
+    if (lcm_st_meta(f, "step_microbatches"))
+        LCM_TRY(meta_int(f, "step_microbatches", 0, INT64_MAX, &s->step_microbatches, err));
     s->cursor.epoch = (uint64_t)epoch;
     s->cursor.index = (uint64_t)index;
     out->param_total = (size_t)total;

@@ -11,11 +11,29 @@
 
 #include "train_internal.h"
 
+/* A slot's three host buffers: raw embeddings, row lengths, document indices. */
+static void slot_sizes(int64_t max_tokens, int max_rows, int D, size_t bytes[3]) {
+    bytes[0] = (size_t)max_tokens * D * sizeof(float);
+    bytes[1] = (size_t)max_rows * sizeof(int32_t);
+    bytes[2] = (size_t)max_rows * sizeof(uint64_t);
+}
+
+/* One step's micro-batches in use while the next step's are filled. */
+static int ring_slots(int accum) { return accum + 1; }
+
+size_t lcm_staging_bytes(int accum, int validation, int64_t max_tokens, int max_rows, int D) {
+    size_t b[3];
+    slot_sizes(max_tokens, max_rows, D, b);
+    return (size_t)(ring_slots(accum) + (validation ? 1 : 0)) * (b[0] + b[1] + b[2]);
+}
+
 int lcm_slot_alloc(lcm_slot *s, lcm_backend *be, int64_t max_tokens, int max_rows, int D, lcm_error *err) {
     memset(s, 0, sizeof *s);
-    LCM_TRY(be->ops->host_alloc(be, (void **)&s->x, (size_t)max_tokens * D * sizeof(float), err));
-    LCM_TRY(be->ops->host_alloc(be, (void **)&s->lens, (size_t)max_rows * sizeof(int32_t), err));
-    return be->ops->host_alloc(be, (void **)&s->docs, (size_t)max_rows * sizeof(uint64_t), err);
+    size_t b[3];
+    slot_sizes(max_tokens, max_rows, D, b);
+    LCM_TRY(be->ops->host_alloc(be, (void **)&s->x, b[0], err));
+    LCM_TRY(be->ops->host_alloc(be, (void **)&s->lens, b[1], err));
+    return be->ops->host_alloc(be, (void **)&s->docs, b[2], err);
 }
 
 void lcm_slot_free(lcm_slot *s, lcm_backend *be) {
@@ -104,7 +122,7 @@ int lcm_loader_start(lcm_loader *ld, lcm_run *run, int rank, lcm_backend *be, lc
     ld->run = run;
     ld->rank = rank;
     ld->be = be;
-    ld->n_slots = run->accum + 1;
+    ld->n_slots = ring_slots(run->accum);
     ld->cursor = run->start.cursor;
     ld->next_step = run->start.step + 1;
     const int total = run->n * run->accum;

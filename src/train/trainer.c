@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "lcm/log.h"
+#include "lcm/memplan.h"
 #include "lcm/sbuf.h"
 #include "lcm/synth.h"
 #include "train_internal.h"
@@ -95,17 +96,12 @@ void lcm_run_metrics_line(lcm_run *run, const char *line) {
     }
 }
 
-/* The effective config, and the device count it ran on (trainer.devices may say "auto"): a resumed run
- * reads it back from the checkpoint's copy to say how the global batch changed (resume_notices). */
-#define DEVICES_LINE "# devices used: "
-
-static int config_text(const lcm_config *cfg, int n_devices, char **out, lcm_error *err) {
+static int config_text(const lcm_config *cfg, char **out, lcm_error *err) {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     if (!f) return lcm_fail(err, LCM_ERR_NOMEM, "out of memory");
     int rc = lcm_config_write(cfg, f);
-    fprintf(f, "\n" DEVICES_LINE "%d\n", n_devices);
     fclose(f);
     if (rc != 0) {
         free(buf);
@@ -156,27 +152,27 @@ static void resume_notices(const lcm_run *run, const char *ckpt) {
     else if (old_max != cfg->trainer.max_steps)
         lcm_info("trainer.max_steps changed from %" PRId64 " to %" PRId64 " since %s (the constant schedule is unchanged)",
                  old_max, cfg->trainer.max_steps, ckpt);
-    const char *dl = strstr(text, DEVICES_LINE);
-    stored_value(text, "trainer", "grad_accum", v, sizeof v);
-    int64_t old_accum = v[0] ? strtoll(v, NULL, 10) : run->accum;
+    /* The global batch: the checkpoint's micro-batches per step (train_state) of its data.max_tokens
+     * (its stored config). Checkpoints from before the micro-batch count say nothing. */
     stored_value(text, "data", "max_tokens", v, sizeof v);
-    int64_t old_tokens = v[0] ? strtoll(v, NULL, 10) : run->max_tokens;
-    int64_t old_n = dl ? strtoll(dl + strlen(DEVICES_LINE), NULL, 10) : 0;
-    int64_t old_batch = old_n * old_accum * old_tokens, new_batch = (int64_t)run->n * run->accum * run->max_tokens;
-    if (old_n > 0 && old_batch != new_batch) {
-        char keep[160] = "";
-        if (old_batch % ((int64_t)run->n * run->max_tokens) == 0)
-            snprintf(keep, sizeof keep, "to keep it, set trainer.grad_accum=%" PRId64,
-                     old_batch / ((int64_t)run->n * run->max_tokens));
-        else if (old_batch % ((int64_t)run->n * run->accum) == 0)
-            snprintf(keep, sizeof keep, "no whole trainer.grad_accum keeps it with %d devices; data.max_tokens=%" PRId64 " does",
-                     run->n, old_batch / ((int64_t)run->n * run->accum));
+    const int64_t T = run->max_tokens, old_tokens = v[0] ? strtoll(v, NULL, 10) : T;
+    const int64_t was = run->start.step_microbatches, now = (int64_t)run->n * run->accum;
+    const int64_t old_batch = was * old_tokens, new_batch = now * T;
+    if (was > 0 && old_batch != new_batch) {
+        char keep[200];
+        if (old_batch % ((int64_t)run->n * T) == 0)
+            snprintf(keep, sizeof keep, "to keep it, set trainer.grad_accum=%" PRId64 " (or data.global_batch_tokens=%"
+                     PRId64 ")", old_batch / ((int64_t)run->n * T), old_batch);
+        else if (old_batch % now == 0)
+            snprintf(keep, sizeof keep, "no whole trainer.grad_accum keeps it with %d devices; data.max_tokens=%" PRId64
+                     " does", run->n, old_batch / now);
         else
-            snprintf(keep, sizeof keep, "no whole trainer.grad_accum or data.max_tokens keeps it with %d devices", run->n);
-        lcm_warn("the global batch changes from %" PRId64 " to %" PRId64 " concepts per step (devices x grad_accum x "
-                 "data.max_tokens: %" PRId64 " x %" PRId64 " x %" PRId64 " when %s was written, %d x %d x %" PRId64
-                 " now); %s", old_batch, new_batch, old_n, old_accum, old_tokens, ckpt, run->n, run->accum,
-                 run->max_tokens, keep);
+            snprintf(keep, sizeof keep, "to keep it, set data.global_batch_tokens=%" PRId64 " on a device count that "
+                     "divides it", old_batch);
+        lcm_warn("the global batch changes from %" PRId64 " to %" PRId64 " concepts per step (micro-batches x "
+                 "data.max_tokens: %" PRId64 " x %" PRId64 " when %s was written, %d device%s x grad_accum %d x %"
+                 PRId64 " now); %s", old_batch, new_batch, was, old_tokens, ckpt, run->n, run->n > 1 ? "s" : "",
+                 run->accum, T, keep);
     }
     free(text);
 }
@@ -321,6 +317,42 @@ static int open_data(lcm_run *run, const char *train, const char *valid, lcm_err
 
 /* ---- the run ---------------------------------------------------------------------------------- */
 
+/* The memory plan of this run, printed; a device that lacks the memory stops the run here, before
+ * anything is allocated, with the cheapest change that fits. CPU workers share the host's memory. */
+static int check_memory(lcm_run *run, lcm_error *err) {
+    const int gpu = run->dev[0].is_gpu;
+    lcm_memplan_input in = {run->cfg, gpu ? &lcm_cuda_traits : &lcm_cpu_traits, run->n, 0, run->max_rows, run->valid.open};
+    lcm_memplan p;
+    LCM_TRY(lcm_memplan_compute(&in, &p, err));
+    lcm_info("memory plan: %.2f GB per device (weights %.2f, gradients %.2f, moments %.2f, activations %.2f; "
+             "`lcm plan` itemizes it)", p.total / 1e9,
+             (p.bytes[LCM_MEM_MASTER] + p.bytes[LCM_MEM_COMPUTE]) / 1e9, p.bytes[LCM_MEM_GRADS] / 1e9,
+             p.bytes[LCM_MEM_MOMENTS] / 1e9, (p.bytes[LCM_MEM_ACTS] + p.bytes[LCM_MEM_ATT_SAVED]) / 1e9);
+    size_t free_b = 0, total_b = 0;
+    char who[64] = "";
+    size_t need = p.total;
+    if (gpu) {
+        for (int i = 0; i < run->n; i++) {
+            size_t f = 0, t = 0;
+            LCM_TRY(lcm_cuda_device_memory(run->dev[i].index, &f, &t, err));
+            if (i == 0 || f < free_b) {
+                free_b = f;
+                snprintf(who, sizeof who, "GPU %d", run->dev[i].index);
+            }
+        }
+    } else {
+        lcm_cpu_mem_info(&free_b, &total_b);
+        need = p.total * (size_t)run->n;
+        snprintf(who, sizeof who, "the host (%d CPU worker%s)", run->n, run->n > 1 ? "s" : "");
+    }
+    if (free_b == 0 || need <= free_b) return 0;
+    char advice[256];
+    LCM_TRY(lcm_memplan_advice(&in, gpu ? free_b : free_b / (size_t)run->n, advice, sizeof advice, err));
+    return lcm_fail(err, LCM_ERR_NOMEM, "%s needs %.2f GB for this run but has %.2f GB free; %s", who, need / 1e9,
+                    free_b / 1e9,
+                    advice[0] ? advice : "no cheaper setting fits: use devices with more memory or a smaller model");
+}
+
 static int start_state(lcm_run *run, const char *ckpt, lcm_error *err) {
     const lcm_config *cfg = run->cfg;
     lcm_param_table t;
@@ -344,7 +376,6 @@ static int start_state(lcm_run *run, const char *ckpt, lcm_error *err) {
             run->norm = saved;
         }
         if (!rc) lcm_info("resuming from %s (step %" PRId64 ")", ckpt, run->start.step);
-        if (!rc) resume_notices(run, ckpt);
     } else if (!rc && cfg->trainer.init_from[0]) {
         rc = lcm_weights_load(cfg->trainer.init_from, &t, run->init_master, NULL, err);
         if (!rc) lcm_info("initial weights from %s", cfg->trainer.init_from);
@@ -571,7 +602,7 @@ int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err) {
         lcm_path_join(path, sizeof path, run->run_dir, "train.log");
         if (lcm_log_set_file(path) != 0) lcm_warn("cannot write the log file %s: %s", path, strerror(errno));
         if (cfg->trainer.experiment_name[0]) lcm_info("experiment %s", cfg->trainer.experiment_name);
-        rc = config_text(cfg, run->n, &run->config_text, err);
+        rc = config_text(cfg, &run->config_text, err);
     }
     if (!rc) {
         lcm_path_join(path, sizeof path, run->run_dir, "config.ini");
@@ -581,6 +612,12 @@ int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err) {
     if (!rc) rc = open_data(run, train, valid, err);
     if (!rc) rc = lcm_normalizer_resolve(&run->norm, cfg->model.normalizer, train, run->d.D, err);
     if (!rc) rc = start_state(run, ckpt, err);
+    if (!rc) rc = lcm_step_accum(cfg, run->n, &run->accum, err);
+    if (!rc && ckpt[0]) resume_notices(run, ckpt);
+    if (!rc) {
+        run->start.step_microbatches = (int64_t)run->n * run->accum;
+        rc = check_memory(run, err);
+    }
     if (!rc && run->valid.open) {
         rc = lcm_eval_mean_baseline(&run->valid.ds, run->valid.plan, cfg->data.append_eot, run->norm.center,
                                     run->norm.scale, &run->baseline, err);

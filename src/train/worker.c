@@ -268,7 +268,8 @@ static int setup(lcm_worker *w, lcm_error *err) {
     lcm_run *run = w->run;
     LCM_TRY(lcm_backend_for_device(&w->be, w->dev, err));
     lcm_backend *be = w->be;
-    LCM_TRY(lcm_model_create(&w->model, be, &run->d, run->max_tokens, run->max_rows, run->max_T, 1, err));
+    lcm_model_shape shape = {run->d, run->max_tokens, run->max_rows, run->max_T, 1, run->cfg->trainer.recompute};
+    LCM_TRY(lcm_model_create_shape(&w->model, be, &shape, err));
     LCM_TRY(lcm_model_set_params(&w->model, run->init_master, err));
     LCM_TRY(lcm_model_set_normalizer(&w->model, &run->norm, err));
     const size_t bytes = w->model.t.total * sizeof(float);

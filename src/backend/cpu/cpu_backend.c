@@ -5,6 +5,7 @@
  * query have nothing to wait for; they only report the one failure an op can meet (growing the
  * attention backward's scratch). Each worker thread owns its backend instance; the instance holds all
  * mutable state, so workers never share any. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 
 #include "cpu_ops.h"
 #include "lcm/half.h"
+#include "lcm/memplan.h"
 
 #define CPU_ALIGN 64 /* a cache line; also what AVX-512 loads like */
 
@@ -37,7 +39,7 @@ static size_t meminfo_bytes(const char *text, const char *key) {
 
 /* Free is MemAvailable (what can be allocated without swapping), not MemFree (which ignores the page
  * cache the kernel would give back). Falls back to sysinfo where /proc is not mounted. */
-static void cpu_mem_info(lcm_backend *be, size_t *free_bytes, size_t *total_bytes) {
+void lcm_cpu_mem_info(size_t *free_bytes, size_t *total_bytes) {
     *free_bytes = *total_bytes = 0;
     FILE *f = fopen("/proc/meminfo", "r");
     if (f) {
@@ -55,6 +57,19 @@ static void cpu_mem_info(lcm_backend *be, size_t *free_bytes, size_t *total_byte
             *free_bytes = (size_t)(si.freeram + si.bufferram) * si.mem_unit;
         }
     }
+}
+
+static void cpu_mem_info(lcm_backend *be, size_t *free_bytes, size_t *total_bytes) {
+    lcm_cpu_mem_info(free_bytes, total_bytes);
+}
+
+/* What every CPU backend of the process has allocated through alloc and host_alloc (never decreased),
+ * and the largest attention scratch: the memory plan's figures are checked against these. */
+static atomic_size_t allocated_total, scratch_peak;
+
+void lcm_cpu_alloc_counters(size_t *allocated, size_t *scratch_largest) {
+    *allocated = atomic_load(&allocated_total);
+    *scratch_largest = atomic_load(&scratch_peak);
 }
 
 static void *aligned_malloc(size_t bytes) {
@@ -76,6 +91,7 @@ static int cpu_alloc(lcm_backend *be, void **out, size_t bytes, const char *what
                         what, bytes, bytes / 1073741824.0, free_b / 1073741824.0, total_b / 1073741824.0);
     }
     memset(*out, 0, bytes);
+    atomic_fetch_add(&allocated_total, bytes);
     return 0;
 }
 
@@ -87,6 +103,7 @@ static int cpu_host_alloc(lcm_backend *be, void **out, size_t bytes, lcm_error *
         return lcm_fail(err, LCM_ERR_NOMEM,
                         "out of host memory allocating a %zu-byte staging buffer; lower data.max_tokens",
                         bytes);
+    atomic_fetch_add(&allocated_total, bytes);
     return 0;
 }
 
@@ -164,7 +181,7 @@ static void cpu_op_rope_backward(lcm_backend *be, void *dqkv, int B, int T, int 
 }
 
 static size_t cpu_op_attention_saved_floats(lcm_backend *be, int B, int T, int H) {
-    return (size_t)B * H * T * T;
+    return lcm_cpu_traits.attention_saved_floats(B, T, H);
 }
 
 static void cpu_op_attention_forward(lcm_backend *be, void *out, float *saved, const void *qkv,
@@ -186,6 +203,9 @@ static float *scratch_at_least(cpu_backend *cb, size_t need, const char *what) {
         free(cb->scratch);
         cb->scratch = grown;
         cb->scratch_floats = need;
+        size_t seen = atomic_load(&scratch_peak);
+        while (need * sizeof(float) > seen && !atomic_compare_exchange_weak(&scratch_peak, &seen, need * sizeof(float))) {
+        }
     }
     return cb->scratch;
 }
@@ -314,7 +334,8 @@ int lcm_cpu_backend_create(lcm_backend **out, int worker, lcm_error *err) {
         return lcm_fail(err, LCM_ERR_NOMEM, "out of host memory creating the CPU backend for worker %d", worker);
     cb->be.ops = &cpu_backend_ops;
     cb->be.name = "cpu";
-    cb->be.act_bytes = sizeof(float);
+    cb->be.act_bytes = lcm_cpu_traits.act_bytes;
+    cb->be.traits = &lcm_cpu_traits;
     cb->be.device = worker;
     cb->be.impl = cb;
     *out = &cb->be;

@@ -414,7 +414,9 @@ attention_dkv_flash_kernel(bf16 *dqkv, const bf16 *dout, const bf16 *qkv, const 
 
 #define SHARED_LIMIT (48 * 1024) /* what any block may use without opting in */
 
-size_t cuda_attention_saved_floats(lcm_backend *be, int B, int T, int H) { return 2 * (size_t)B * H * T; }
+size_t cuda_attention_saved_floats(lcm_backend *be, int B, int T, int H) {
+    return lcm_cuda_traits.attention_saved_floats(B, T, H);
+}
 
 /* Checks the shape; fills s. Returns 0 when there is nothing to do or the shape is refused (recorded). */
 static int attention_shape(cuda_backend *cb, const char *op, attn_shape *s, int B, int T, int C, int H) {

@@ -10,8 +10,6 @@
 
 #include "cuda_backend.cuh"
 
-#define LT_WORKSPACE_BYTES ((size_t)32 << 20) /* cuBLAS's recommendation for Hopper */
-#define SCRATCH_BYTES ((size_t)16 << 20)      /* partial sums of the deterministic reductions */
 
 /* ---- errors ---------------------------------------------------------------------------------- */
 
@@ -303,7 +301,8 @@ extern "C" int lcm_cuda_backend_create(lcm_backend **out, int gpu, lcm_error *er
     fill_ops(&cb->ops);
     cb->base.ops = &cb->ops;
     cb->base.name = "cuda";
-    cb->base.act_bytes = 2;
+    cb->base.act_bytes = lcm_cuda_traits.act_bytes;
+    cb->base.traits = &lcm_cuda_traits;
     cb->base.device = gpu;
     cb->base.impl = cb;
     cb->attention_simple = attn && strcmp(attn, "simple") == 0;
@@ -321,8 +320,8 @@ extern "C" int lcm_cuda_backend_create(lcm_backend **out, int gpu, lcm_error *er
         cb->lt = NULL;
         return setup_failed(cb, "cublasLtCreate", cublasLtGetStatusString(s), err);
     }
-    cb->lt_workspace_bytes = LT_WORKSPACE_BYTES;
-    cb->scratch_bytes = SCRATCH_BYTES;
+    cb->lt_workspace_bytes = LCM_CUDA_LT_WORKSPACE_BYTES;
+    cb->scratch_bytes = LCM_CUDA_SCRATCH_BYTES;
     if ((e = cudaMalloc(&cb->lt_workspace, cb->lt_workspace_bytes)) != cudaSuccess ||
         (e = cudaMalloc(&cb->scratch, cb->scratch_bytes)) != cudaSuccess ||
         (e = cudaMallocHost((void **)&cb->host_result, sizeof(double))) != cudaSuccess) {

@@ -22,6 +22,7 @@
 extern "C" {
 #include "lcm/backend.h"
 #include "lcm/error.h"
+#include "lcm/memplan.h"
 }
 
 typedef __nv_bfloat16 bf16;

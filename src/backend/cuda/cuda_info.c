@@ -30,6 +30,15 @@ int lcm_cuda_device_name(int gpu, char *out, size_t cap, lcm_error *err) {
     return 0;
 }
 
+int lcm_cuda_device_memory(int gpu, size_t *free_bytes, size_t *total_bytes, lcm_error *err) {
+    *free_bytes = *total_bytes = 0;
+    cudaError_t e = cudaSetDevice(gpu);
+    if (e == cudaSuccess) e = cudaMemGetInfo(free_bytes, total_bytes);
+    if (e != cudaSuccess)
+        return lcm_fail(err, LCM_ERR_DEVICE, "cannot query the memory of GPU %d: %s", gpu, cudaGetErrorString(e));
+    return 0;
+}
+
 void lcm_cuda_print_info(FILE *f) {
     int driver = 0, runtime = 0, nccl = 0;
     cudaDriverGetVersion(&driver);

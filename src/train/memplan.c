@@ -1,0 +1,193 @@
+/* memplan.c: the memory plan (include/lcm/memplan.h) and the step's accumulation from the global
+ * batch. Every figure comes from the code that sizes the allocation: the model's carve tables
+ * (lcm_model_plan), the loader's ring (lcm_staging_bytes), the backend traits' workspaces. What this file
+ * adds is only which of those a sharded run slices, and by how much. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "lcm/memplan.h"
+#include "lcm/model.h"
+#include "lcm/train.h"
+
+const char *lcm_mem_class_name(lcm_mem_class c) {
+    static const char *const names[LCM_MEM_NCLASSES] = {
+        "master weights", "compute weights", "gradients", "AdamW moments", "activations",
+        "saved attention values", "staging ring", "workspaces", "communication buffers",
+    };
+    return (unsigned)c < LCM_MEM_NCLASSES ? names[c] : "?";
+}
+
+/* ---- the global batch ------------------------------------------------------------------------- */
+
+int lcm_step_accum(const lcm_config *cfg, int devices, int *accum, lcm_error *err) {
+    const int64_t G = cfg->data.global_batch_tokens, mt = cfg->data.max_tokens;
+    if (G == 0) {
+        *accum = cfg->trainer.grad_accum;
+        return 0;
+    }
+    if (G % ((int64_t)devices * mt) == 0 && G / ((int64_t)devices * mt) <= 65536) {
+        *accum = (int)(G / ((int64_t)devices * mt));
+        return 0;
+    }
+    /* The device counts that divide G / max_tokens, nearest below and above this one. */
+    char counts[160] = "", tokens[200] = "";
+    if (G % mt == 0) {
+        const int64_t M = G / mt;
+        int below = 0, above = 0;
+        for (int n = devices - 1; n >= 1 && !below; n--) below = M % n == 0 ? n : 0;
+        for (int n = devices + 1; n <= LCM_MAX_DEVICES && n <= M && !above; n++) above = M % n == 0 ? n : 0;
+        if (below && above) snprintf(counts, sizeof counts, "%d or %d devices", below, above);
+        else if (below || above) snprintf(counts, sizeof counts, "%d devices", below ? below : above);
+    }
+    /* The max_tokens values that divide G / devices, nearest below and above, each >= data.max_seq_len. */
+    int64_t lo = 0, hi = 0;
+    if (G % devices == 0) {
+        const int64_t per = G / devices;
+        for (int64_t a = 1; a <= per && a <= 65536; a++) {
+            if (per % a) continue;
+            const int64_t t = per / a;
+            if (t < cfg->data.max_seq_len) break;
+            if (t < mt && !lo) lo = t;
+            if (t > mt) hi = t;
+        }
+    }
+    if (lo && hi)
+        snprintf(tokens, sizeof tokens, "data.max_tokens=%" PRId64 " (grad_accum %" PRId64 ") or %" PRId64
+                 " (grad_accum %" PRId64 ")", lo, G / devices / lo, hi, G / devices / hi);
+    else if (lo || hi)
+        snprintf(tokens, sizeof tokens, "data.max_tokens=%" PRId64 " (grad_accum %" PRId64 ")", lo ? lo : hi,
+                 G / devices / (lo ? lo : hi));
+    char options[400];
+    if (counts[0] && tokens[0])
+        snprintf(options, sizeof options, "it divides evenly on %s, or use %s", counts, tokens);
+    else if (counts[0])
+        snprintf(options, sizeof options, "it divides evenly on %s", counts);
+    else if (tokens[0])
+        snprintf(options, sizeof options, "use %s", tokens);
+    else
+        snprintf(options, sizeof options, "choose a multiple of %d x %" PRId64, devices, mt);
+    return lcm_fail(err, LCM_ERR_CONFIG,
+                    "data.global_batch_tokens = %" PRId64 " is not a whole number of micro-batches of data.max_tokens = %"
+                    PRId64 " on %d device%s: %s", G, mt, devices, devices > 1 ? "s" : "", options);
+}
+
+/* ---- the plan --------------------------------------------------------------------------------- */
+
+size_t lcm_shard_slice(size_t P, int n) {
+    const size_t s = (P + (size_t)n - 1) / (size_t)n;
+    return (s + 15) / 16 * 16;
+}
+
+int lcm_memplan_compute(const lcm_memplan_input *in, lcm_memplan *out, lcm_error *err) {
+    const lcm_config *cfg = in->cfg;
+    memset(out, 0, sizeof *out);
+    if (in->shard < 0 || in->shard > 2)
+        return lcm_fail(err, LCM_ERR_CONFIG, "shard level %d: use 0 (replicated), 1 or 2", in->shard);
+    lcm_dims d;
+    LCM_TRY(lcm_dims_from_config(&d, &cfg->model, err));
+    LCM_TRY(lcm_step_accum(cfg, in->devices, &out->accum, err));
+    const int64_t mt = cfg->data.max_tokens;
+    const int max_rows = in->max_rows > 0 ? in->max_rows : (int)(mt < INT32_MAX ? mt : INT32_MAX);
+    lcm_model_shape shape = {d, mt, max_rows, cfg->data.max_seq_len, 1, cfg->trainer.recompute};
+    lcm_model_bytes mb;
+    LCM_TRY(lcm_model_plan(&shape, in->bt, &mb, err));
+    const size_t P = mb.master / sizeof(float);
+    out->params = P;
+    out->slice = in->shard > 0 && in->devices > 1 ? lcm_shard_slice(P, in->devices) : P;
+    const double part = (double)out->slice / (double)P;
+    size_t *b = out->bytes;
+    /* Sharded: the master weights and moments (level 1), and the gradients once reduced (level 2), are
+     * one slice per device; the compute copy stays whole (every device runs the whole model). */
+    b[LCM_MEM_MASTER] = out->slice * sizeof(float);
+    b[LCM_MEM_MOMENTS] = (size_t)(mb.moments * part + 0.5);
+    b[LCM_MEM_COMPUTE] = mb.compute;
+    if (in->shard > 0 && in->devices > 1 && mb.compute == 0) /* fp32 compute: the whole weights, apart from the slice */
+        b[LCM_MEM_COMPUTE] = P * in->bt->act_bytes;
+    b[LCM_MEM_GRADS] = in->shard == 2 && in->devices > 1 ? out->slice * sizeof(float) : mb.grads;
+    b[LCM_MEM_ACTS] = mb.acts;
+    b[LCM_MEM_ATT_SAVED] = mb.att_saved;
+    b[LCM_MEM_STAGING] = lcm_staging_bytes(out->accum, in->validation, mt, max_rows, d.D);
+    b[LCM_MEM_WORKSPACE] = in->bt->workspace_bytes(cfg->data.max_seq_len);
+    if (in->devices > 1 && in->shard == 0 && cfg->trainer.grad_reduce_dtype == LCM_GRAD_REDUCE_BF16)
+        b[LCM_MEM_COMM] = P * sizeof(uint16_t);
+    if (in->devices > 1 && in->shard == 2) {
+        /* the backward writes one layer's gradients (a bucket) whole before it is reduce-scattered: two
+         * buckets in flight, double-buffered */
+        lcm_param_table t;
+        LCM_TRY(lcm_param_table_build(&t, &d, err));
+        size_t biggest = t.total - t.final_norm;
+        for (int l = 0; l < d.L; l++)
+            if (t.layers[l].end - t.layers[l].begin > biggest) biggest = t.layers[l].end - t.layers[l].begin;
+        if (t.layers[0].begin > biggest) biggest = t.layers[0].begin;
+        lcm_param_table_free(&t);
+        b[LCM_MEM_COMM] = 2 * biggest * sizeof(float);
+    }
+    for (int c = 0; c < LCM_MEM_NCLASSES; c++) out->total += b[c];
+    return 0;
+}
+
+static double gb(size_t bytes) { return (double)bytes / 1e9; }
+
+void lcm_memplan_print(const lcm_memplan *p, const lcm_memplan_input *in, FILE *f) {
+    const lcm_config *cfg = in->cfg;
+    fprintf(f, "memory plan: %s backend, %d device%s, shard %d, recompute %s, data.max_tokens %" PRId64
+            ", grad_accum %d\n", in->bt->name, in->devices, in->devices > 1 ? "s" : "", in->shard,
+            cfg->trainer.recompute == LCM_RECOMPUTE_LAYER ? "layer" : "none", cfg->data.max_tokens, p->accum);
+    fprintf(f, "  parameters         %zu (slice per device %zu)\n", p->params, p->slice);
+    fprintf(f, "  per device:\n");
+    for (int c = 0; c < LCM_MEM_NCLASSES; c++)
+        fprintf(f, "    %-24s %15zu bytes  %8.3f GB\n", lcm_mem_class_name((lcm_mem_class)c), p->bytes[c], gb(p->bytes[c]));
+    fprintf(f, "    %-24s %15zu bytes  %8.3f GB\n", "total", p->total, gb(p->total));
+}
+
+/* ---- advice ----------------------------------------------------------------------------------- */
+
+typedef struct change {
+    int shard;
+    int recompute;         /* lcm_recompute */
+    int64_t max_tokens;
+} change;
+
+int lcm_memplan_advice(const lcm_memplan_input *in, size_t avail, char *out, size_t cap, lcm_error *err) {
+    out[0] = '\0';
+    const lcm_config *cfg = in->cfg;
+    int accum0;
+    LCM_TRY(lcm_step_accum(cfg, in->devices, &accum0, err));
+    /* Cheapest first: recomputation (one more forward), then sharding (more communication), then smaller
+     * micro-batches with more accumulation (the same global batch in more, slower pieces). */
+    change tries[64];
+    int n = 0;
+    const int max_shard = in->devices > 1 ? 2 : 0;
+    for (int64_t mt = cfg->data.max_tokens, k = 0; k < 4 && mt >= cfg->data.max_seq_len; k++, mt /= 2)
+        for (int s = in->shard; s <= max_shard; s++)
+            for (int r = (int)cfg->trainer.recompute; r <= LCM_RECOMPUTE_LAYER; r++)
+                if (k > 0 || s != in->shard || r != (int)cfg->trainer.recompute)
+                    tries[n++] = (change){s, r, mt};
+    /* within one micro-batch size: recompute before sharding */
+    for (int i = 0; i < n; i++) {
+        lcm_config c = *cfg;
+        c.trainer.recompute = (lcm_recompute)tries[i].recompute;
+        c.data.max_tokens = tries[i].max_tokens;
+        const int shrink = (int)(cfg->data.max_tokens / tries[i].max_tokens);
+        if (cfg->data.global_batch_tokens == 0) c.trainer.grad_accum = accum0 * shrink;
+        lcm_memplan_input ci = *in;
+        ci.cfg = &c;
+        ci.shard = tries[i].shard;
+        lcm_memplan p;
+        lcm_error e = {0};
+        if (lcm_memplan_compute(&ci, &p, &e) != 0 || p.total > avail) continue;
+        char what[160] = "";
+        size_t len = 0;
+        if (tries[i].shard != in->shard)
+            len += (size_t)snprintf(what + len, sizeof what - len, "trainer.shard=%d ", tries[i].shard);
+        if (tries[i].recompute != (int)cfg->trainer.recompute)
+            len += (size_t)snprintf(what + len, sizeof what - len, "trainer.recompute=layer ");
+        if (shrink > 1)
+            len += (size_t)snprintf(what + len, sizeof what - len, "data.max_tokens=%" PRId64 " with grad_accum %d ",
+                                    tries[i].max_tokens, p.accum);
+        snprintf(out, cap, "%sneeds %.1f GB", what, gb(p.total));
+        return 0;
+    }
+    return 0;
+}

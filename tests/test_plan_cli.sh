@@ -1,0 +1,100 @@
+#!/bin/sh
+# test_plan_cli.sh: `lcm plan` (the memory plan per device and class, a hypothetical device, the advice
+# line) and lcm train's memory check (the total printed at start, the refusal before allocating).
+# Prints PASS/FAIL lines; needs $LCM_BIN (the lcm binary under test).
+set -u
+LCM=${LCM_BIN:-build/lcm}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/lcm-plan-XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+failed=0
+BIG=conf/model/base_lcm_1_6b.ini
+
+check() {
+  name=$1
+  shift
+  if "$@"; then echo "PASS $name"; else echo "FAIL $name"; failed=1; fi
+}
+
+# bytes of a class line of a plan output
+bytes() { grep "^    $2 " "$1" | awk '{print $(NF-3)}'; }
+
+# The figures follow from the parameter count, not from the program's own numbers: on two devices at
+# shard 2 a device holds slice = ceil(P / 2) rounded up to 16 elements of fp32 master weights, gradients
+# and two moments, and the whole bf16 compute copy; the classes add up to the total.
+hypothetical_device_shard2() {
+  "$LCM" plan "$BIG" --devices 2 --shard 2 trainer.recompute=layer --device-memory 24GB >"$tmp/p" || return 1
+  grep -q '^memory plan: cuda backend, 2 devices, shard 2, recompute layer' "$tmp/p" || return 1
+  P=$(grep '^  parameters' "$tmp/p" | awk '{print $2}')
+  S=$(( (P + 1) / 2 )); S=$(( (S + 15) / 16 * 16 ))
+  [ "$(bytes "$tmp/p" 'master weights')" -eq $((4 * S)) ] || return 1
+  [ "$(bytes "$tmp/p" 'gradients')" -eq $((4 * S)) ] || return 1
+  [ "$(bytes "$tmp/p" 'AdamW moments')" -eq $((8 * S)) ] || return 1
+  [ "$(bytes "$tmp/p" 'compute weights')" -eq $((2 * P)) ] || return 1
+  sum=$(grep '^    ' "$tmp/p" | grep -v ' total ' | awk '{s += $(NF-3)} END {printf "%.0f", s}')
+  [ "$(bytes "$tmp/p" 'total')" -eq "$sum" ] || return 1
+  grep -q '24.000 GB per device (--device-memory): fits$' "$tmp/p"
+}
+
+# Recomputation leaves one layer's inner activations: at least L-1 = 31 layers' worth less.
+recompute_shrinks_activations() {
+  "$LCM" plan "$BIG" --devices 2 --device-memory 24GB >"$tmp/none" || return 1
+  "$LCM" plan "$BIG" --devices 2 --device-memory 24GB trainer.recompute=layer >"$tmp/layer" || return 1
+  a=$(bytes "$tmp/none" activations); b=$(bytes "$tmp/layer" activations)
+  [ "$b" -gt 0 ] && [ "$((a / b))" -ge 5 ]
+}
+
+# The advice names a change, and planning with that change fits.
+advice_line_fits_when_followed() {
+  "$LCM" plan "$BIG" --devices 2 --device-memory 24GB >"$tmp/a" || return 1
+  grep -q 'does NOT fit; trainer.shard=1 trainer.recompute=layer needs [0-9.]* GB$' "$tmp/a" || return 1
+  "$LCM" plan "$BIG" --devices 2 --shard 1 trainer.recompute=layer --device-memory 24GB | grep -q ': fits$'
+}
+
+advice_with_smaller_micro_batches() {
+  "$LCM" plan conf/model/medium.ini --devices 1 --device-memory 3GB >"$tmp/m" || return 1
+  line=$(grep 'does NOT fit' "$tmp/m") || return 1
+  mt=$(echo "$line" | sed -n 's/.*data.max_tokens=\([0-9]*\) with grad_accum \([0-9]*\).*/\1/p')
+  ga=$(echo "$line" | sed -n 's/.*data.max_tokens=\([0-9]*\) with grad_accum \([0-9]*\).*/\2/p')
+  [ -n "$mt" ] && [ $((mt * ga)) -eq 7168 ] || return 1
+  "$LCM" plan conf/model/medium.ini --devices 1 --device-memory 3GB trainer.recompute=layer \
+    data.max_tokens="$mt" trainer.grad_accum="$ga" | grep -q ': fits$'
+}
+
+nothing_fits_says_so() {
+  "$LCM" plan "$BIG" --devices 1 --device-memory 16GB | grep -q 'does NOT fit; no cheaper setting fits'
+}
+
+bad_arguments_exit_2() {
+  "$LCM" plan --device-memory lots >/dev/null 2>"$tmp/e1"; [ $? -eq 2 ] || return 1
+  grep -q "device-memory 'lots' is not a size" "$tmp/e1" || return 1
+  "$LCM" plan --devices 1 --shard 2 >/dev/null 2>"$tmp/e2"; [ $? -eq 2 ] || return 1
+  grep -q 'shard 2 on one device' "$tmp/e2" || return 1
+  "$LCM" plan data.global_batch_tokens=1000 --devices 2 >/dev/null 2>"$tmp/e3"; [ $? -eq 2 ] || return 1
+  grep -q 'global_batch_tokens = 1000' "$tmp/e3"
+}
+
+# lcm train prints the plan's total, and a run the host cannot hold stops before allocating, in one
+# line naming the device, what it needs and what is free.
+train_prints_and_refuses() {
+  common="trainer.devices=cpu:1 synth.train_docs=40 synth.valid_docs=0 trainer.max_steps=2 optim.warmup_steps=1 \
+trainer.plot=false trainer.output_dir=$tmp/run"
+  # shellcheck disable=SC2086
+  "$LCM" train $common >"$tmp/ok" 2>&1 || return 1
+  grep -q 'memory plan: [0-9.]* GB per device' "$tmp/ok" || return 1
+  # shellcheck disable=SC2086
+  "$LCM" train $common trainer.output_dir="$tmp/huge" data.max_tokens=4000000000 >"$tmp/huge.out" 2>&1
+  rc=$?
+  [ $rc -ne 0 ] || return 1
+  [ "$(grep -c '^lcm: ' "$tmp/huge.out")" -eq 1 ] || return 1
+  grep -q '^lcm: .*the host (1 CPU worker) needs [0-9.]* GB for this run but has [0-9.]* GB free; ' "$tmp/huge.out" || return 1
+  ! grep -q 'step 1' "$tmp/huge.out"
+}
+
+check hypothetical_device_shard2 hypothetical_device_shard2
+check recompute_shrinks_activations recompute_shrinks_activations
+check advice_line_fits_when_followed advice_line_fits_when_followed
+check advice_with_smaller_micro_batches advice_with_smaller_micro_batches
+check nothing_fits_says_so nothing_fits_says_so
+check bad_arguments_exit_2 bad_arguments_exit_2
+check train_prints_and_refuses train_prints_and_refuses
+exit $failed
