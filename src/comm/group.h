@@ -15,7 +15,8 @@
 typedef struct lcm_coll_slot {
     int kind;      /* which collective and element type (local.c) */
     void *buf;
-    long long n;   /* element count (bytes for broadcast), as the caller passed it */
+    long long n;   /* element count (bytes for broadcast), as the caller passed it; sharded: the range's end */
+    long long begin, slice; /* sharded collectives: the range's begin and the elements each rank owns */
     int root;      /* broadcast: the root; an all-reduce of unknown dtype: that dtype (for the message) */
 } lcm_coll_slot;
 
