@@ -101,7 +101,8 @@ typedef struct lcm_model {
     void *params;          /* compute copy (act dtype); == master when act_bytes == 4 */
     float *master;         /* fp32 */
     float *grads;          /* fp32 (training) */
-    float *m, *v;          /* AdamW moments (training) */
+    float *m, *v;          /* AdamW moments (training) of elements [opt_begin, opt_end): m[i - opt_begin] */
+    size_t opt_begin, opt_end; /* all parameters, or the device's slice (lcm_model_create_shard) */
     float *center, *scale; /* [D] the SONAR normalizer */
 
     /* inputs of the current micro-batch, filled by the caller (upload) */
@@ -125,6 +126,10 @@ typedef struct lcm_model {
  * (no gradients, moments or backward buffers). */
 int lcm_model_create(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_t max_tokens, int max_rows,
                      int max_T, int training, lcm_error *err);
+/* A training model whose AdamW moments cover only device `rank`'s slice of n (include/lcm/shard.h):
+ * the sharded optimizer state of trainer.shard >= 1. */
+int lcm_model_create_shard(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_t max_tokens, int max_rows,
+                           int max_T, int n, int rank, lcm_error *err);
 void lcm_model_destroy(lcm_model *m);
 size_t lcm_model_device_bytes(const lcm_model *m);
 

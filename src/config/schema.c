@@ -105,6 +105,11 @@ const lcm_key lcm_keys[] = {
      "NaN/Inf steps in a row (skipped) before the run stops"},
     {"trainer", "grad_reduce_dtype", E, FIELD(trainer.grad_reduce_dtype), "f32", LCM_GRAD_REDUCE_F32, 0, "f32|bf16",
      "type gradients are all-reduced in across GPUs"},
+    {"trainer", "shard", I, FIELD(trainer.shard), "0", 0, 2, NULL,
+     "0: every device keeps the whole training state; 1: each device keeps the AdamW moments of its slice of the "
+     "flat parameter vector only and updates only that slice of the fp32 master weights, gradients are "
+     "all-reduced, the updated compute weights all-gathered; 2: as 1, gradients reduce-scattered (each device "
+     "sums only its slice); 1 and 2 need 2 or more devices (see README, sharding)"},
     {"trainer", "cpu_threads", I, FIELD(trainer.cpu_threads), "0", 0, 4096, NULL,
      "BLAS threads in total for CPU workers; 0 = all cores"},
     {"trainer", "plot", B, FIELD(trainer.plot), "true", 0, 1, NULL, "write metrics.png at the end (needs python3 + matplotlib)"},

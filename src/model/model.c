@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "lcm/model.h"
+#include "lcm/shard.h"
 
 /* ---- buffers ---------------------------------------------------------------------------------- */
 
@@ -52,8 +53,9 @@ static int alloc_block(lcm_model *m, void **out, size_t bytes, const char *what,
     return m->be->ops->alloc(m->be, out, bytes, what, err);
 }
 
-int lcm_model_create(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_t max_tokens, int max_rows, int max_T,
-                     int training, lcm_error *err) {
+/* shard_n == 0: the moments cover every parameter; else shard_rank's slice of shard_n (shard.h). */
+static int model_create(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_t max_tokens, int max_rows, int max_T,
+                        int training, int shard_n, int shard_rank, lcm_error *err) {
     memset(m, 0, sizeof *m);
     m->d = *d;
     m->be = be;
@@ -78,9 +80,17 @@ int lcm_model_create(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_t m
         goto fail;
     }
     if (training) {
+        m->opt_end = P;
+        if (shard_n > 0) {
+            lcm_shard sh = lcm_shard_of(P, shard_n, shard_rank, LCM_SHARD_ALIGN);
+            m->opt_begin = sh.begin;
+            m->opt_end = sh.end;
+        }
+        /* A device that owns nothing (tiny model, many devices) still gets a valid pointer. */
+        const size_t opt = m->opt_end > m->opt_begin ? m->opt_end - m->opt_begin : 1;
         if ((rc = alloc_block(m, (void **)&m->grads, P * sizeof(float), "gradients", err))) goto fail;
-        if ((rc = alloc_block(m, (void **)&m->m, P * sizeof(float), "AdamW first moments", err))) goto fail;
-        if ((rc = alloc_block(m, (void **)&m->v, P * sizeof(float), "AdamW second moments", err))) goto fail;
+        if ((rc = alloc_block(m, (void **)&m->m, opt * sizeof(float), "AdamW first moments", err))) goto fail;
+        if ((rc = alloc_block(m, (void **)&m->v, opt * sizeof(float), "AdamW second moments", err))) goto fail;
     }
 
     /* Activations in the backend's dtype: one allocation carved by this table. */
@@ -136,6 +146,18 @@ fail:
     return rc;
 }
 
+int lcm_model_create(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_t max_tokens, int max_rows, int max_T,
+                     int training, lcm_error *err) {
+    return model_create(m, be, d, max_tokens, max_rows, max_T, training, 0, 0, err);
+}
+
+int lcm_model_create_shard(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_t max_tokens, int max_rows,
+                           int max_T, int n, int rank, lcm_error *err) {
+    if (n < 1 || rank < 0 || rank >= n)
+        return lcm_fail(err, LCM_ERR_INTERNAL, "shard %d of %d devices does not exist", rank, n);
+    return model_create(m, be, d, max_tokens, max_rows, max_T, 1, n, rank, err);
+}
+
 void lcm_model_destroy(lcm_model *m) {
     if (!m->be) {
         lcm_param_table_free(&m->t);
@@ -152,7 +174,7 @@ void lcm_model_destroy(lcm_model *m) {
 
 size_t lcm_model_device_bytes(const lcm_model *m) {
     const size_t P = m->t.total;
-    size_t bytes = P * sizeof(float) * (m->training ? 4 : 1);
+    size_t bytes = P * sizeof(float) * (m->training ? 2 : 1) + (m->opt_end - m->opt_begin) * sizeof(float) * 2;
     if (m->params != m->master) bytes += P * m->be->act_bytes;
     return bytes;
 }

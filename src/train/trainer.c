@@ -259,6 +259,11 @@ int lcm_run_make_group(lcm_run *run, lcm_error *err) {
         lcm_signals_block(&run->sigmask);
         run->sigmask_saved = 1;
     }
+    const int shard = run->cfg->trainer.shard;
+    if (shard > 0 && run->n < 2)
+        return lcm_fail(err, LCM_ERR_CONFIG, "trainer.shard=%d splits the training state across devices, but "
+                        "trainer.devices=%s gives one device: set trainer.shard=0 or list 2 or more devices", shard,
+                        run->cfg->trainer.devices);
     if (!run->dev[0].is_gpu) {
         int cores = lcm_cpu_count();
         int total = run->cfg->trainer.cpu_threads > 0 ? run->cfg->trainer.cpu_threads : cores;
