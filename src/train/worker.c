@@ -102,15 +102,15 @@ int lcm_worker_step(lcm_worker *w, lcm_slot **slots, lcm_step_result *res, lcm_e
     const size_t lo = sharded ? w->shard.begin : 0, hi = sharded ? w->shard.end : m->t.total;
 
     be->ops->zero(be, m->grads, m->t.total * sizeof(float));
-    /* The last step's weight all-gather runs on the comm stream alongside the zeroing; the forward
-     * must see its result. */
-    if (sharded) be->ops->compute_wait_comm(be);
     double local[4] = {0, 0, 0, 0};
     for (int a = 0; a < A; a++) {
         lcm_slot *s = slots[a];
         lcm_dropout_key key = {.seed = cfg->trainer.seed, .step = (uint32_t)step, .microbatch = s->microbatch};
         lcm_worker_beat(w, LCM_PHASE_FORWARD);
         LCM_TRY(lcm_model_upload_batch(m, s->x, s->lens, s->B, s->T, err));
+        /* The last step's weight all-gather ran on the comm stream alongside the gradient zeroing and
+         * this upload; the forward must see its result. */
+        if (sharded && a == 0) be->ops->compute_wait_comm(be);
         lcm_model_forward(m, s->B, s->T, p, key);
         lcm_model_loss(m, s->B, s->T, 1.0f / (float)s->step_targets);
         lcm_worker_beat(w, LCM_PHASE_BACKWARD);
