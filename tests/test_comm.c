@@ -415,19 +415,23 @@ typedef struct {
 static void reduce_scatter_worker(worker *w) {
     sharded_job *job = w->shared;
     int r = w->comm->rank;
-    w->rc = w->comm->ops->reduce_scatter(w->comm, job->bufs[r], job->begin, job->end, job->slice, LCM_RED_F32, &w->err);
+    /* In place: each rank's slice of its own vector receives. */
+    const size_t mine = (size_t)r * job->slice;
+    w->rc = w->comm->ops->reduce_scatter(w->comm, job->bufs[r] + job->begin, job->bufs[r] + mine, job->begin, job->end,
+                                         job->slice, LCM_RED_F32, &w->err);
     if (w->rc == 0)
-        w->rc = w->comm->ops->reduce_scatter(w->comm, job->hbufs[r], job->begin, job->end, job->slice, LCM_RED_BF16,
-                                             &w->err);
+        w->rc = w->comm->ops->reduce_scatter(w->comm, job->hbufs[r] + job->begin, job->hbufs[r] + mine, job->begin,
+                                             job->end, job->slice, LCM_RED_BF16, &w->err);
 }
 
 static void all_gather_worker(worker *w) {
     sharded_job *job = w->shared;
     int r = w->comm->rank;
-    w->rc = w->comm->ops->all_gather(w->comm, job->bufs[r], job->begin, job->end, job->slice, LCM_RED_F32, &w->err);
+    w->rc = w->comm->ops->all_gather(w->comm, job->bufs[r] + job->begin, job->begin, job->end, job->slice, LCM_RED_F32,
+                                     &w->err);
     if (w->rc == 0)
-        w->rc = w->comm->ops->all_gather(w->comm, job->hbufs[r], job->begin, job->end, job->slice, LCM_RED_BF16,
-                                         &w->err);
+        w->rc = w->comm->ops->all_gather(w->comm, job->hbufs[r] + job->begin, job->begin, job->end, job->slice,
+                                         LCM_RED_BF16, &w->err);
 }
 
 /* Ranges: the whole padded vector, one that ends inside the last slice (the real parameter count),
@@ -487,6 +491,63 @@ TEST(reduce_scatter_gives_owners_the_allreduce_bits_and_touches_nothing_else) {
     alarm(0);
 }
 
+/* The windowed form the trainer uses at shard 2: each rank sends only the bucket (a buffer of
+ * end - begin elements) and receives into a buffer of its slice alone. */
+typedef struct {
+    float *send[MAX_RANKS], *recv[MAX_RANKS];
+    size_t begin, end, slice;
+    int null_recv_rank; /* -1: none */
+} window_job;
+
+static void window_worker(worker *w) {
+    window_job *job = w->shared;
+    int r = w->comm->rank;
+    w->rc = w->comm->ops->reduce_scatter(w->comm, job->send[r], r == job->null_recv_rank ? NULL : job->recv[r],
+                                         job->begin, job->end, job->slice, LCM_RED_F32, &w->err);
+}
+
+TEST(reduce_scatter_from_a_bucket_into_separate_slices) {
+    alarm(HANG_GUARD_S);
+    const size_t slice = 300, begin = 250, end = 1000; /* 4 ranks: touches slices 0 (end), 1, 2, 3 (start) */
+    for (int bad = 0; bad <= 1; bad++) {
+        lcm_error err = {0};
+        lcm_group *g = NULL;
+        CHECK_OK(lcm_group_create_local(&g, MAX_RANKS, &err), &err);
+        if (!g) return;
+        window_job job = {.begin = begin, .end = end, .slice = slice, .null_recv_rank = bad ? 2 : -1};
+        for (int r = 0; r < MAX_RANKS; r++) {
+            job.send[r] = malloc((end - begin) * sizeof(float));
+            job.recv[r] = malloc(slice * sizeof(float));
+            fill_mixed(job.send[r], end - begin, 555u + (uint64_t)r);
+            for (size_t k = 0; k < slice; k++) job.recv[r][k] = -7.0f;
+        }
+        worker ws[MAX_RANKS];
+        run_workers(g, window_worker, &job, ws);
+        int wrong = 0;
+        for (int r = 0; r < MAX_RANKS; r++) {
+            if (bad) {
+                CHECKF(ws[r].rc == LCM_ERR_INTERNAL && strstr(ws[r].err.msg, "rank 2 owns part of the range"),
+                       "rank %d: %s", r, ws[r].err.msg);
+                continue;
+            }
+            CHECKF(ws[r].rc == 0, "rank %d: %s", r, ws[r].err.msg);
+            for (size_t k = 0; k < slice; k++) {
+                size_t i = (size_t)r * slice + k;
+                float want = -7.0f;
+                if (i >= begin && i < end) {
+                    want = job.send[0][i - begin];
+                    for (int q = 1; q < MAX_RANKS; q++) want += job.send[q][i - begin];
+                }
+                if (memcmp(&job.recv[r][k], &want, sizeof want) != 0) wrong++;
+            }
+        }
+        CHECKF(wrong == 0, "%d received elements wrong", wrong);
+        for (int r = 0; r < MAX_RANKS; r++) free(job.send[r]), free(job.recv[r]);
+        lcm_group_destroy(g);
+    }
+    alarm(0);
+}
+
 TEST(all_gather_copies_each_owners_part_to_every_rank) {
     alarm(HANG_GUARD_S);
     const size_t slice = 600;
@@ -531,7 +592,7 @@ static void bad_sharded_worker(worker *w) {
     float x[8] = {0};
     int r = w->comm->rank;
     /* slot 0: a range past the last slice; then rank 1 passes another slice; then an unknown dtype */
-    w->rc = w->comm->ops->reduce_scatter(w->comm, x, 0, 7, 3, LCM_RED_F32, &w->err);
+    w->rc = w->comm->ops->reduce_scatter(w->comm, x, x, 0, 7, 3, LCM_RED_F32, &w->err);
     w->rc2 = w->comm->ops->all_gather(w->comm, x, 0, 4, r == 1 ? 3 : 2, LCM_RED_F32, &w->err2);
     lcm_error e3 = {0};
     int rc3 = w->comm->ops->all_gather(w->comm, x, 0, 4, 2, (lcm_red_dtype)9, &e3);
@@ -575,8 +636,8 @@ static int wait_once(lcm_comm *c, int kind, lcm_error *err) {
     case WAIT_BARRIER: return lcm_comm_barrier(c, err);
     case WAIT_ALLREDUCE: return c->ops->allreduce(c, f, 8, LCM_RED_F32, err);
     case WAIT_SUM_F64: return lcm_comm_sum_f64(c, d, 2, err);
-    case WAIT_REDUCE_SCATTER: return c->ops->reduce_scatter(c, f, 0, 8, 2, LCM_RED_F32, err);
-    case WAIT_ALL_GATHER: return c->ops->all_gather(c, f, 1, 7, 2, LCM_RED_F32, err);
+    case WAIT_REDUCE_SCATTER: return c->ops->reduce_scatter(c, f, f + 2 * c->rank, 0, 8, 2, LCM_RED_F32, err);
+    case WAIT_ALL_GATHER: return c->ops->all_gather(c, f + 1, 1, 7, 2, LCM_RED_F32, err);
     default: return lcm_comm_broadcast(c, f, sizeof f, 0, err);
     }
 }

@@ -116,11 +116,13 @@ static void expect_same(const state *got, const state *want, const char *what) {
 TEST(sharded_runs_equal_the_replicated_run_bit_for_bit) {
     lcm_log_set_quiet(1);
     const char *root = harness_tmpdir();
-    /* Devices x accumulation: the same global batch; cpu:2 with 2 micro-batches covers the gradients
-     * kept between micro-batches; bf16 covers the reduce-scatter of bf16 gradients. */
+    /* cpu:2 with 2 micro-batches covers the full gradient kept between micro-batches; one micro-batch
+     * per step, shard 2's gradient window (one bucket at a time into the slice); bf16 both of these
+     * with the reduce-scatter of bf16 gradients. */
     const char *setups[][3] = {{"trainer.devices=cpu:2", "trainer.grad_accum=2", "trainer.grad_reduce_dtype=f32"},
                                {"trainer.devices=cpu:4", "trainer.grad_accum=1", "trainer.grad_reduce_dtype=f32"},
-                               {"trainer.devices=cpu:2", "trainer.grad_accum=2", "trainer.grad_reduce_dtype=bf16"}};
+                               {"trainer.devices=cpu:2", "trainer.grad_accum=2", "trainer.grad_reduce_dtype=bf16"},
+                               {"trainer.devices=cpu:3", "trainer.grad_accum=1", "trainer.grad_reduce_dtype=bf16"}};
     for (size_t si = 0; si < sizeof setups / sizeof setups[0]; si++) {
         state ref = {0};
         for (int shard = 0; shard <= 2; shard++) {

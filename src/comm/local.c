@@ -40,7 +40,7 @@ static int is_sharded(int kind) { return kind >= COLL_RS_F32; }
 static const lcm_error no_abort_reason = {LCM_OK, ""};
 
 static int local_allreduce(lcm_comm *c, void *buf, size_t n, lcm_red_dtype dtype, lcm_error *err);
-static int local_reduce_scatter(lcm_comm *c, void *buf, size_t begin, size_t end, size_t slice,
+static int local_reduce_scatter(lcm_comm *c, const void *send, void *recv, size_t begin, size_t end, size_t slice,
                                 lcm_red_dtype dtype, lcm_error *err);
 static int local_all_gather(lcm_comm *c, void *buf, size_t begin, size_t end, size_t slice, lcm_red_dtype dtype,
                             lcm_error *err);
@@ -262,7 +262,14 @@ static int check_slots(const lcm_group *g, lcm_error *err) {
         return lcm_fail(err, LCM_ERR_INTERNAL, "broadcast from rank %d, but the group has ranks 0..%d", s0->root,
                         g->size - 1);
     for (int r = 0; r < g->size; r++) {
-        if (s0->n > 0 && !g->slots[r].buf) {
+        const int owns = (s0->kind == COLL_RS_F32 || s0->kind == COLL_RS_BF16) && s0->n > s0->begin &&
+                         (long long)r * s0->slice < s0->n && (long long)(r + 1) * s0->slice > s0->begin;
+        if (owns && !g->slots[r].recv) {
+            describe(s0, a, sizeof a);
+            return lcm_fail(err, LCM_ERR_INTERNAL, "%s: rank %d owns part of the range but passed no receive buffer",
+                            a, r);
+        }
+        if ((is_sharded(s0->kind) ? s0->n - s0->begin : s0->n) > 0 && !g->slots[r].buf) {
             describe(s0, a, sizeof a);
             return lcm_fail(err, LCM_ERR_INTERNAL, "%s: rank %d passed a NULL buffer", a, r);
         }
@@ -304,46 +311,47 @@ static void reduce_bf16(lcm_group *g, size_t lo, size_t hi) {
 }
 
 /* The sharded forms: element i belongs to rank i / slice, and only that rank's buffer is written.
- * The sums are the all-reduce's (same order, same rounding); blocks stop at owner boundaries. */
-static void reduce_scatter_f32(lcm_group *g, size_t lo, size_t hi, size_t slice) {
+ * Buffers hold the range from element `first` on. The sums are the all-reduce's (same order, same
+ * rounding); blocks stop at owner boundaries. */
+static void reduce_scatter_f32(lcm_group *g, size_t first, size_t lo, size_t hi, size_t slice) {
     float acc[REDUCE_BLOCK];
     for (size_t i0 = lo; i0 < hi;) {
         const size_t owner = i0 / slice, stop = (owner + 1) * slice < hi ? (owner + 1) * slice : hi;
         size_t m = stop - i0 < REDUCE_BLOCK ? stop - i0 : REDUCE_BLOCK;
-        const float *b0 = (const float *)g->slots[0].buf + i0;
+        const float *b0 = (const float *)g->slots[0].buf + (i0 - first);
         for (size_t k = 0; k < m; k++) acc[k] = b0[k];
         for (int r = 1; r < g->size; r++) {
-            const float *br = (const float *)g->slots[r].buf + i0;
+            const float *br = (const float *)g->slots[r].buf + (i0 - first);
             for (size_t k = 0; k < m; k++) acc[k] += br[k];
         }
-        memcpy((float *)g->slots[owner].buf + i0, acc, m * sizeof(float));
+        memcpy((float *)g->slots[owner].recv + (i0 - owner * slice), acc, m * sizeof(float));
         i0 += m;
     }
 }
 
-static void reduce_scatter_bf16(lcm_group *g, size_t lo, size_t hi, size_t slice) {
+static void reduce_scatter_bf16(lcm_group *g, size_t first, size_t lo, size_t hi, size_t slice) {
     float acc[REDUCE_BLOCK];
     for (size_t i0 = lo; i0 < hi;) {
         const size_t owner = i0 / slice, stop = (owner + 1) * slice < hi ? (owner + 1) * slice : hi;
         size_t m = stop - i0 < REDUCE_BLOCK ? stop - i0 : REDUCE_BLOCK;
-        const uint16_t *b0 = (const uint16_t *)g->slots[0].buf + i0;
+        const uint16_t *b0 = (const uint16_t *)g->slots[0].buf + (i0 - first);
         for (size_t k = 0; k < m; k++) acc[k] = lcm_bf16_to_f32(b0[k]);
         for (int r = 1; r < g->size; r++) {
-            const uint16_t *br = (const uint16_t *)g->slots[r].buf + i0;
+            const uint16_t *br = (const uint16_t *)g->slots[r].buf + (i0 - first);
             for (size_t k = 0; k < m; k++) acc[k] += lcm_bf16_to_f32(br[k]);
         }
-        uint16_t *out = (uint16_t *)g->slots[owner].buf + i0;
+        uint16_t *out = (uint16_t *)g->slots[owner].recv + (i0 - owner * slice);
         for (size_t k = 0; k < m; k++) out[k] = lcm_f32_to_bf16(acc[k]);
         i0 += m;
     }
 }
 
-static void all_gather_elems(lcm_group *g, size_t lo, size_t hi, size_t slice, size_t esize) {
+static void all_gather_elems(lcm_group *g, size_t first, size_t lo, size_t hi, size_t slice, size_t esize) {
     for (size_t i0 = lo; i0 < hi;) {
         const size_t owner = i0 / slice, stop = (owner + 1) * slice < hi ? (owner + 1) * slice : hi;
-        const char *src = (const char *)g->slots[owner].buf + i0 * esize;
+        const char *src = (const char *)g->slots[owner].buf + (i0 - first) * esize;
         for (int r = 0; r < g->size; r++)
-            if ((size_t)r != owner) memcpy((char *)g->slots[r].buf + i0 * esize, src, (stop - i0) * esize);
+            if ((size_t)r != owner) memcpy((char *)g->slots[r].buf + (i0 - first) * esize, src, (stop - i0) * esize);
         i0 = stop;
     }
 }
@@ -375,10 +383,10 @@ static int run_collective(lcm_comm *c, const lcm_coll_slot *mine, lcm_error *err
         switch (mine->kind) {
         case COLL_ALLREDUCE_F32: reduce_f32(g, lo, hi); break;
         case COLL_ALLREDUCE_BF16: reduce_bf16(g, lo, hi); break;
-        case COLL_RS_F32: reduce_scatter_f32(g, lo, hi, slice); break;
-        case COLL_RS_BF16: reduce_scatter_bf16(g, lo, hi, slice); break;
-        case COLL_AG_F32: all_gather_elems(g, lo, hi, slice, sizeof(float)); break;
-        case COLL_AG_BF16: all_gather_elems(g, lo, hi, slice, sizeof(uint16_t)); break;
+        case COLL_RS_F32: reduce_scatter_f32(g, first, lo, hi, slice); break;
+        case COLL_RS_BF16: reduce_scatter_bf16(g, first, lo, hi, slice); break;
+        case COLL_AG_F32: all_gather_elems(g, first, lo, hi, slice, sizeof(float)); break;
+        case COLL_AG_BF16: all_gather_elems(g, first, lo, hi, slice, sizeof(uint16_t)); break;
         default: reduce_f64(g, lo, hi); break;
         }
     }
@@ -399,9 +407,10 @@ static int local_allreduce(lcm_comm *c, void *buf, size_t n, lcm_red_dtype dtype
     return run_collective(c, &s, err);
 }
 
-static int sharded(lcm_comm *c, void *buf, size_t begin, size_t end, size_t slice, lcm_red_dtype dtype,
+static int sharded(lcm_comm *c, void *buf, void *recv, size_t begin, size_t end, size_t slice, lcm_red_dtype dtype,
                    int kind_f32, int kind_bf16, lcm_error *err) {
     lcm_coll_slot s = {.buf = buf,
+                       .recv = recv,
                        .n = end > (size_t)LLONG_MAX ? -1 : (long long)end,
                        .begin = begin > (size_t)LLONG_MAX ? -1 : (long long)begin,
                        .slice = slice > (size_t)LLONG_MAX ? -1 : (long long)slice};
@@ -416,14 +425,15 @@ static int sharded(lcm_comm *c, void *buf, size_t begin, size_t end, size_t slic
     return run_collective(c, &s, err);
 }
 
-static int local_reduce_scatter(lcm_comm *c, void *buf, size_t begin, size_t end, size_t slice,
+static int local_reduce_scatter(lcm_comm *c, const void *send, void *recv, size_t begin, size_t end, size_t slice,
                                 lcm_red_dtype dtype, lcm_error *err) {
-    return sharded(c, buf, begin, end, slice, dtype, COLL_RS_F32, COLL_RS_BF16, err);
+    /* The send buffer is only read (the slot's pointer is not const because broadcast writes through it). */
+    return sharded(c, (void *)send, recv, begin, end, slice, dtype, COLL_RS_F32, COLL_RS_BF16, err);
 }
 
 static int local_all_gather(lcm_comm *c, void *buf, size_t begin, size_t end, size_t slice, lcm_red_dtype dtype,
                             lcm_error *err) {
-    return sharded(c, buf, begin, end, slice, dtype, COLL_AG_F32, COLL_AG_BF16, err);
+    return sharded(c, buf, NULL, begin, end, slice, dtype, COLL_AG_F32, COLL_AG_BF16, err);
 }
 
 int lcm_comm_sum_f64(lcm_comm *c, double *buf, int n, lcm_error *err) {

@@ -53,9 +53,19 @@ static int alloc_block(lcm_model *m, void **out, size_t bytes, const char *what,
     return m->be->ops->alloc(m->be, out, bytes, what, err);
 }
 
-/* shard_n == 0: the moments cover every parameter; else shard_rank's slice of shard_n (shard.h). */
+/* The largest gradient bucket (see lcm_grads_ready_fn): the size of a gradient window. */
+static size_t largest_bucket(const lcm_param_table *t, int L) {
+    size_t big = t->total - t->final_norm;
+    if (t->layers[0].begin > big) big = t->layers[0].begin;
+    for (int l = 0; l < L; l++)
+        if (t->layers[l].end - t->layers[l].begin > big) big = t->layers[l].end - t->layers[l].begin;
+    return big;
+}
+
+/* shard_n == 0: the moments cover every parameter; else shard_rank's slice of shard_n (shard.h).
+ * grad_window: gradients in a window of one bucket (lcm_model_create_shard). */
 static int model_create(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_t max_tokens, int max_rows, int max_T,
-                        int training, int shard_n, int shard_rank, lcm_error *err) {
+                        int training, int shard_n, int shard_rank, int grad_window, lcm_error *err) {
     memset(m, 0, sizeof *m);
     m->d = *d;
     m->be = be;
@@ -88,7 +98,9 @@ static int model_create(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_
         }
         /* A device that owns nothing (tiny model, many devices) still gets a valid pointer. */
         const size_t opt = m->opt_end > m->opt_begin ? m->opt_end - m->opt_begin : 1;
-        if ((rc = alloc_block(m, (void **)&m->grads, P * sizeof(float), "gradients", err))) goto fail;
+        m->grad_window = grad_window ? largest_bucket(&m->t, d->L) : 0;
+        const size_t gelems = grad_window ? m->grad_window : P;
+        if ((rc = alloc_block(m, (void **)&m->grads, gelems * sizeof(float), "gradients", err))) goto fail;
         if ((rc = alloc_block(m, (void **)&m->m, opt * sizeof(float), "AdamW first moments", err))) goto fail;
         if ((rc = alloc_block(m, (void **)&m->v, opt * sizeof(float), "AdamW second moments", err))) goto fail;
     }
@@ -148,14 +160,14 @@ fail:
 
 int lcm_model_create(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_t max_tokens, int max_rows, int max_T,
                      int training, lcm_error *err) {
-    return model_create(m, be, d, max_tokens, max_rows, max_T, training, 0, 0, err);
+    return model_create(m, be, d, max_tokens, max_rows, max_T, training, 0, 0, 0, err);
 }
 
 int lcm_model_create_shard(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_t max_tokens, int max_rows,
-                           int max_T, int n, int rank, lcm_error *err) {
+                           int max_T, int n, int rank, int grad_window, lcm_error *err) {
     if (n < 1 || rank < 0 || rank >= n)
         return lcm_fail(err, LCM_ERR_INTERNAL, "shard %d of %d devices does not exist", rank, n);
-    return model_create(m, be, d, max_tokens, max_rows, max_T, 1, n, rank, err);
+    return model_create(m, be, d, max_tokens, max_rows, max_T, 1, n, rank, grad_window, err);
 }
 
 void lcm_model_destroy(lcm_model *m) {
@@ -174,7 +186,8 @@ void lcm_model_destroy(lcm_model *m) {
 
 size_t lcm_model_device_bytes(const lcm_model *m) {
     const size_t P = m->t.total;
-    size_t bytes = P * sizeof(float) * (m->training ? 2 : 1) + (m->opt_end - m->opt_begin) * sizeof(float) * 2;
+    size_t bytes = P * sizeof(float) + (m->opt_end - m->opt_begin) * sizeof(float) * 2;
+    if (m->training) bytes += (m->grad_window ? m->grad_window : P) * sizeof(float);
     if (m->params != m->master) bytes += P * m->be->act_bytes;
     return bytes;
 }
@@ -221,6 +234,22 @@ typedef struct layer_view {
     float *g_ffn_norm, *g_gi_w, *g_gi_b, *g_ffn_out_w, *g_ffn_out_b;
 } layer_view;
 
+/* The gradient of parameter element `off`: in the full buffer, or in the window of the bucket being
+ * computed (NULL outside it: the forward builds views it never uses the gradients of). */
+static float *grad_at(const lcm_model *m, size_t off) {
+    if (!m->grads || off < m->grad_base || (m->grad_window && off - m->grad_base >= m->grad_window)) return NULL;
+    return m->grads + (off - m->grad_base);
+}
+
+/* Windowed gradients: the next bucket [begin, end) takes the window, zeroed (the backward adds into
+ * it). The previous bucket's reduction may still read it on the comm stream: wait for that first. */
+static void grad_window_at(lcm_model *m, size_t begin, size_t end) {
+    if (!m->grad_window) return;
+    m->be->ops->compute_wait_comm(m->be);
+    m->grad_base = begin;
+    m->be->ops->zero(m->be, m->grads, (end - begin) * sizeof(float));
+}
+
 static layer_view view_layer(lcm_model *m, int l) {
     lcm_backend *be = m->be;
     const size_t cap = m->act_cap, C = (size_t)m->d.C, F = (size_t)m->d.F;
@@ -248,17 +277,16 @@ static layer_view view_layer(lcm_model *m, int l) {
     v.gi_b = lcm_act_at(be, m->params, o->gi_b);
     v.ffn_out_w = lcm_act_at(be, m->params, o->ffn_out_w);
     v.ffn_out_b = lcm_act_at(be, m->params, o->ffn_out_b);
-    float *g = m->grads;
-    v.g_attn_norm = g ? g + o->attn_norm : NULL;
-    v.g_qkv_w = g ? g + o->qkv_w : NULL;
-    v.g_qkv_b = g ? g + o->qkv_b : NULL;
-    v.g_attn_out_w = g ? g + o->attn_out_w : NULL;
-    v.g_attn_out_b = g ? g + o->attn_out_b : NULL;
-    v.g_ffn_norm = g ? g + o->ffn_norm : NULL;
-    v.g_gi_w = g ? g + o->gi_w : NULL;
-    v.g_gi_b = g ? g + o->gi_b : NULL;
-    v.g_ffn_out_w = g ? g + o->ffn_out_w : NULL;
-    v.g_ffn_out_b = g ? g + o->ffn_out_b : NULL;
+    v.g_attn_norm = grad_at(m, o->attn_norm);
+    v.g_qkv_w = grad_at(m, o->qkv_w);
+    v.g_qkv_b = grad_at(m, o->qkv_b);
+    v.g_attn_out_w = grad_at(m, o->attn_out_w);
+    v.g_attn_out_b = grad_at(m, o->attn_out_b);
+    v.g_ffn_norm = grad_at(m, o->ffn_norm);
+    v.g_gi_w = grad_at(m, o->gi_w);
+    v.g_gi_b = grad_at(m, o->gi_b);
+    v.g_ffn_out_w = grad_at(m, o->ffn_out_w);
+    v.g_ffn_out_b = grad_at(m, o->ffn_out_b);
     return v;
 }
 
@@ -315,17 +343,18 @@ int lcm_model_backward(lcm_model *m, int B, int T, float p, lcm_dropout_key key,
     const int N = B * T, C = m->d.C, D = m->d.D, F = m->d.F, H = m->d.H;
     const size_t nC = (size_t)N * C;
     const lcm_param_table *t = &m->t;
-    float *g = m->grads;
 
     /* PostNet and the final norm; dh starts as zero and collects the residual gradient. */
-    op->linear_backward(be, m->dtmp, g + t->post_w, g + t->post_b, m->dy, m->hf, lcm_act_at(be, m->params, t->post_w),
+    grad_window_at(m, t->final_norm, t->total);
+    op->linear_backward(be, m->dtmp, grad_at(m, t->post_w), grad_at(m, t->post_b), m->dy, m->hf, lcm_act_at(be, m->params, t->post_w),
                         N, C, D);
     op->zero(be, m->dh, nC * be->act_bytes);
-    op->rmsnorm_backward(be, m->dh, g + t->final_norm, m->dtmp, h_final(m), lcm_act_at(be, m->params, t->final_norm),
+    op->rmsnorm_backward(be, m->dh, grad_at(m, t->final_norm), m->dtmp, h_final(m), lcm_act_at(be, m->params, t->final_norm),
                          m->rstd_final, N, C);
     if (ready) LCM_TRY(ready(ctx, t->final_norm, t->total, err));
 
     for (int l = m->d.L - 1; l >= 0; l--) {
+        grad_window_at(m, t->layers[l].begin, t->layers[l].end);
         layer_view v = view_layer(m, l);
         /* FFN branch: h_out = h_mid + dropout(ffn(rmsnorm(h_mid))) */
         op->dropout_backward(be, m->dbranch, m->dh, nC, p, site_key(key, l, 1));
@@ -342,7 +371,8 @@ int lcm_model_backward(lcm_model *m, int B, int T, float p, lcm_dropout_key key,
         op->rmsnorm_backward(be, m->dh, v.g_attn_norm, m->dtmp, v.h_in, v.attn_norm, v.rstd_attn, N, C);
         if (ready) LCM_TRY(ready(ctx, t->layers[l].begin, t->layers[l].end, err));
     }
-    op->linear_backward(be, NULL, g + t->pre_w, g + t->pre_b, m->dh, m->xn, lcm_act_at(be, m->params, t->pre_w), N, D,
+    grad_window_at(m, 0, t->layers[0].begin);
+    op->linear_backward(be, NULL, grad_at(m, t->pre_w), grad_at(m, t->pre_b), m->dh, m->xn, lcm_act_at(be, m->params, t->pre_w), N, D,
                         C);
     if (ready) LCM_TRY(ready(ctx, 0, t->layers[0].begin, err));
     return 0;

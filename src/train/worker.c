@@ -9,9 +9,12 @@
  * rank-order sum of the slices' sums of squares (in the host all-reduce the step does anyway); after
  * AdamW the compute weights are all-gathered. The step's numbers are those of the replicated run: the
  * sums are the same rank-order sums, AdamW is elementwise, and only the norm's double-precision sum
- * is grouped differently (see tests/test_train.c). With grad_accum > 1 the full fp32 gradient stays
- * on every rank between micro-batches: the backward accumulates into it (+=), and reducing after each
- * micro-batch instead would change the order of the additions and so the bits.
+ * is grouped differently (see tests/test_shard_train.c). Shard 2 with one micro-batch per step keeps
+ * no full gradient: the model computes each bucket in a window of one bucket's size, which is
+ * reduce-scattered into this rank's gradient slice before the next bucket takes the window. With
+ * grad_accum > 1 the full fp32 gradient stays on every rank between micro-batches: the backward
+ * accumulates into it (+=), and reducing after each micro-batch instead would change the order of the
+ * additions and so the bits.
  *
  * Every worker takes the same decisions from the same numbers: the global target count comes from
  * the shared plan (and is checked against an all-reduce of the local counts), the gradient norm is
@@ -63,18 +66,25 @@ static int reduce_bucket(void *ctx, size_t begin, size_t end, lcm_error *err) {
     if (w->run->n == 1 || end == begin) return 0;
     lcm_backend *be = w->be;
     const int scatter = w->run->cfg->trainer.shard == 2;
+    const size_t n = end - begin, lo = w->shard.begin;
+    /* Windowed: the model's gradients hold this bucket only, and the sums go to this rank's slice. */
+    const int windowed = w->model.grad_window > 0;
+    float *g = windowed ? w->model.grads : w->model.grads + begin;
     int rc;
     if (w->grad_bf16) {
-        be->ops->f32_to_bf16(be, w->grad_bf16 + begin, w->model.grads + begin, end - begin);
+        uint16_t *send = windowed ? w->grad_bf16 : w->grad_bf16 + begin;
+        be->ops->f32_to_bf16(be, send, g, n);
         be->ops->comm_wait_compute(be);
         lcm_worker_beat(w, LCM_PHASE_COLLECTIVE);
-        rc = scatter ? w->comm->ops->reduce_scatter(w->comm, w->grad_bf16, begin, end, w->shard.slice, LCM_RED_BF16, err)
-                     : w->comm->ops->allreduce(w->comm, w->grad_bf16 + begin, end - begin, LCM_RED_BF16, err);
+        uint16_t *recv = windowed ? w->grad_bf16 + w->model.grad_window : w->grad_bf16 + lo;
+        rc = scatter ? w->comm->ops->reduce_scatter(w->comm, send, recv, begin, end, w->shard.slice, LCM_RED_BF16, err)
+                     : w->comm->ops->allreduce(w->comm, send, n, LCM_RED_BF16, err);
     } else {
         be->ops->comm_wait_compute(be);
         lcm_worker_beat(w, LCM_PHASE_COLLECTIVE);
-        rc = scatter ? w->comm->ops->reduce_scatter(w->comm, w->model.grads, begin, end, w->shard.slice, LCM_RED_F32, err)
-                     : w->comm->ops->allreduce(w->comm, w->model.grads + begin, end - begin, LCM_RED_F32, err);
+        float *recv = windowed ? w->grad_slice : w->model.grads + lo;
+        rc = scatter ? w->comm->ops->reduce_scatter(w->comm, g, recv, begin, end, w->shard.slice, LCM_RED_F32, err)
+                     : w->comm->ops->allreduce(w->comm, g, n, LCM_RED_F32, err);
     }
     lcm_worker_beat(w, LCM_PHASE_BACKWARD);
     return rc;
@@ -101,7 +111,16 @@ int lcm_worker_step(lcm_worker *w, lcm_slot **slots, lcm_step_result *res, lcm_e
     /* The elements this rank updates: its slice, or all of them. */
     const size_t lo = sharded ? w->shard.begin : 0, hi = sharded ? w->shard.end : m->t.total;
 
-    be->ops->zero(be, m->grads, m->t.total * sizeof(float));
+    /* Windowed (shard 2, one micro-batch): the backward zeroes each bucket's window itself; the slice
+     * is zeroed in case a bucket boundary leaves a padding element out of every bucket. */
+    const int windowed = m->grad_window > 0;
+    float *gs = windowed ? w->grad_slice : m->grads + lo; /* the gradients of this rank's elements */
+    if (windowed) {
+        if (hi > lo) be->ops->zero(be, w->grad_slice, (hi - lo) * sizeof(float));
+        if (w->grad_bf16) be->ops->zero(be, w->grad_bf16 + m->grad_window, w->shard.slice * sizeof(uint16_t));
+    } else {
+        be->ops->zero(be, m->grads, m->t.total * sizeof(float));
+    }
     double local[4] = {0, 0, 0, 0};
     for (int a = 0; a < A; a++) {
         lcm_slot *s = slots[a];
@@ -123,13 +142,14 @@ int lcm_worker_step(lcm_worker *w, lcm_slot **slots, lcm_step_result *res, lcm_e
     }
     if (run->n > 1) {
         be->ops->compute_wait_comm(be);
-        if (w->grad_bf16 && hi > lo) be->ops->bf16_to_f32(be, m->grads + lo, w->grad_bf16 + lo, hi - lo);
+        if (w->grad_bf16 && hi > lo)
+            be->ops->bf16_to_f32(be, gs, windowed ? w->grad_bf16 + m->grad_window : w->grad_bf16 + lo, hi - lo);
     }
     LCM_TRY(wait_device(w, err));
     /* Sharded: the slices' sums of squares travel in the host all-reduce below, summed in rank order,
      * so every rank gets the same norm. */
     double sumsq = 0;
-    if (hi > lo) LCM_TRY(be->ops->sumsq(be, &sumsq, m->grads + lo, hi - lo, err));
+    if (hi > lo) LCM_TRY(be->ops->sumsq(be, &sumsq, gs, hi - lo, err));
     local[2] = (w->rank == 0 && lcm_stop_requested()) ? 1 : 0;
     if (cfg->trainer.stop_at_step > 0 && step >= cfg->trainer.stop_at_step) local[2] = 1; /* every rank: same */
     local[3] = sumsq;
@@ -170,7 +190,7 @@ int lcm_worker_step(lcm_worker *w, lcm_slot **slots, lcm_step_result *res, lcm_e
         };
         lcm_worker_beat(w, LCM_PHASE_OPTIMIZER);
         if (hi > lo)
-            be->ops->adamw(be, m->master + lo, lcm_act_at(be, m->params, lo), m->grads + lo, m->m, m->v, hi - lo, &args);
+            be->ops->adamw(be, m->master + lo, lcm_act_at(be, m->params, lo), gs, m->m, m->v, hi - lo, &args);
         if (sharded) {
             be->ops->comm_wait_compute(be);
             lcm_worker_beat(w, LCM_PHASE_COLLECTIVE);
@@ -317,9 +337,14 @@ static int setup(lcm_worker *w, lcm_error *err) {
     LCM_TRY(lcm_backend_for_device(&w->be, w->dev, err));
     lcm_backend *be = w->be;
     if (run->cfg->trainer.shard > 0) {
+        /* Shard 2 with one micro-batch keeps one bucket of gradients plus its slice; with more, the
+         * full gradient accumulates the micro-batches (see the header comment). */
+        const int window = run->cfg->trainer.shard == 2 && run->accum == 1;
         LCM_TRY(lcm_model_create_shard(&w->model, be, &run->d, run->max_tokens, run->max_rows, run->max_T, run->n,
-                                       w->rank, err));
+                                       w->rank, window, err));
         w->shard = lcm_shard_of(w->model.t.total, run->n, w->rank, LCM_SHARD_ALIGN);
+        if (window)
+            LCM_TRY(be->ops->alloc(be, (void **)&w->grad_slice, w->shard.slice * sizeof(float), "gradient slice", err));
     } else {
         LCM_TRY(lcm_model_create(&w->model, be, &run->d, run->max_tokens, run->max_rows, run->max_T, 1, err));
     }
@@ -332,7 +357,9 @@ static int setup(lcm_worker *w, lcm_error *err) {
         LCM_TRY(be->ops->upload(be, w->model.v, run->init_v + lo, bytes, err));
     }
     if (run->n > 1 && run->cfg->trainer.grad_reduce_dtype == LCM_GRAD_REDUCE_BF16)
-        LCM_TRY(be->ops->alloc(be, (void **)&w->grad_bf16, w->model.t.total * sizeof(uint16_t), "bf16 gradients", err));
+        LCM_TRY(be->ops->alloc(be, (void **)&w->grad_bf16,
+                               (w->model.grad_window ? w->model.grad_window + w->shard.slice : w->model.t.total) *
+                                   sizeof(uint16_t), "bf16 gradients", err));
     if (run->valid.open)
         LCM_TRY(lcm_eval_ctx_init(&w->eval, &w->model, &run->valid, run->cfg->data.append_eot, &run->norm, err));
     LCM_TRY(be->ops->sync(be, err));
@@ -432,6 +459,7 @@ void *lcm_worker_main(void *arg) {
     if (w->be) {
         lcm_eval_ctx_free(&w->eval);
         if (w->grad_bf16) w->be->ops->release(w->be, w->grad_bf16);
+        if (w->grad_slice) w->be->ops->release(w->be, w->grad_slice);
         lcm_model_destroy(&w->model);
         lcm_backend_destroy(w->be);
         w->be = NULL;

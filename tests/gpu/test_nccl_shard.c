@@ -39,7 +39,7 @@ typedef struct rank_job {
     lcm_error err;
 } rank_job;
 
-/* Reduce-scatter [begin, end), then all-gather the whole padded vector, on this rank's GPU. */
+/* Reduce-scatter [begin, end) in place, then all-gather the whole padded vector, on this rank's GPU. */
 static void *rank_main(void *arg) {
     rank_job *j = arg;
     lcm_backend *be = NULL;
@@ -53,7 +53,8 @@ static void *rank_main(void *arg) {
     if (!j->rc) j->rc = be->ops->sync(be, &j->err);
     if (!j->rc) {
         lcm_comm_bind_stream(c, be->ops->comm_stream(be));
-        j->rc = c->ops->reduce_scatter(c, buf, j->begin, j->end, j->slice, LCM_RED_F32, &j->err);
+        j->rc = c->ops->reduce_scatter(c, buf + j->begin, buf + (size_t)j->rank * j->slice, j->begin, j->end, j->slice,
+                                       LCM_RED_F32, &j->err);
     }
     if (!j->rc) j->rc = c->ops->all_gather(c, buf, 0, j->total, j->slice, LCM_RED_F32, &j->err);
     if (!j->rc) be->ops->compute_wait_comm(be);

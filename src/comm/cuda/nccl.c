@@ -74,11 +74,11 @@ static int nccl_allreduce(lcm_comm *c, void *buf, size_t n, lcm_red_dtype dtype,
 }
 
 /* Sharded collectives (comm.h). The whole padded vector splits evenly: one ncclReduceScatter or
- * ncclAllGather, in place (rank r's part of the buffer is its own slice). A bucket's range does not:
- * each owner's part is reduced to it (ncclReduce) or broadcast from it (ncclBroadcast), all in one
- * group so that NCCL runs them as one launch. */
-static int nccl_sharded(lcm_comm *c, void *buf, size_t begin, size_t end, size_t slice, lcm_red_dtype dtype,
-                        int gather, lcm_error *err) {
+ * ncclAllGather. A bucket's range does not: each owner's part is reduced to it (ncclReduce) or
+ * broadcast from it (ncclBroadcast), all in one group so that NCCL runs them as one launch. `send`
+ * holds the range from element begin on; recv (reduce-scatter) is this rank's slice. */
+static int nccl_sharded(lcm_comm *c, const void *send, void *recv, size_t begin, size_t end, size_t slice,
+                        lcm_red_dtype dtype, int gather, lcm_error *err) {
     nccl_rank *nr = c->impl;
     const char *what = gather ? "NCCL all-gather" : "NCCL reduce-scatter";
     ncclDataType_t type;
@@ -94,22 +94,24 @@ static int nccl_sharded(lcm_comm *c, void *buf, size_t begin, size_t end, size_t
                         "first", what, nr->gpu, c->rank);
     if (begin == end) return 0;
     LCM_TRY(rank_enter(c, nr, what, err));
-    char *base = buf;
-    char *mine = base + (size_t)c->rank * slice * esize;
+    const char *src = send;
+    char *dst = recv;
     ncclResult_t r = ncclSuccess;
     const char *call = gather ? "ncclAllGather" : "ncclReduceScatter";
     if (begin == 0 && end == (size_t)c->size * slice) {
-        r = gather ? ncclAllGather(mine, base, slice, type, nr->comm, nr->stream)
-                   : ncclReduceScatter(base, mine, slice, type, ncclSum, nr->comm, nr->stream);
+        r = gather ? ncclAllGather(src + (size_t)c->rank * slice * esize, (void *)src, slice, type, nr->comm, nr->stream)
+                   : ncclReduceScatter(src, dst, slice, type, ncclSum, nr->comm, nr->stream);
     } else {
         call = gather ? "ncclBroadcast" : "ncclReduce";
         r = ncclGroupStart();
         for (size_t owner = begin / slice; r == ncclSuccess && owner * slice < end; owner++) {
             size_t lo = owner * slice > begin ? owner * slice : begin;
             size_t hi = (owner + 1) * slice < end ? (owner + 1) * slice : end;
-            char *p = base + lo * esize;
-            r = gather ? ncclBroadcast(p, p, hi - lo, type, (int)owner, nr->comm, nr->stream)
-                       : ncclReduce(p, p, hi - lo, type, ncclSum, (int)owner, nr->comm, nr->stream);
+            const char *p = src + (lo - begin) * esize;
+            /* recvbuff counts only on the root, the owner */
+            char *q = (size_t)c->rank == owner ? dst + (lo - owner * slice) * esize : NULL;
+            r = gather ? ncclBroadcast(p, (void *)p, hi - lo, type, (int)owner, nr->comm, nr->stream)
+                       : ncclReduce(p, q, hi - lo, type, ncclSum, (int)owner, nr->comm, nr->stream);
         }
         ncclResult_t e = ncclGroupEnd();
         if (r == ncclSuccess) r = e;
@@ -126,14 +128,14 @@ static int nccl_sharded(lcm_comm *c, void *buf, size_t begin, size_t end, size_t
     return rc;
 }
 
-static int nccl_reduce_scatter(lcm_comm *c, void *buf, size_t begin, size_t end, size_t slice, lcm_red_dtype dtype,
-                               lcm_error *err) {
-    return nccl_sharded(c, buf, begin, end, slice, dtype, 0, err);
+static int nccl_reduce_scatter(lcm_comm *c, const void *send, void *recv, size_t begin, size_t end, size_t slice,
+                               lcm_red_dtype dtype, lcm_error *err) {
+    return nccl_sharded(c, send, recv, begin, end, slice, dtype, 0, err);
 }
 
 static int nccl_all_gather(lcm_comm *c, void *buf, size_t begin, size_t end, size_t slice, lcm_red_dtype dtype,
                            lcm_error *err) {
-    return nccl_sharded(c, buf, begin, end, slice, dtype, 1, err);
+    return nccl_sharded(c, buf, NULL, begin, end, slice, dtype, 1, err);
 }
 
 static int nccl_check(lcm_comm *c, lcm_error *err) {
