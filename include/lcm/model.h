@@ -106,6 +106,8 @@ typedef struct lcm_model {
                             * many elements at most: the backward zeroes it and moves it to each bucket
                             * before computing it, so the ready callback must have taken the bucket's
                             * sums out (or enqueued that on the comm stream) when it returns */
+    float *grad_slice;     /* with a window: the reduced gradients of [opt_begin, opt_end), which the
+                            * trainer's reduce-scatter fills */
     float *m, *v;          /* AdamW moments (training) of elements [opt_begin, opt_end): m[i - opt_begin] */
     size_t opt_begin, opt_end; /* all parameters, or the device's slice (lcm_model_create_shard) */
     float *center, *scale; /* [D] the SONAR normalizer */

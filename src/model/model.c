@@ -101,6 +101,8 @@ static int model_create(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_
         m->grad_window = grad_window ? largest_bucket(&m->t, d->L) : 0;
         const size_t gelems = grad_window ? m->grad_window : P;
         if ((rc = alloc_block(m, (void **)&m->grads, gelems * sizeof(float), "gradients", err))) goto fail;
+        if (grad_window && (rc = alloc_block(m, (void **)&m->grad_slice, opt * sizeof(float), "gradient slice", err)))
+            goto fail;
         if ((rc = alloc_block(m, (void **)&m->m, opt * sizeof(float), "AdamW first moments", err))) goto fail;
         if ((rc = alloc_block(m, (void **)&m->v, opt * sizeof(float), "AdamW second moments", err))) goto fail;
     }
@@ -177,7 +179,7 @@ void lcm_model_destroy(lcm_model *m) {
     }
     lcm_backend *be = m->be;
     if (m->params && m->params != m->master) be->ops->release(be, m->params);
-    void *blocks[] = {m->master, m->grads, m->m, m->v, m->acts, m->acts32};
+    void *blocks[] = {m->master, m->grads, m->grad_slice, m->m, m->v, m->acts, m->acts32};
     for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++)
         if (blocks[i]) be->ops->release(be, blocks[i]);
     lcm_param_table_free(&m->t);
@@ -187,7 +189,8 @@ void lcm_model_destroy(lcm_model *m) {
 size_t lcm_model_device_bytes(const lcm_model *m) {
     const size_t P = m->t.total;
     size_t bytes = P * sizeof(float) + (m->opt_end - m->opt_begin) * sizeof(float) * 2;
-    if (m->training) bytes += (m->grad_window ? m->grad_window : P) * sizeof(float);
+    if (m->training && m->grad_window) bytes += (m->grad_window + m->opt_end - m->opt_begin) * sizeof(float);
+    else if (m->training) bytes += P * sizeof(float);
     if (m->params != m->master) bytes += P * m->be->act_bytes;
     return bytes;
 }

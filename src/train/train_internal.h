@@ -111,7 +111,6 @@ struct lcm_worker {
     void *loop_state;      /* the loop's own (lcm bench: its slots of random rows) */
     uint16_t *grad_bf16;   /* device: gradients for the bf16 all-reduce option (windowed: the bucket's,
                             * then the slice's) */
-    float *grad_slice;     /* device, shard 2 with a gradient window: the reduced gradients of the slice */
     float *host_m, *host_v, *host_master; /* rank 0: checkpoint staging (sharded runs: every rank writes
                                            * its slice into rank 0's) */
     lcm_shard shard;       /* trainer.shard >= 1: the slice of the parameters this rank updates */

@@ -82,7 +82,7 @@ static int reduce_bucket(void *ctx, size_t begin, size_t end, lcm_error *err) {
     } else {
         be->ops->comm_wait_compute(be);
         lcm_worker_beat(w, LCM_PHASE_COLLECTIVE);
-        float *recv = windowed ? w->grad_slice : w->model.grads + lo;
+        float *recv = windowed ? w->model.grad_slice : w->model.grads + lo;
         rc = scatter ? w->comm->ops->reduce_scatter(w->comm, g, recv, begin, end, w->shard.slice, LCM_RED_F32, err)
                      : w->comm->ops->allreduce(w->comm, g, n, LCM_RED_F32, err);
     }
@@ -114,9 +114,9 @@ int lcm_worker_step(lcm_worker *w, lcm_slot **slots, lcm_step_result *res, lcm_e
     /* Windowed (shard 2, one micro-batch): the backward zeroes each bucket's window itself; the slice
      * is zeroed in case a bucket boundary leaves a padding element out of every bucket. */
     const int windowed = m->grad_window > 0;
-    float *gs = windowed ? w->grad_slice : m->grads + lo; /* the gradients of this rank's elements */
+    float *gs = windowed ? w->model.grad_slice : m->grads + lo; /* the gradients of this rank's elements */
     if (windowed) {
-        if (hi > lo) be->ops->zero(be, w->grad_slice, (hi - lo) * sizeof(float));
+        if (hi > lo) be->ops->zero(be, w->model.grad_slice, (hi - lo) * sizeof(float));
         if (w->grad_bf16) be->ops->zero(be, w->grad_bf16 + m->grad_window, w->shard.slice * sizeof(uint16_t));
     } else {
         be->ops->zero(be, m->grads, m->t.total * sizeof(float));
@@ -343,8 +343,6 @@ static int setup(lcm_worker *w, lcm_error *err) {
         LCM_TRY(lcm_model_create_shard(&w->model, be, &run->d, run->max_tokens, run->max_rows, run->max_T, run->n,
                                        w->rank, window, err));
         w->shard = lcm_shard_of(w->model.t.total, run->n, w->rank, LCM_SHARD_ALIGN);
-        if (window)
-            LCM_TRY(be->ops->alloc(be, (void **)&w->grad_slice, w->shard.slice * sizeof(float), "gradient slice", err));
     } else {
         LCM_TRY(lcm_model_create(&w->model, be, &run->d, run->max_tokens, run->max_rows, run->max_T, 1, err));
     }
@@ -459,7 +457,6 @@ void *lcm_worker_main(void *arg) {
     if (w->be) {
         lcm_eval_ctx_free(&w->eval);
         if (w->grad_bf16) w->be->ops->release(w->be, w->grad_bf16);
-        if (w->grad_slice) w->be->ops->release(w->be, w->grad_slice);
         lcm_model_destroy(&w->model);
         lcm_backend_destroy(w->be);
         w->be = NULL;
