@@ -1,7 +1,8 @@
 /* test_shard_train.c: trainer.shard end to end on CPU worker threads (tiny model, tiny synthetic
  * dataset, a few steps): sharded runs against the replicated run of the same devices, bit for bit in
  * the weights and both AdamW moments; checkpoints of a shard=2 run on 4 devices resumed with the
- * same settings and on 1, 2 or 3 devices at another shard level; bad values.
+ * same settings and on 1, 2 or 3 devices at another shard level; bad values; what a sharded model
+ * allocates.
  *
  * Why bit for bit, not a tolerance. The gradient sums are the local all-reduce's rank-order sums in
  * both (reduce-scatter writes exactly those sums to the owner), AdamW is elementwise, and the
@@ -20,6 +21,8 @@
 #include "harness.h"
 #include "lcm/checkpoint.h"
 #include "lcm/log.h"
+#include "lcm/model.h"
+#include "lcm/shard.h"
 #include "lcm/synth.h"
 #include "lcm/train.h"
 
@@ -232,4 +235,35 @@ TEST(shard_needs_two_devices_and_a_known_level) {
         CHECKF(tiny_config(&cfg, out, data_dir(), 1, bad[i], &err) == LCM_ERR_CONFIG && strstr(err.msg, "trainer.shard"),
                "%s: %s", bad[i][0], err.msg);
     }
+}
+
+/* The allocations shrink: a sharded model allocates moments for its slice only, and the windowed one
+ * (shard 2, one micro-batch) a gradient window of the largest bucket plus the slice instead of the
+ * full gradient; lcm_model_device_bytes (what lcm bench prints) counts exactly those blocks. */
+TEST(sharded_models_allocate_their_slice) {
+    lcm_backend *be = NULL;
+    lcm_error err = {0};
+    CHECK_OK(lcm_cpu_backend_create(&be, 0, &err), &err);
+    if (!be) return;
+    lcm_dims d = {.D = 16, .C = 16, .L = 2, .H = 2, .F = 32, .max_seq_len = 16, .rope_theta = 10000, .eps = 1e-5f};
+    lcm_model full, s1, s2;
+    CHECK_OK(lcm_model_create(&full, be, &d, 96, 8, 16, 1, &err), &err);
+    CHECK_OK(lcm_model_create_shard(&s1, be, &d, 96, 8, 16, 4, 1, 0, &err), &err);
+    CHECK_OK(lcm_model_create_shard(&s2, be, &d, 96, 8, 16, 4, 1, 1, &err), &err);
+    const size_t P = full.t.total;
+    lcm_shard sh = lcm_shard_of(P, 4, 1, LCM_SHARD_ALIGN);
+    CHECK(s1.opt_begin == sh.begin && s1.opt_end == sh.end && sh.end > sh.begin && sh.end - sh.begin < P);
+    /* The largest bucket is a layer: gain C + qkv 3C x C + 3C + out C x C + C + gain C + gate|inner
+     * 2F x C + 2F + down C x F + C = 16 + 768 + 48 + 256 + 16 + 16 + 1024 + 64 + 512 + 16 = 2736 (every
+     * group a multiple of 16 already); the postnet bucket is 288, the prenet's 272. */
+    CHECKF(s2.grad_window == 2736, "window %zu", s2.grad_window);
+    CHECK(s1.grad_window == 0 && s1.grad_slice == NULL && s2.grad_slice != NULL);
+    const size_t f = sizeof(float), slice = sh.end - sh.begin;
+    CHECK(lcm_model_device_bytes(&full) == 4 * P * f);
+    CHECK(lcm_model_device_bytes(&s1) == 2 * P * f + 2 * slice * f);
+    CHECK(lcm_model_device_bytes(&s2) == P * f + s2.grad_window * f + 3 * slice * f);
+    lcm_model_destroy(&full);
+    lcm_model_destroy(&s1);
+    lcm_model_destroy(&s2);
+    lcm_backend_destroy(be);
 }
