@@ -30,7 +30,7 @@ static inline int tiny_create_recompute(tiny *tm, const lcm_dims *d, int B, int 
                                         uint64_t seed, lcm_recompute recompute, lcm_error *err) {
     memset(tm, 0, sizeof *tm);
     LCM_TRY(lcm_cpu_backend_create(&tm->be, 0, err));
-    lcm_model_shape shape = {*d, (int64_t)B * T, B, T, 1, recompute};
+    lcm_model_shape shape = {*d, (int64_t)B * T, B, T, 1, recompute, 0, 0, 0};
     LCM_TRY(lcm_model_create_shape(&tm->m, tm->be, &shape, err));
     tm->B = B;
     tm->T = T;

@@ -1,6 +1,7 @@
 /* test_comm.c: the comm groups. Local all-reduce (f32, bf16) bitwise equal to a sequential rank-order
  * sum for 1..4 threads, also under random thread timing; size and dtype mismatches reported by every
- * rank; host collectives; barrier reuse; abort before and during every kind of wait; NCCL group
+ * rank; reduce-scatter and all-gather over ranges (owners get the all-reduce's bits, nobody else's
+ * elements are touched, every owner's part gathered); host collectives; barrier reuse; abort before and during every kind of wait; NCCL group
  * creation errors (and, with a GPU, a real NCCL all-reduce and abort).
  *
  * Worker threads never use CHECK (the harness is single-threaded): they record what they saw and the
@@ -403,9 +404,223 @@ TEST(barrier_is_reusable) {
     alarm(0);
 }
 
+/* ---- reduce-scatter and all-gather ----------------------------------------------------------- */
+
+typedef struct {
+    float *bufs[MAX_RANKS];
+    uint16_t *hbufs[MAX_RANKS];
+    size_t begin, end, slice;
+} sharded_job;
+
+static void reduce_scatter_worker(worker *w) {
+    sharded_job *job = w->shared;
+    int r = w->comm->rank;
+    /* In place: each rank's slice of its own vector receives. */
+    const size_t mine = (size_t)r * job->slice;
+    w->rc = w->comm->ops->reduce_scatter(w->comm, job->bufs[r] + job->begin, job->bufs[r] + mine, job->begin, job->end,
+                                         job->slice, LCM_RED_F32, &w->err);
+    if (w->rc == 0)
+        w->rc = w->comm->ops->reduce_scatter(w->comm, job->hbufs[r] + job->begin, job->hbufs[r] + mine, job->begin,
+                                             job->end, job->slice, LCM_RED_BF16, &w->err);
+}
+
+static void all_gather_worker(worker *w) {
+    sharded_job *job = w->shared;
+    int r = w->comm->rank;
+    w->rc = w->comm->ops->all_gather(w->comm, job->bufs[r] + job->begin, job->begin, job->end, job->slice, LCM_RED_F32,
+                                     &w->err);
+    if (w->rc == 0)
+        w->rc = w->comm->ops->all_gather(w->comm, job->hbufs[r] + job->begin, job->begin, job->end, job->slice,
+                                         LCM_RED_BF16, &w->err);
+}
+
+/* Ranges: the whole padded vector, one that ends inside the last slice (the real parameter count),
+ * and buckets that start and end inside slices, inside one slice, or are empty. */
+typedef struct { size_t begin, end; } range;
+
+TEST(reduce_scatter_gives_owners_the_allreduce_bits_and_touches_nothing_else) {
+    alarm(HANG_GUARD_S);
+    const size_t slice = 600; /* > 2 reduction blocks: blocks must stop at owner boundaries */
+    for (int nranks = 1; nranks <= MAX_RANKS; nranks++) {
+        const size_t total = slice * (size_t)nranks;
+        const range ranges[] = {{0, total}, {0, total - 37}, {slice / 2, total - slice / 3}, {5, 9}, {7, 7}};
+        for (size_t ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++) {
+            lcm_error err = {0};
+            lcm_group *g = NULL;
+            CHECK_OK(lcm_group_create_local(&g, nranks, &err), &err);
+            if (!g) continue;
+            sharded_job job = {.begin = ranges[ri].begin, .end = ranges[ri].end, .slice = slice};
+            float *orig[MAX_RANKS];
+            uint16_t *horig[MAX_RANKS];
+            for (int r = 0; r < nranks; r++) {
+                job.bufs[r] = malloc(total * sizeof(float));
+                orig[r] = malloc(total * sizeof(float));
+                job.hbufs[r] = malloc(total * sizeof(uint16_t));
+                horig[r] = malloc(total * sizeof(uint16_t));
+                fill_mixed(orig[r], total, 77u * (uint64_t)nranks + (uint64_t)r + 1000u * ri);
+                memcpy(job.bufs[r], orig[r], total * sizeof(float));
+                for (size_t i = 0; i < total; i++) horig[r][i] = job.hbufs[r][i] = lcm_f32_to_bf16(orig[r][i]);
+            }
+            float *want = malloc(total * sizeof(float));
+            rank_order_sum(want, orig, nranks, total);
+            worker ws[MAX_RANKS];
+            run_workers(g, reduce_scatter_worker, &job, ws);
+            int bad = 0, hbad = 0;
+            for (int r = 0; r < nranks; r++) {
+                CHECKF(ws[r].rc == 0, "N=%d rank %d: %s", nranks, r, ws[r].err.msg);
+                for (size_t i = 0; i < total; i++) {
+                    int owned = i >= job.begin && i < job.end && i / slice == (size_t)r;
+                    float expect = owned ? want[i] : orig[r][i];
+                    if (memcmp(&job.bufs[r][i], &expect, sizeof expect) != 0) bad++;
+                    uint16_t hexpect = horig[r][i];
+                    if (owned) {
+                        float acc = lcm_bf16_to_f32(horig[0][i]);
+                        for (int q = 1; q < nranks; q++) acc += lcm_bf16_to_f32(horig[q][i]);
+                        hexpect = lcm_f32_to_bf16(acc);
+                    }
+                    if (job.hbufs[r][i] != hexpect) hbad++;
+                }
+            }
+            CHECKF(bad == 0 && hbad == 0, "N=%d range [%zu, %zu): %d f32 and %d bf16 elements wrong", nranks, job.begin,
+                   job.end, bad, hbad);
+            for (int r = 0; r < nranks; r++) free(job.bufs[r]), free(orig[r]), free(job.hbufs[r]), free(horig[r]);
+            free(want);
+            lcm_group_destroy(g);
+        }
+    }
+    alarm(0);
+}
+
+/* The windowed form the trainer uses at shard 2: each rank sends only the bucket (a buffer of
+ * end - begin elements) and receives into a buffer of its slice alone. */
+typedef struct {
+    float *send[MAX_RANKS], *recv[MAX_RANKS];
+    size_t begin, end, slice;
+    int null_recv_rank; /* -1: none */
+} window_job;
+
+static void window_worker(worker *w) {
+    window_job *job = w->shared;
+    int r = w->comm->rank;
+    w->rc = w->comm->ops->reduce_scatter(w->comm, job->send[r], r == job->null_recv_rank ? NULL : job->recv[r],
+                                         job->begin, job->end, job->slice, LCM_RED_F32, &w->err);
+}
+
+TEST(reduce_scatter_from_a_bucket_into_separate_slices) {
+    alarm(HANG_GUARD_S);
+    const size_t slice = 300, begin = 250, end = 1000; /* 4 ranks: touches slices 0 (end), 1, 2, 3 (start) */
+    for (int bad = 0; bad <= 1; bad++) {
+        lcm_error err = {0};
+        lcm_group *g = NULL;
+        CHECK_OK(lcm_group_create_local(&g, MAX_RANKS, &err), &err);
+        if (!g) return;
+        window_job job = {.begin = begin, .end = end, .slice = slice, .null_recv_rank = bad ? 2 : -1};
+        for (int r = 0; r < MAX_RANKS; r++) {
+            job.send[r] = malloc((end - begin) * sizeof(float));
+            job.recv[r] = malloc(slice * sizeof(float));
+            fill_mixed(job.send[r], end - begin, 555u + (uint64_t)r);
+            for (size_t k = 0; k < slice; k++) job.recv[r][k] = -7.0f;
+        }
+        worker ws[MAX_RANKS];
+        run_workers(g, window_worker, &job, ws);
+        int wrong = 0;
+        for (int r = 0; r < MAX_RANKS; r++) {
+            if (bad) {
+                CHECKF(ws[r].rc == LCM_ERR_INTERNAL && strstr(ws[r].err.msg, "rank 2 owns part of the range"),
+                       "rank %d: %s", r, ws[r].err.msg);
+                continue;
+            }
+            CHECKF(ws[r].rc == 0, "rank %d: %s", r, ws[r].err.msg);
+            for (size_t k = 0; k < slice; k++) {
+                size_t i = (size_t)r * slice + k;
+                float want = -7.0f;
+                if (i >= begin && i < end) {
+                    want = job.send[0][i - begin];
+                    for (int q = 1; q < MAX_RANKS; q++) want += job.send[q][i - begin];
+                }
+                if (memcmp(&job.recv[r][k], &want, sizeof want) != 0) wrong++;
+            }
+        }
+        CHECKF(wrong == 0, "%d received elements wrong", wrong);
+        for (int r = 0; r < MAX_RANKS; r++) free(job.send[r]), free(job.recv[r]);
+        lcm_group_destroy(g);
+    }
+    alarm(0);
+}
+
+TEST(all_gather_copies_each_owners_part_to_every_rank) {
+    alarm(HANG_GUARD_S);
+    const size_t slice = 600;
+    for (int nranks = 1; nranks <= MAX_RANKS; nranks++) {
+        const size_t total = slice * (size_t)nranks;
+        const range ranges[] = {{0, total}, {0, total - 37}, {slice / 2, total - slice / 3}, {5, 9}};
+        for (size_t ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++) {
+            lcm_error err = {0};
+            lcm_group *g = NULL;
+            CHECK_OK(lcm_group_create_local(&g, nranks, &err), &err);
+            if (!g) continue;
+            sharded_job job = {.begin = ranges[ri].begin, .end = ranges[ri].end, .slice = slice};
+            /* Rank r's value of element i is 1000 r + i (exact in float): the owner is visible in it. */
+            for (int r = 0; r < nranks; r++) {
+                job.bufs[r] = malloc(total * sizeof(float));
+                job.hbufs[r] = malloc(total * sizeof(uint16_t));
+                for (size_t i = 0; i < total; i++) {
+                    job.bufs[r][i] = (float)(100000 * r + (int)i);
+                    job.hbufs[r][i] = (uint16_t)(r * 4096 + (int)i % 4096);
+                }
+            }
+            worker ws[MAX_RANKS];
+            run_workers(g, all_gather_worker, &job, ws);
+            int bad = 0;
+            for (int r = 0; r < nranks; r++) {
+                CHECKF(ws[r].rc == 0, "N=%d rank %d: %s", nranks, r, ws[r].err.msg);
+                for (size_t i = 0; i < total; i++) {
+                    int from = i >= job.begin && i < job.end ? (int)(i / slice) : r;
+                    if (job.bufs[r][i] != (float)(100000 * from + (int)i)) bad++;
+                    if (job.hbufs[r][i] != (uint16_t)(from * 4096 + (int)i % 4096)) bad++;
+                }
+            }
+            CHECKF(bad == 0, "N=%d range [%zu, %zu): %d elements wrong", nranks, job.begin, job.end, bad);
+            for (int r = 0; r < nranks; r++) free(job.bufs[r]), free(job.hbufs[r]);
+            lcm_group_destroy(g);
+        }
+    }
+    alarm(0);
+}
+
+static void bad_sharded_worker(worker *w) {
+    float x[8] = {0};
+    int r = w->comm->rank;
+    /* slot 0: a range past the last slice; then rank 1 passes another slice; then an unknown dtype */
+    w->rc = w->comm->ops->reduce_scatter(w->comm, x, x, 0, 7, 3, LCM_RED_F32, &w->err);
+    w->rc2 = w->comm->ops->all_gather(w->comm, x, 0, 4, r == 1 ? 3 : 2, LCM_RED_F32, &w->err2);
+    lcm_error e3 = {0};
+    int rc3 = w->comm->ops->all_gather(w->comm, x, 0, 4, 2, (lcm_red_dtype)9, &e3);
+    if (rc3 != LCM_ERR_INTERNAL || !strstr(e3.msg, "unknown dtype 9")) w->bad++;
+}
+
+TEST(sharded_collectives_reject_bad_ranges_and_mismatches_on_every_rank) {
+    alarm(HANG_GUARD_S);
+    lcm_error err = {0};
+    lcm_group *g = NULL;
+    CHECK_OK(lcm_group_create_local(&g, 2, &err), &err);
+    if (!g) return;
+    worker ws[2];
+    run_workers(g, bad_sharded_worker, NULL, ws);
+    for (int r = 0; r < 2; r++) {
+        CHECKF(ws[r].rc == LCM_ERR_INTERNAL && strstr(ws[r].err.msg, "[0, 7)") && strstr(ws[r].err.msg, "slices of 3"),
+               "rank %d: %d %s", r, ws[r].rc, ws[r].err.msg);
+        CHECKF(ws[r].rc2 == LCM_ERR_INTERNAL && strstr(ws[r].err2.msg, "mismatch"), "rank %d: %s", r, ws[r].err2.msg);
+        CHECKF(strcmp(ws[r].err2.msg, ws[0].err2.msg) == 0, "rank %d reports differently", r);
+        CHECKF(ws[r].bad == 0, "rank %d: the unknown dtype was not reported", r);
+    }
+    lcm_group_destroy(g);
+    alarm(0);
+}
+
 /* ---- abort ---------------------------------------------------------------------------------- */
 
-enum { WAIT_BARRIER, WAIT_ALLREDUCE, WAIT_SUM_F64, WAIT_BROADCAST, WAIT_KINDS };
+enum { WAIT_BARRIER, WAIT_ALLREDUCE, WAIT_SUM_F64, WAIT_BROADCAST, WAIT_REDUCE_SCATTER, WAIT_ALL_GATHER, WAIT_KINDS };
 
 typedef struct {
     int kind;
@@ -421,6 +636,8 @@ static int wait_once(lcm_comm *c, int kind, lcm_error *err) {
     case WAIT_BARRIER: return lcm_comm_barrier(c, err);
     case WAIT_ALLREDUCE: return c->ops->allreduce(c, f, 8, LCM_RED_F32, err);
     case WAIT_SUM_F64: return lcm_comm_sum_f64(c, d, 2, err);
+    case WAIT_REDUCE_SCATTER: return c->ops->reduce_scatter(c, f, f + 2 * c->rank, 0, 8, 2, LCM_RED_F32, err);
+    case WAIT_ALL_GATHER: return c->ops->all_gather(c, f + 1, 1, 7, 2, LCM_RED_F32, err);
     default: return lcm_comm_broadcast(c, f, sizeof f, 0, err);
     }
 }

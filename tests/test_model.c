@@ -297,7 +297,7 @@ TEST(recompute_layer_keeps_one_residual_state_per_layer) {
     for (int r = 0; r < 2; r++)
         for (int k = 0; k < 2; k++) {
             d.L = 2 + 2 * k;
-            lcm_model_shape s = {d, (int64_t)B * T, B, T, 1, r ? LCM_RECOMPUTE_LAYER : LCM_RECOMPUTE_NONE};
+            lcm_model_shape s = {d, (int64_t)B * T, B, T, 1, r ? LCM_RECOMPUTE_LAYER : LCM_RECOMPUTE_NONE, 0, 0, 0};
             CHECK_OK(lcm_model_plan(&s, &lcm_cpu_traits, &b[r][k], &err), &err);
         }
     CHECK(b[1][1].acts - b[1][0].acts == 2 * N * C * sizeof(float));

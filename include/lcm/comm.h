@@ -26,6 +26,21 @@ typedef struct lcm_comm_ops {
     /* Sum over ranks, in place, of a DEVICE buffer. NCCL: enqueued on the stream bound with
      * lcm_comm_bind_stream; local: done when it returns. */
     int (*allreduce)(lcm_comm *c, void *buf, size_t n, lcm_red_dtype dtype, lcm_error *err);
+    /* The sharded collectives work on a range [begin, end) of a flat DEVICE vector whose element i is
+     * owned by rank i / slice (include/lcm/shard.h); every rank passes the same begin, end and slice.
+     * Same stream rules as allreduce.
+     * reduce_scatter: send holds elements [begin, end) of this rank's vector (send[0] is element
+     * begin); the sum over ranks of each element i goes to its owner r only, at recv[i - r * slice]
+     * (recv holds the owner's slice). In place when recv == send + (r * slice - begin). Local: the same
+     * rank-order sums as allreduce, so the owners get an all-reduce's bits.
+     * all_gather: in place on the whole vector: buf points at element begin, and each element of
+     * [begin, end) is copied from its owner's buf into every rank's (the dtype gives only the element
+     * size). NCCL: ncclReduceScatter / ncclAllGather when the range is [0, size * slice), else one
+     * ncclReduce / ncclBroadcast per owner in a group (the owners' parts of a range differ in length). */
+    int (*reduce_scatter)(lcm_comm *c, const void *send, void *recv, size_t begin, size_t end, size_t slice,
+                          lcm_red_dtype dtype, lcm_error *err);
+    int (*all_gather)(lcm_comm *c, void *buf, size_t begin, size_t end, size_t slice, lcm_red_dtype dtype,
+                      lcm_error *err);
     /* NCCL: poll the communicator's asynchronous error (0 when healthy). Local: 0. */
     int (*check)(lcm_comm *c, lcm_error *err);
 } lcm_comm_ops;

@@ -86,6 +86,7 @@ typedef struct lcm_trainer_config {
     int64_t hang_timeout_s;   /* a device wait longer than this aborts the run (hung GPU or peer); 0 = off */
     int max_bad_steps;        /* NaN/Inf steps in a row before the run stops */
     lcm_grad_reduce grad_reduce_dtype; /* f32 | bf16 */
+    int shard;                /* 0 replicated | 1 master weights and moments sharded | 2 and gradients reduce-scattered */
     int cpu_threads;          /* BLAS threads in total for CPU workers; 0 = all cores */
     int plot;                 /* write metrics.png at the end (needs python3 + matplotlib) */
     lcm_recompute recompute;  /* none | layer: keep each layer's input only, recompute the rest in backward */

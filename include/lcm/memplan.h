@@ -40,7 +40,7 @@ typedef enum lcm_mem_class {
     LCM_MEM_ATT_SAVED,     /* what attention saves for its backward */
     LCM_MEM_STAGING,       /* the loader's ring of micro-batch slots (pinned host memory on CUDA) */
     LCM_MEM_WORKSPACE,     /* the backend's own workspaces */
-    LCM_MEM_COMM,          /* communication buffers (bf16 gradients, shard buckets) */
+    LCM_MEM_COMM,          /* communication buffers (the bf16 copy of the gradients reduced) */
     LCM_MEM_NCLASSES
 } lcm_mem_class;
 
@@ -52,7 +52,7 @@ typedef struct lcm_memplan_input {
     const lcm_config *cfg;
     const lcm_backend_traits *bt;
     int devices;
-    int shard;             /* 0 replicated, 1 master weights and moments sliced, 2 also gradients */
+    int shard;             /* trainer.shard: 0 replicated, 1 moments sliced, 2 also gradients (one micro-batch) */
     int max_rows;          /* rows per micro-batch; 0: the bound max_tokens (a row holds at least one concept) */
     int validation;        /* the run validates: one more staging slot */
 } lcm_memplan_input;
@@ -64,10 +64,6 @@ typedef struct lcm_memplan {
     size_t slice;          /* elements of it each device owns (P when not sharded) */
     int accum;             /* micro-batches per device per step */
 } lcm_memplan;
-
-/* Elements of the flat parameter vector device r owns at a shard level > 0: ceil(P / n) rounded up to
- * 16 elements (the parameter table's alignment). */
-size_t lcm_shard_slice(size_t P, int n);
 
 /* Micro-batches per device per step on `devices` devices: data.global_batch_tokens / (devices x
  * data.max_tokens) when that key is set (an error naming the device counts and max_tokens values that

@@ -98,6 +98,8 @@ typedef struct lcm_model_shape {
     int max_rows, max_T;
     int training;          /* gradients, moments and backward buffers */
     lcm_recompute recompute;
+    int shard_n, shard_rank; /* 0: the moments cover every parameter; else shard_rank's slice of shard_n */
+    int grad_window;       /* gradients in a window of the largest bucket plus the slice (trainer.shard 2) */
 } lcm_model_shape;
 
 /* Bytes of each of the model's allocations, by memory class (the model's share of a memory plan). */
@@ -120,8 +122,16 @@ typedef struct lcm_model {
     /* parameters: one block each, carved by t */
     void *params;          /* compute copy (act dtype); == master when act_bytes == 4 */
     float *master;         /* fp32 */
-    float *grads;          /* fp32 (training) */
-    float *m, *v;          /* AdamW moments (training) */
+    float *grads;          /* fp32 (training): element i at grads[i - grad_base] */
+    size_t grad_base;      /* 0, or with a window: the first element of the bucket it holds */
+    size_t grad_window;    /* 0: grads holds every element; else it holds one bucket at a time, this
+                            * many elements at most: the backward zeroes it and moves it to each bucket
+                            * before computing it, so the ready callback must have taken the bucket's
+                            * sums out (or enqueued that on the comm stream) when it returns */
+    float *grad_slice;     /* with a window: the reduced gradients of [opt_begin, opt_end), which the
+                            * trainer's reduce-scatter fills */
+    float *m, *v;          /* AdamW moments (training) of elements [opt_begin, opt_end): m[i - opt_begin] */
+    size_t opt_begin, opt_end; /* all parameters, or the device's slice (lcm_model_create_shard) */
     float *center, *scale; /* [D] the SONAR normalizer */
 
     /* inputs of the current micro-batch, filled by the caller (upload) */
@@ -148,6 +158,11 @@ typedef struct lcm_model {
 int lcm_model_create(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_t max_tokens, int max_rows,
                      int max_T, int training, lcm_error *err);
 int lcm_model_create_shape(lcm_model *m, lcm_backend *be, const lcm_model_shape *s, lcm_error *err);
+/* A training model whose AdamW moments cover only device `rank`'s slice of n (include/lcm/shard.h):
+ * the sharded optimizer state of trainer.shard >= 1; grad_window: gradients in a window of one bucket
+ * (trainer.shard 2 with one micro-batch per step). */
+int lcm_model_create_shard(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_t max_tokens, int max_rows,
+                           int max_T, int n, int rank, int grad_window, lcm_error *err);
 void lcm_model_destroy(lcm_model *m);
 size_t lcm_model_device_bytes(const lcm_model *m);
 

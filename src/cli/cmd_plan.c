@@ -21,8 +21,8 @@ static void usage(FILE *f) {
             "communication buffers), computed by the code that sizes the real allocations. On a machine\n"
             "with GPUs it also prints the smallest free memory among them and whether the run fits.\n\n"
             "  --devices N           plan for N devices (default: what trainer.devices resolves to here)\n"
-            "  --shard L             sharding level: 0 replicated, 1 master weights and moments split over the\n"
-            "                        devices, 2 also the gradients (default 0)\n"
+            "  --shard L             trainer.shard: 0 replicated, 1 AdamW moments split over the devices, 2\n"
+            "                        also the gradients (default: the config's trainer.shard)\n"
             "  --device-memory SIZE  a device you do not have: 24GB, 16GiB, 24e9 (implies --backend cuda)\n"
             "  --backend B           cpu (fp32) or cuda (bf16 compute); default: cuda on GPUs or with\n"
             "                        --device-memory, else cpu\n\n"
@@ -53,10 +53,11 @@ int lcm_cmd_plan(int argc, char **argv) {
         return 0;
     }
     uint64_t devices = 0, shard = 0;
+    int shard_given = 0;
     const char *mem_s = NULL, *backend = NULL;
     const lcm_cli_opt opts[] = {
         {"--devices", .number = &devices, .max = LCM_MAX_DEVICES},
-        {"--shard", .number = &shard, .max = 2},
+        {"--shard", .number = &shard, .max = 2, .flag = &shard_given},
         {"--device-memory", .value = &mem_s},
         {"--backend", .value = &backend},
     };
@@ -66,6 +67,7 @@ int lcm_cmd_plan(int argc, char **argv) {
     if (!a) return lcm_cli_report(&err);
     static lcm_config cfg;
     if (lcm_config_load(&cfg, a->config_path, a->n_overrides, a->overrides, &err) != 0) return lcm_cli_report(&err);
+    if (!shard_given) shard = (uint64_t)cfg.trainer.shard;
     size_t given = 0;
     if (mem_s && !(given = parse_size(mem_s))) {
         lcm_cli_usage(&err, "plan", "--device-memory '%s' is not a size (e.g. 24GB, 16GiB, 24e9)", mem_s);

@@ -14,8 +14,10 @@
  * first barrier, read by every rank between its two barriers (the barrier's mutex orders both). */
 typedef struct lcm_coll_slot {
     int kind;      /* which collective and element type (local.c) */
-    void *buf;
-    long long n;   /* element count (bytes for broadcast), as the caller passed it */
+    void *buf;     /* sharded collectives: element begin of the range (reduce-scatter: the send buffer) */
+    void *recv;    /* reduce-scatter: the rank's slice, element rank * slice first */
+    long long n;   /* element count (bytes for broadcast), as the caller passed it; sharded: the range's end */
+    long long begin, slice; /* sharded collectives: the range's begin and the elements each rank owns */
     int root;      /* broadcast: the root; an all-reduce of unknown dtype: that dtype (for the message) */
 } lcm_coll_slot;
 

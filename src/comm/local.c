@@ -1,6 +1,6 @@
 /* local.c: the group shared by both comm implementations (ranks, stop flag and abort reason, the
- * abortable barrier, the host-side collectives) and the local implementation's all-reduce, which sums
- * the worker threads' buffers through shared memory.
+ * abortable barrier, the host-side collectives) and the local implementation's all-reduce,
+ * reduce-scatter and all-gather, which work on the worker threads' buffers through shared memory.
  *
  * Every collective is two barriers. Each rank publishes its arguments in its slot, then waits at the
  * first barrier; after it every rank checks all slots (so a mismatch is reported identically by every
@@ -24,7 +24,14 @@ enum {
     COLL_ALLREDUCE_BAD_DTYPE, /* root holds the dtype value that was passed */
     COLL_SUM_F64,
     COLL_BROADCAST,
+    COLL_RS_F32,
+    COLL_RS_BF16,
+    COLL_AG_F32,
+    COLL_AG_BF16,
+    COLL_SHARDED_BAD_DTYPE, /* root holds the dtype value that was passed */
 };
+
+static int is_sharded(int kind) { return kind >= COLL_RS_F32; }
 
 /* Elements summed per block: the per-element sum stays in rank order, while the block lets the
  * compiler vectorise across elements. */
@@ -33,10 +40,16 @@ enum {
 static const lcm_error no_abort_reason = {LCM_OK, ""};
 
 static int local_allreduce(lcm_comm *c, void *buf, size_t n, lcm_red_dtype dtype, lcm_error *err);
+static int local_reduce_scatter(lcm_comm *c, const void *send, void *recv, size_t begin, size_t end, size_t slice,
+                                lcm_red_dtype dtype, lcm_error *err);
+static int local_all_gather(lcm_comm *c, void *buf, size_t begin, size_t end, size_t slice, lcm_red_dtype dtype,
+                            lcm_error *err);
 static int local_check(lcm_comm *c, lcm_error *err) { return 0; }
 
 static const lcm_comm_ops local_ops = {
     .allreduce = local_allreduce,
+    .reduce_scatter = local_reduce_scatter,
+    .all_gather = local_all_gather,
     .check = local_check,
 };
 
@@ -179,6 +192,11 @@ static const char *coll_name(int kind) {
     case COLL_ALLREDUCE_BAD_DTYPE: return "all-reduce (unknown dtype)";
     case COLL_SUM_F64: return "sum_f64";
     case COLL_BROADCAST: return "broadcast";
+    case COLL_RS_F32: return "reduce-scatter (f32)";
+    case COLL_RS_BF16: return "reduce-scatter (bf16)";
+    case COLL_AG_F32: return "all-gather (f32)";
+    case COLL_AG_BF16: return "all-gather (bf16)";
+    case COLL_SHARDED_BAD_DTYPE: return "sharded collective (unknown dtype)";
     }
     return "collective";
 }
@@ -190,6 +208,16 @@ static void describe(const lcm_coll_slot *s, char *out, size_t cap) {
         break;
     case COLL_ALLREDUCE_BAD_DTYPE:
         snprintf(out, cap, "all-reduce of %lld elements of unknown dtype %d", s->n, s->root);
+        break;
+    case COLL_SHARDED_BAD_DTYPE:
+        snprintf(out, cap, "sharded collective of elements [%lld, %lld) of unknown dtype %d", s->begin, s->n, s->root);
+        break;
+    case COLL_RS_F32:
+    case COLL_RS_BF16:
+    case COLL_AG_F32:
+    case COLL_AG_BF16:
+        snprintf(out, cap, "%s of elements [%lld, %lld) in slices of %lld", coll_name(s->kind), s->begin, s->n,
+                 s->slice);
         break;
     default:
         snprintf(out, cap, "%s of %lld elements", coll_name(s->kind), s->n);
@@ -204,7 +232,8 @@ static int check_slots(const lcm_group *g, lcm_error *err) {
     char a[160], b[160];
     for (int r = 1; r < g->size; r++) {
         const lcm_coll_slot *s = &g->slots[r];
-        if (s->kind != s0->kind || s->n != s0->n || (s->kind == COLL_BROADCAST && s->root != s0->root)) {
+        if (s->kind != s0->kind || s->n != s0->n || (s->kind == COLL_BROADCAST && s->root != s0->root) ||
+            (is_sharded(s->kind) && (s->begin != s0->begin || s->slice != s0->slice))) {
             describe(s0, a, sizeof a);
             describe(s, b, sizeof b);
             return lcm_fail(err, LCM_ERR_INTERNAL,
@@ -216,6 +245,15 @@ static int check_slots(const lcm_group *g, lcm_error *err) {
     if (s0->kind == COLL_ALLREDUCE_BAD_DTYPE)
         return lcm_fail(err, LCM_ERR_INTERNAL, "all-reduce called with unknown dtype %d (expected LCM_RED_F32 or "
                         "LCM_RED_BF16)", s0->root);
+    if (s0->kind == COLL_SHARDED_BAD_DTYPE)
+        return lcm_fail(err, LCM_ERR_INTERNAL, "reduce-scatter or all-gather called with unknown dtype %d (expected "
+                        "LCM_RED_F32 or LCM_RED_BF16)", s0->root);
+    if (is_sharded(s0->kind) && (s0->begin < 0 || s0->begin > s0->n || s0->slice < 1 ||
+                                 (s0->n > 0 && (s0->n - 1) / s0->slice >= g->size))) {
+        describe(s0, a, sizeof a);
+        return lcm_fail(err, LCM_ERR_INTERNAL, "%s: the range must satisfy 0 <= begin <= end <= %d ranks x slice, "
+                        "with slice >= 1", a, g->size);
+    }
     if (s0->n < 0) {
         describe(s0, a, sizeof a);
         return lcm_fail(err, LCM_ERR_INTERNAL, "%s: the count is negative", a);
@@ -224,7 +262,14 @@ static int check_slots(const lcm_group *g, lcm_error *err) {
         return lcm_fail(err, LCM_ERR_INTERNAL, "broadcast from rank %d, but the group has ranks 0..%d", s0->root,
                         g->size - 1);
     for (int r = 0; r < g->size; r++) {
-        if (s0->n > 0 && !g->slots[r].buf) {
+        const int owns = (s0->kind == COLL_RS_F32 || s0->kind == COLL_RS_BF16) && s0->n > s0->begin &&
+                         (long long)r * s0->slice < s0->n && (long long)(r + 1) * s0->slice > s0->begin;
+        if (owns && !g->slots[r].recv) {
+            describe(s0, a, sizeof a);
+            return lcm_fail(err, LCM_ERR_INTERNAL, "%s: rank %d owns part of the range but passed no receive buffer",
+                            a, r);
+        }
+        if ((is_sharded(s0->kind) ? s0->n - s0->begin : s0->n) > 0 && !g->slots[r].buf) {
             describe(s0, a, sizeof a);
             return lcm_fail(err, LCM_ERR_INTERNAL, "%s: rank %d passed a NULL buffer", a, r);
         }
@@ -265,6 +310,52 @@ static void reduce_bf16(lcm_group *g, size_t lo, size_t hi) {
     }
 }
 
+/* The sharded forms: element i belongs to rank i / slice, and only that rank's buffer is written.
+ * Buffers hold the range from element `first` on. The sums are the all-reduce's (same order, same
+ * rounding); blocks stop at owner boundaries. */
+static void reduce_scatter_f32(lcm_group *g, size_t first, size_t lo, size_t hi, size_t slice) {
+    float acc[REDUCE_BLOCK];
+    for (size_t i0 = lo; i0 < hi;) {
+        const size_t owner = i0 / slice, stop = (owner + 1) * slice < hi ? (owner + 1) * slice : hi;
+        size_t m = stop - i0 < REDUCE_BLOCK ? stop - i0 : REDUCE_BLOCK;
+        const float *b0 = (const float *)g->slots[0].buf + (i0 - first);
+        for (size_t k = 0; k < m; k++) acc[k] = b0[k];
+        for (int r = 1; r < g->size; r++) {
+            const float *br = (const float *)g->slots[r].buf + (i0 - first);
+            for (size_t k = 0; k < m; k++) acc[k] += br[k];
+        }
+        memcpy((float *)g->slots[owner].recv + (i0 - owner * slice), acc, m * sizeof(float));
+        i0 += m;
+    }
+}
+
+static void reduce_scatter_bf16(lcm_group *g, size_t first, size_t lo, size_t hi, size_t slice) {
+    float acc[REDUCE_BLOCK];
+    for (size_t i0 = lo; i0 < hi;) {
+        const size_t owner = i0 / slice, stop = (owner + 1) * slice < hi ? (owner + 1) * slice : hi;
+        size_t m = stop - i0 < REDUCE_BLOCK ? stop - i0 : REDUCE_BLOCK;
+        const uint16_t *b0 = (const uint16_t *)g->slots[0].buf + (i0 - first);
+        for (size_t k = 0; k < m; k++) acc[k] = lcm_bf16_to_f32(b0[k]);
+        for (int r = 1; r < g->size; r++) {
+            const uint16_t *br = (const uint16_t *)g->slots[r].buf + (i0 - first);
+            for (size_t k = 0; k < m; k++) acc[k] += lcm_bf16_to_f32(br[k]);
+        }
+        uint16_t *out = (uint16_t *)g->slots[owner].recv + (i0 - owner * slice);
+        for (size_t k = 0; k < m; k++) out[k] = lcm_f32_to_bf16(acc[k]);
+        i0 += m;
+    }
+}
+
+static void all_gather_elems(lcm_group *g, size_t first, size_t lo, size_t hi, size_t slice, size_t esize) {
+    for (size_t i0 = lo; i0 < hi;) {
+        const size_t owner = i0 / slice, stop = (owner + 1) * slice < hi ? (owner + 1) * slice : hi;
+        const char *src = (const char *)g->slots[owner].buf + (i0 - first) * esize;
+        for (int r = 0; r < g->size; r++)
+            if ((size_t)r != owner) memcpy((char *)g->slots[r].buf + (i0 - first) * esize, src, (stop - i0) * esize);
+        i0 = stop;
+    }
+}
+
 static void reduce_f64(lcm_group *g, size_t lo, size_t hi) {
     for (size_t i = lo; i < hi; i++) {
         double s = ((const double *)g->slots[0].buf)[i];
@@ -284,12 +375,20 @@ static int run_collective(lcm_comm *c, const lcm_coll_slot *mine, lcm_error *err
         if (c->rank != mine->root && mine->n > 0) memcpy(mine->buf, g->slots[mine->root].buf, (size_t)mine->n);
     } else if (rc == 0) {
         /* This rank's share of the elements: contiguous, sizes differing by at most one. */
-        size_t n = (size_t)mine->n, per = n / (size_t)g->size, extra = n % (size_t)g->size, r = (size_t)c->rank;
-        size_t lo = r * per + (r < extra ? r : extra);
+        const size_t first = is_sharded(mine->kind) ? (size_t)mine->begin : 0;
+        size_t n = (size_t)mine->n - first, per = n / (size_t)g->size, extra = n % (size_t)g->size, r = (size_t)c->rank;
+        size_t lo = first + r * per + (r < extra ? r : extra);
         size_t hi = lo + per + (r < extra ? 1 : 0);
-        if (mine->kind == COLL_ALLREDUCE_F32) reduce_f32(g, lo, hi);
-        else if (mine->kind == COLL_ALLREDUCE_BF16) reduce_bf16(g, lo, hi);
-        else reduce_f64(g, lo, hi);
+        const size_t slice = (size_t)mine->slice;
+        switch (mine->kind) {
+        case COLL_ALLREDUCE_F32: reduce_f32(g, lo, hi); break;
+        case COLL_ALLREDUCE_BF16: reduce_bf16(g, lo, hi); break;
+        case COLL_RS_F32: reduce_scatter_f32(g, first, lo, hi, slice); break;
+        case COLL_RS_BF16: reduce_scatter_bf16(g, first, lo, hi, slice); break;
+        case COLL_AG_F32: all_gather_elems(g, first, lo, hi, slice, sizeof(float)); break;
+        case COLL_AG_BF16: all_gather_elems(g, first, lo, hi, slice, sizeof(uint16_t)); break;
+        default: reduce_f64(g, lo, hi); break;
+        }
     }
     group_wait(g, c->rank, what, 0, err); /* not abortable: see the header comment */
     return rc;
@@ -306,6 +405,35 @@ static int local_allreduce(lcm_comm *c, void *buf, size_t n, lcm_red_dtype dtype
         s.root = (int)dtype;
     }
     return run_collective(c, &s, err);
+}
+
+static int sharded(lcm_comm *c, void *buf, void *recv, size_t begin, size_t end, size_t slice, lcm_red_dtype dtype,
+                   int kind_f32, int kind_bf16, lcm_error *err) {
+    lcm_coll_slot s = {.buf = buf,
+                       .recv = recv,
+                       .n = end > (size_t)LLONG_MAX ? -1 : (long long)end,
+                       .begin = begin > (size_t)LLONG_MAX ? -1 : (long long)begin,
+                       .slice = slice > (size_t)LLONG_MAX ? -1 : (long long)slice};
+    if (dtype == LCM_RED_F32) {
+        s.kind = kind_f32;
+    } else if (dtype == LCM_RED_BF16) {
+        s.kind = kind_bf16;
+    } else {
+        s.kind = COLL_SHARDED_BAD_DTYPE;
+        s.root = (int)dtype;
+    }
+    return run_collective(c, &s, err);
+}
+
+static int local_reduce_scatter(lcm_comm *c, const void *send, void *recv, size_t begin, size_t end, size_t slice,
+                                lcm_red_dtype dtype, lcm_error *err) {
+    /* The send buffer is only read (the slot's pointer is not const because broadcast writes through it). */
+    return sharded(c, (void *)send, recv, begin, end, slice, dtype, COLL_RS_F32, COLL_RS_BF16, err);
+}
+
+static int local_all_gather(lcm_comm *c, void *buf, size_t begin, size_t end, size_t slice, lcm_red_dtype dtype,
+                            lcm_error *err) {
+    return sharded(c, buf, NULL, begin, end, slice, dtype, COLL_AG_F32, COLL_AG_BF16, err);
 }
 
 int lcm_comm_sum_f64(lcm_comm *c, double *buf, int n, lcm_error *err) {

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "lcm/model.h"
+#include "lcm/shard.h"
 
 /* ---- buffers ---------------------------------------------------------------------------------- */
 
@@ -52,6 +53,15 @@ static size_t max_attention_saved(const lcm_backend_traits *bt, int64_t max_toke
 typedef struct model_layout {
     size_t act_elems, f32_elems, saved_floats;
 } model_layout;
+
+/* The largest gradient bucket (see lcm_grads_ready_fn): the size of a gradient window. */
+static size_t largest_bucket(const lcm_param_table *t, int L) {
+    size_t big = t->total - t->final_norm;
+    if (t->layers[0].begin > big) big = t->layers[0].begin;
+    for (int l = 0; l < L; l++)
+        if (t->layers[l].end - t->layers[l].begin > big) big = t->layers[l].end - t->layers[l].begin;
+    return big;
+}
 
 /* THE carve tables: the model's activation buffers, laid out from acts (act dtype) and acts32 (fp32),
  * or only measured when those are NULL. lcm_model_create_shape allocates what this measures and
@@ -125,15 +135,31 @@ static int set_shape(lcm_model *m, const lcm_model_shape *s, lcm_error *err) {
     if (s->max_T > s->d.max_seq_len)
         return lcm_fail(err, LCM_ERR_CONFIG, "rows of %d concepts exceed model.max_seq_len %d", s->max_T,
                         s->d.max_seq_len);
-    return lcm_param_table_build(&m->t, &s->d, err);
+    if (s->shard_n < 0 || (s->shard_n > 0 && (s->shard_rank < 0 || s->shard_rank >= s->shard_n)))
+        return lcm_fail(err, LCM_ERR_INTERNAL, "shard %d of %d devices does not exist", s->shard_rank, s->shard_n);
+    LCM_TRY(lcm_param_table_build(&m->t, &s->d, err));
+    /* The optimizer state: every parameter, or this device's slice (shard.h). */
+    m->opt_end = m->t.total;
+    if (m->training && s->shard_n > 0) {
+        lcm_shard sh = lcm_shard_of(m->t.total, s->shard_n, s->shard_rank, LCM_SHARD_ALIGN);
+        m->opt_begin = sh.begin;
+        m->opt_end = sh.end;
+    }
+    m->grad_window = m->training && s->grad_window ? largest_bucket(&m->t, s->d.L) : 0;
+    return 0;
 }
+
+/* Elements of the optimizer state this model holds; a device that owns nothing (a tiny model on many
+ * devices) still gets one, so that every pointer is valid. */
+static size_t opt_elems(const lcm_model *m) { return m->opt_end > m->opt_begin ? m->opt_end - m->opt_begin : 1; }
 
 static void model_bytes(const lcm_model *m, const lcm_backend_traits *bt, const model_layout *lay, lcm_model_bytes *b) {
     const size_t P = m->t.total;
     b->master = P * sizeof(float);
     b->compute = bt->act_bytes == sizeof(float) ? 0 : P * bt->act_bytes; /* fp32 compute aliases the master */
-    b->grads = m->training ? P * sizeof(float) : 0;
-    b->moments = m->training ? 2 * P * sizeof(float) : 0;
+    /* gradients: all of them, or (trainer.shard 2, one micro-batch) a window of one bucket and the slice */
+    b->grads = !m->training ? 0 : (m->grad_window ? m->grad_window + opt_elems(m) : P) * sizeof(float);
+    b->moments = m->training ? 2 * opt_elems(m) * sizeof(float) : 0;
     b->acts = lay->act_elems * bt->act_bytes + lay->f32_elems * sizeof(float);
     b->att_saved = lay->saved_floats * sizeof(float);
 }
@@ -150,7 +176,7 @@ int lcm_model_plan(const lcm_model_shape *s, const lcm_backend_traits *bt, lcm_m
 
 int lcm_model_create(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_t max_tokens, int max_rows, int max_T,
                      int training, lcm_error *err) {
-    lcm_model_shape s = {*d, max_tokens, max_rows, max_T, training, LCM_RECOMPUTE_NONE};
+    lcm_model_shape s = {*d, max_tokens, max_rows, max_T, training, LCM_RECOMPUTE_NONE, 0, 0, 0};
     return lcm_model_create_shape(m, be, &s, err);
 }
 
@@ -172,7 +198,9 @@ int lcm_model_create_shape(lcm_model *m, lcm_backend *be, const lcm_model_shape 
         goto fail;
     }
     if (m->training) {
-        if ((rc = alloc_block(m, (void **)&m->grads, b.grads, "gradients", err))) goto fail;
+        const size_t slice = m->grad_window ? opt_elems(m) * sizeof(float) : 0;
+        if ((rc = alloc_block(m, (void **)&m->grads, b.grads - slice, "gradients", err))) goto fail;
+        if ((rc = alloc_block(m, (void **)&m->grad_slice, slice, "gradient slice", err))) goto fail;
         if ((rc = alloc_block(m, (void **)&m->m, b.moments / 2, "AdamW first moments", err))) goto fail;
         if ((rc = alloc_block(m, (void **)&m->v, b.moments / 2, "AdamW second moments", err))) goto fail;
     }
@@ -188,6 +216,12 @@ fail:
     return rc;
 }
 
+int lcm_model_create_shard(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_t max_tokens, int max_rows,
+                           int max_T, int n, int rank, int grad_window, lcm_error *err) {
+    lcm_model_shape s = {*d, max_tokens, max_rows, max_T, 1, LCM_RECOMPUTE_NONE, n, rank, grad_window};
+    return lcm_model_create_shape(m, be, &s, err);
+}
+
 void lcm_model_destroy(lcm_model *m) {
     if (!m->be) {
         lcm_param_table_free(&m->t);
@@ -195,7 +229,7 @@ void lcm_model_destroy(lcm_model *m) {
     }
     lcm_backend *be = m->be;
     if (m->params && m->params != m->master) be->ops->release(be, m->params);
-    void *blocks[] = {m->master, m->grads, m->m, m->v, m->acts, m->acts32, m->att_saved_block};
+    void *blocks[] = {m->master, m->grads, m->grad_slice, m->m, m->v, m->acts, m->acts32, m->att_saved_block};
     for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++)
         if (blocks[i]) be->ops->release(be, blocks[i]);
     lcm_param_table_free(&m->t);
@@ -203,10 +237,10 @@ void lcm_model_destroy(lcm_model *m) {
 }
 
 size_t lcm_model_device_bytes(const lcm_model *m) {
-    const size_t P = m->t.total;
-    size_t bytes = P * sizeof(float) * (m->training ? 4 : 1);
-    if (m->params != m->master) bytes += P * m->be->act_bytes;
-    return bytes;
+    const model_layout no_activations = {0, 0, 0};
+    lcm_model_bytes b;
+    model_bytes(m, m->be->traits, &no_activations, &b);
+    return b.master + b.compute + b.grads + b.moments;
 }
 
 int lcm_model_set_params(lcm_model *m, const float *host, lcm_error *err) {
@@ -251,6 +285,22 @@ typedef struct layer_view {
     float *g_ffn_norm, *g_gi_w, *g_gi_b, *g_ffn_out_w, *g_ffn_out_b;
 } layer_view;
 
+/* The gradient of parameter element `off`: in the full buffer, or in the window of the bucket being
+ * computed (NULL outside it: the forward builds views it never uses the gradients of). */
+static float *grad_at(const lcm_model *m, size_t off) {
+    if (!m->grads || off < m->grad_base || (m->grad_window && off - m->grad_base >= m->grad_window)) return NULL;
+    return m->grads + (off - m->grad_base);
+}
+
+/* Windowed gradients: the next bucket [begin, end) takes the window, zeroed (the backward adds into
+ * it). The previous bucket's reduction may still read it on the comm stream: wait for that first. */
+static void grad_window_at(lcm_model *m, size_t begin, size_t end) {
+    if (!m->grad_window) return;
+    m->be->ops->compute_wait_comm(m->be);
+    m->grad_base = begin;
+    m->be->ops->zero(m->be, m->grads, (end - begin) * sizeof(float));
+}
+
 static layer_view view_layer(lcm_model *m, int l) {
     lcm_backend *be = m->be;
     const size_t cap = m->act_cap, C = (size_t)m->d.C, F = (size_t)m->d.F;
@@ -286,17 +336,16 @@ static layer_view view_layer(lcm_model *m, int l) {
     v.gi_b = lcm_act_at(be, m->params, o->gi_b);
     v.ffn_out_w = lcm_act_at(be, m->params, o->ffn_out_w);
     v.ffn_out_b = lcm_act_at(be, m->params, o->ffn_out_b);
-    float *g = m->grads;
-    v.g_attn_norm = g ? g + o->attn_norm : NULL;
-    v.g_qkv_w = g ? g + o->qkv_w : NULL;
-    v.g_qkv_b = g ? g + o->qkv_b : NULL;
-    v.g_attn_out_w = g ? g + o->attn_out_w : NULL;
-    v.g_attn_out_b = g ? g + o->attn_out_b : NULL;
-    v.g_ffn_norm = g ? g + o->ffn_norm : NULL;
-    v.g_gi_w = g ? g + o->gi_w : NULL;
-    v.g_gi_b = g ? g + o->gi_b : NULL;
-    v.g_ffn_out_w = g ? g + o->ffn_out_w : NULL;
-    v.g_ffn_out_b = g ? g + o->ffn_out_b : NULL;
+    v.g_attn_norm = grad_at(m, o->attn_norm);
+    v.g_qkv_w = grad_at(m, o->qkv_w);
+    v.g_qkv_b = grad_at(m, o->qkv_b);
+    v.g_attn_out_w = grad_at(m, o->attn_out_w);
+    v.g_attn_out_b = grad_at(m, o->attn_out_b);
+    v.g_ffn_norm = grad_at(m, o->ffn_norm);
+    v.g_gi_w = grad_at(m, o->gi_w);
+    v.g_gi_b = grad_at(m, o->gi_b);
+    v.g_ffn_out_w = grad_at(m, o->ffn_out_w);
+    v.g_ffn_out_b = grad_at(m, o->ffn_out_b);
     return v;
 }
 
@@ -366,17 +415,18 @@ int lcm_model_backward(lcm_model *m, int B, int T, float p, lcm_dropout_key key,
     const int N = B * T, C = m->d.C, D = m->d.D, F = m->d.F, H = m->d.H;
     const size_t nC = (size_t)N * C;
     const lcm_param_table *t = &m->t;
-    float *g = m->grads;
 
     /* PostNet and the final norm; dh starts as zero and collects the residual gradient. */
-    op->linear_backward(be, m->dtmp, g + t->post_w, g + t->post_b, m->dy, m->hf, lcm_act_at(be, m->params, t->post_w),
+    grad_window_at(m, t->final_norm, t->total);
+    op->linear_backward(be, m->dtmp, grad_at(m, t->post_w), grad_at(m, t->post_b), m->dy, m->hf, lcm_act_at(be, m->params, t->post_w),
                         N, C, D);
     op->zero(be, m->dh, nC * be->act_bytes);
-    op->rmsnorm_backward(be, m->dh, g + t->final_norm, m->dtmp, h_final(m), lcm_act_at(be, m->params, t->final_norm),
+    op->rmsnorm_backward(be, m->dh, grad_at(m, t->final_norm), m->dtmp, h_final(m), lcm_act_at(be, m->params, t->final_norm),
                          m->rstd_final, N, C);
     if (ready) LCM_TRY(ready(ctx, t->final_norm, t->total, err));
 
     for (int l = m->d.L - 1; l >= 0; l--) {
+        grad_window_at(m, t->layers[l].begin, t->layers[l].end);
         layer_view v = view_layer(m, l);
         if (m->recompute == LCM_RECOMPUTE_LAYER) layer_forward(m, &v, l, B, T, p, key, 0);
         /* FFN branch: h_out = h_mid + dropout(ffn(rmsnorm(h_mid))) */
@@ -394,7 +444,8 @@ int lcm_model_backward(lcm_model *m, int B, int T, float p, lcm_dropout_key key,
         op->rmsnorm_backward(be, m->dh, v.g_attn_norm, m->dtmp, v.h_in, v.attn_norm, v.rstd_attn, N, C);
         if (ready) LCM_TRY(ready(ctx, t->layers[l].begin, t->layers[l].end, err));
     }
-    op->linear_backward(be, NULL, g + t->pre_w, g + t->pre_b, m->dh, m->xn, lcm_act_at(be, m->params, t->pre_w), N, D,
+    grad_window_at(m, 0, t->layers[0].begin);
+    op->linear_backward(be, NULL, grad_at(m, t->pre_w), grad_at(m, t->pre_b), m->dh, m->xn, lcm_act_at(be, m->params, t->pre_w), N, D,
                         C);
     if (ready) LCM_TRY(ready(ctx, 0, t->layers[0].begin, err));
     return 0;

@@ -1,13 +1,14 @@
 /* memplan.c: the memory plan (include/lcm/memplan.h) and the step's accumulation from the global
  * batch. Every figure comes from the code that sizes the allocation: the model's carve tables
- * (lcm_model_plan), the loader's ring (lcm_staging_bytes), the backend traits' workspaces. What this file
- * adds is only which of those a sharded run slices, and by how much. */
+ * (lcm_model_plan, for the model the worker creates, sharded or not), the loader's ring
+ * (lcm_staging_bytes), the backend traits' workspaces. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "lcm/memplan.h"
 #include "lcm/model.h"
+#include "lcm/shard.h"
 #include "lcm/train.h"
 
 const char *lcm_mem_class_name(lcm_mem_class c) {
@@ -74,11 +75,6 @@ int lcm_step_accum(const lcm_config *cfg, int devices, int *accum, lcm_error *er
 
 /* ---- the plan --------------------------------------------------------------------------------- */
 
-size_t lcm_shard_slice(size_t P, int n) {
-    const size_t s = (P + (size_t)n - 1) / (size_t)n;
-    return (s + 15) / 16 * 16;
-}
-
 int lcm_memplan_compute(const lcm_memplan_input *in, lcm_memplan *out, lcm_error *err) {
     const lcm_config *cfg = in->cfg;
     memset(out, 0, sizeof *out);
@@ -89,40 +85,27 @@ int lcm_memplan_compute(const lcm_memplan_input *in, lcm_memplan *out, lcm_error
     LCM_TRY(lcm_step_accum(cfg, in->devices, &out->accum, err));
     const int64_t mt = cfg->data.max_tokens;
     const int max_rows = in->max_rows > 0 ? in->max_rows : (int)(mt < INT32_MAX ? mt : INT32_MAX);
-    lcm_model_shape shape = {d, mt, max_rows, cfg->data.max_seq_len, 1, cfg->trainer.recompute};
+    /* The model the worker creates (worker.c setup): sharded, its slice is rank 0's, the largest. */
+    const int sharded = in->shard > 0 && in->devices > 1, window = sharded && in->shard == 2 && out->accum == 1;
+    lcm_model_shape shape = {d, mt, max_rows, cfg->data.max_seq_len, 1, cfg->trainer.recompute,
+                             sharded ? in->devices : 0, 0, window};
     lcm_model_bytes mb;
     LCM_TRY(lcm_model_plan(&shape, in->bt, &mb, err));
     const size_t P = mb.master / sizeof(float);
     out->params = P;
-    out->slice = in->shard > 0 && in->devices > 1 ? lcm_shard_slice(P, in->devices) : P;
-    const double part = (double)out->slice / (double)P;
+    out->slice = sharded ? lcm_shard_of(P, in->devices, 0, LCM_SHARD_ALIGN).slice : P;
     size_t *b = out->bytes;
-    /* Sharded: the master weights and moments (level 1), and the gradients once reduced (level 2), are
-     * one slice per device; the compute copy stays whole (every device runs the whole model). */
-    b[LCM_MEM_MASTER] = out->slice * sizeof(float);
-    b[LCM_MEM_MOMENTS] = (size_t)(mb.moments * part + 0.5);
+    b[LCM_MEM_MASTER] = mb.master;
     b[LCM_MEM_COMPUTE] = mb.compute;
-    if (in->shard > 0 && in->devices > 1 && mb.compute == 0) /* fp32 compute: the whole weights, apart from the slice */
-        b[LCM_MEM_COMPUTE] = P * in->bt->act_bytes;
-    b[LCM_MEM_GRADS] = in->shard == 2 && in->devices > 1 ? out->slice * sizeof(float) : mb.grads;
+    b[LCM_MEM_GRADS] = mb.grads;
+    b[LCM_MEM_MOMENTS] = mb.moments;
     b[LCM_MEM_ACTS] = mb.acts;
     b[LCM_MEM_ATT_SAVED] = mb.att_saved;
     b[LCM_MEM_STAGING] = lcm_staging_bytes(out->accum, in->validation, mt, max_rows, d.D);
     b[LCM_MEM_WORKSPACE] = in->bt->workspace_bytes(cfg->data.max_seq_len);
-    if (in->devices > 1 && in->shard == 0 && cfg->trainer.grad_reduce_dtype == LCM_GRAD_REDUCE_BF16)
-        b[LCM_MEM_COMM] = P * sizeof(uint16_t);
-    if (in->devices > 1 && in->shard == 2) {
-        /* the backward writes one layer's gradients (a bucket) whole before it is reduce-scattered: two
-         * buckets in flight, double-buffered */
-        lcm_param_table t;
-        LCM_TRY(lcm_param_table_build(&t, &d, err));
-        size_t biggest = t.total - t.final_norm;
-        for (int l = 0; l < d.L; l++)
-            if (t.layers[l].end - t.layers[l].begin > biggest) biggest = t.layers[l].end - t.layers[l].begin;
-        if (t.layers[0].begin > biggest) biggest = t.layers[0].begin;
-        lcm_param_table_free(&t);
-        b[LCM_MEM_COMM] = 2 * biggest * sizeof(float);
-    }
+    /* the bf16 copy of what is reduced (worker.c): the gradient window and slice, or all gradients */
+    if (in->devices > 1 && cfg->trainer.grad_reduce_dtype == LCM_GRAD_REDUCE_BF16)
+        b[LCM_MEM_COMM] = mb.grads / sizeof(float) * sizeof(uint16_t);
     for (int c = 0; c < LCM_MEM_NCLASSES; c++) out->total += b[c];
     return 0;
 }

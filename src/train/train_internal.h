@@ -15,6 +15,7 @@
 #include "lcm/dataset.h"
 #include "lcm/eval.h"
 #include "lcm/model.h"
+#include "lcm/shard.h"
 #include "lcm/plan.h"
 #include "lcm/train.h"
 
@@ -109,8 +110,11 @@ struct lcm_worker {
     lcm_loader loader;
     lcm_eval_ctx eval;     /* validation (when the run has a validation split) */
     void *loop_state;      /* the loop's own (lcm bench: its slots of random rows) */
-    uint16_t *grad_bf16;   /* device: gradients for the bf16 all-reduce option */
-    float *host_m, *host_v, *host_master; /* rank 0: checkpoint staging */
+    uint16_t *grad_bf16;   /* device: gradients for the bf16 all-reduce option (windowed: the bucket's,
+                            * then the slice's) */
+    float *host_m, *host_v, *host_master; /* rank 0: checkpoint staging (sharded runs: every rank writes
+                                           * its slice into rank 0's) */
+    lcm_shard shard;       /* trainer.shard >= 1: the slice of the parameters this rank updates */
     pthread_t thread;
     int rc;
     lcm_error err;

@@ -321,7 +321,8 @@ static int open_data(lcm_run *run, const char *train, const char *valid, lcm_err
  * anything is allocated, with the cheapest change that fits. CPU workers share the host's memory. */
 static int check_memory(lcm_run *run, lcm_error *err) {
     const int gpu = run->dev[0].is_gpu;
-    lcm_memplan_input in = {run->cfg, gpu ? &lcm_cuda_traits : &lcm_cpu_traits, run->n, 0, run->max_rows, run->valid.open};
+    lcm_memplan_input in = {run->cfg, gpu ? &lcm_cuda_traits : &lcm_cpu_traits, run->n, run->cfg->trainer.shard,
+                            run->max_rows, run->valid.open};
     lcm_memplan p;
     LCM_TRY(lcm_memplan_compute(&in, &p, err));
     lcm_info("memory plan: %.2f GB per device (weights %.2f, gradients %.2f, moments %.2f, activations %.2f; "
@@ -398,6 +399,11 @@ int lcm_run_make_group(lcm_run *run, lcm_error *err) {
         lcm_signals_block(&run->sigmask);
         run->sigmask_saved = 1;
     }
+    const int shard = run->cfg->trainer.shard;
+    if (shard > 0 && run->n < 2)
+        return lcm_fail(err, LCM_ERR_CONFIG, "trainer.shard=%d splits the training state across devices, but "
+                        "trainer.devices=%s gives one device: set trainer.shard=0 or list 2 or more devices", shard,
+                        run->cfg->trainer.devices);
     if (!run->dev[0].is_gpu) {
         int cores = lcm_cpu_count();
         int total = run->cfg->trainer.cpu_threads > 0 ? run->cfg->trainer.cpu_threads : cores;

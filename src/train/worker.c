@@ -3,6 +3,19 @@
  * through forward, loss and backward, gradient all-reduce in buckets while backward runs, the global
  * norm and clipping, AdamW, and on rank 0 the metrics, validation and checkpoints.
  *
+ * Sharded (trainer.shard >= 1, include/lcm/shard.h): each rank holds the AdamW moments of its slice
+ * only and updates only that slice of the master weights; the buckets are all-reduced (shard 1) or
+ * reduce-scattered so that only the owner's elements are summed (shard 2); the gradient norm is the
+ * rank-order sum of the slices' sums of squares (in the host all-reduce the step does anyway); after
+ * AdamW the compute weights are all-gathered. The step's numbers are those of the replicated run: the
+ * sums are the same rank-order sums, AdamW is elementwise, and only the norm's double-precision sum
+ * is grouped differently (see tests/test_shard_train.c). Shard 2 with one micro-batch per step keeps
+ * no full gradient: the model computes each bucket in a window of one bucket's size, which is
+ * reduce-scattered into this rank's gradient slice before the next bucket takes the window. With
+ * grad_accum > 1 the full fp32 gradient stays on every rank between micro-batches: the backward
+ * accumulates into it (+=), and reducing after each micro-batch instead would change the order of the
+ * additions and so the bits.
+ *
  * Every worker takes the same decisions from the same numbers: the global target count comes from
  * the shared plan (and is checked against an all-reduce of the local counts), the gradient norm is
  * computed from the all-reduced gradients (identical on every rank), and rank 0's stop request (a
@@ -52,17 +65,27 @@ static int reduce_bucket(void *ctx, size_t begin, size_t end, lcm_error *err) {
     lcm_worker *w = ctx;
     if (w->run->n == 1 || end == begin) return 0;
     lcm_backend *be = w->be;
+    const int scatter = w->run->cfg->trainer.shard == 2;
+    const size_t n = end - begin, lo = w->shard.begin;
+    /* Windowed: the model's gradients hold this bucket only, and the sums go to this rank's slice. */
+    const int windowed = w->model.grad_window > 0;
+    float *g = windowed ? w->model.grads : w->model.grads + begin;
+    int rc;
     if (w->grad_bf16) {
-        be->ops->f32_to_bf16(be, w->grad_bf16 + begin, w->model.grads + begin, end - begin);
+        uint16_t *send = windowed ? w->grad_bf16 : w->grad_bf16 + begin;
+        be->ops->f32_to_bf16(be, send, g, n);
         be->ops->comm_wait_compute(be);
         lcm_worker_beat(w, LCM_PHASE_COLLECTIVE);
-        int rc = w->comm->ops->allreduce(w->comm, w->grad_bf16 + begin, end - begin, LCM_RED_BF16, err);
-        lcm_worker_beat(w, LCM_PHASE_BACKWARD);
-        return rc;
+        uint16_t *recv = windowed ? w->grad_bf16 + w->model.grad_window : w->grad_bf16 + lo;
+        rc = scatter ? w->comm->ops->reduce_scatter(w->comm, send, recv, begin, end, w->shard.slice, LCM_RED_BF16, err)
+                     : w->comm->ops->allreduce(w->comm, send, n, LCM_RED_BF16, err);
+    } else {
+        be->ops->comm_wait_compute(be);
+        lcm_worker_beat(w, LCM_PHASE_COLLECTIVE);
+        float *recv = windowed ? w->model.grad_slice : w->model.grads + lo;
+        rc = scatter ? w->comm->ops->reduce_scatter(w->comm, g, recv, begin, end, w->shard.slice, LCM_RED_F32, err)
+                     : w->comm->ops->allreduce(w->comm, g, n, LCM_RED_F32, err);
     }
-    be->ops->comm_wait_compute(be);
-    lcm_worker_beat(w, LCM_PHASE_COLLECTIVE);
-    int rc = w->comm->ops->allreduce(w->comm, w->model.grads + begin, end - begin, LCM_RED_F32, err);
     lcm_worker_beat(w, LCM_PHASE_BACKWARD);
     return rc;
 }
@@ -84,13 +107,29 @@ int lcm_worker_step(lcm_worker *w, lcm_slot **slots, lcm_step_result *res, lcm_e
     const int64_t step = slots[0]->step;
     const float p = run->d.dropout;
 
-    be->ops->zero(be, m->grads, m->t.total * sizeof(float));
-    double local[3] = {0, 0, 0};
+    const int sharded = cfg->trainer.shard > 0;
+    /* The elements this rank updates: its slice, or all of them. */
+    const size_t lo = sharded ? w->shard.begin : 0, hi = sharded ? w->shard.end : m->t.total;
+
+    /* Windowed (shard 2, one micro-batch): the backward zeroes each bucket's window itself; the slice
+     * is zeroed in case a bucket boundary leaves a padding element out of every bucket. */
+    const int windowed = m->grad_window > 0;
+    float *gs = windowed ? w->model.grad_slice : m->grads + lo; /* the gradients of this rank's elements */
+    if (windowed) {
+        if (hi > lo) be->ops->zero(be, w->model.grad_slice, (hi - lo) * sizeof(float));
+        if (w->grad_bf16) be->ops->zero(be, w->grad_bf16 + m->grad_window, w->shard.slice * sizeof(uint16_t));
+    } else {
+        be->ops->zero(be, m->grads, m->t.total * sizeof(float));
+    }
+    double local[4] = {0, 0, 0, 0};
     for (int a = 0; a < A; a++) {
         lcm_slot *s = slots[a];
         lcm_dropout_key key = {.seed = cfg->trainer.seed, .step = (uint32_t)step, .microbatch = s->microbatch};
         lcm_worker_beat(w, LCM_PHASE_FORWARD);
         LCM_TRY(lcm_model_upload_batch(m, s->x, s->lens, s->B, s->T, err));
+        /* The last step's weight all-gather ran on the comm stream alongside the gradient zeroing and
+         * this upload; the forward must see its result. */
+        if (sharded && a == 0) be->ops->compute_wait_comm(be);
         lcm_model_forward(m, s->B, s->T, p, key);
         lcm_model_loss(m, s->B, s->T, 1.0f / (float)s->step_targets);
         lcm_worker_beat(w, LCM_PHASE_BACKWARD);
@@ -103,15 +142,20 @@ int lcm_worker_step(lcm_worker *w, lcm_slot **slots, lcm_step_result *res, lcm_e
     }
     if (run->n > 1) {
         be->ops->compute_wait_comm(be);
-        if (w->grad_bf16) be->ops->bf16_to_f32(be, m->grads, w->grad_bf16, m->t.total);
+        if (w->grad_bf16 && hi > lo)
+            be->ops->bf16_to_f32(be, gs, windowed ? w->grad_bf16 + m->grad_window : w->grad_bf16 + lo, hi - lo);
     }
     LCM_TRY(wait_device(w, err));
+    /* Sharded: the slices' sums of squares travel in the host all-reduce below, summed in rank order,
+     * so every rank gets the same norm. */
     double sumsq = 0;
-    LCM_TRY(be->ops->sumsq(be, &sumsq, m->grads, m->t.total, err));
+    if (hi > lo) LCM_TRY(be->ops->sumsq(be, &sumsq, gs, hi - lo, err));
     local[2] = (w->rank == 0 && lcm_stop_requested()) ? 1 : 0;
     if (cfg->trainer.stop_at_step > 0 && step >= cfg->trainer.stop_at_step) local[2] = 1; /* every rank: same */
+    local[3] = sumsq;
     lcm_worker_beat(w, LCM_PHASE_COLLECTIVE);
-    LCM_TRY(lcm_comm_sum_f64(w->comm, local, 3, err));
+    LCM_TRY(lcm_comm_sum_f64(w->comm, local, 4, err));
+    if (sharded) sumsq = local[3];
     if ((int64_t)local[1] != slots[0]->step_targets)
         return lcm_fail(err, LCM_ERR_INTERNAL, "step %" PRId64 ": devices processed %.0f targets, the plan says %" PRId64,
                         step, local[1], slots[0]->step_targets);
@@ -145,7 +189,14 @@ int lcm_worker_step(lcm_worker *w, lcm_slot **slots, lcm_step_result *res, lcm_e
             .step = step - w->state.bad_total, /* updates applied so far, for the bias corrections */
         };
         lcm_worker_beat(w, LCM_PHASE_OPTIMIZER);
-        be->ops->adamw(be, m->master, m->params, m->grads, m->m, m->v, m->t.total, &args);
+        if (hi > lo)
+            be->ops->adamw(be, m->master + lo, lcm_act_at(be, m->params, lo), gs, m->m, m->v, hi - lo, &args);
+        if (sharded) {
+            be->ops->comm_wait_compute(be);
+            lcm_worker_beat(w, LCM_PHASE_COLLECTIVE);
+            LCM_TRY(w->comm->ops->all_gather(w->comm, m->params, 0, m->t.total, w->shard.slice,
+                                             be->act_bytes == sizeof(float) ? LCM_RED_F32 : LCM_RED_BF16, err));
+        }
         LCM_TRY(wait_device(w, err));
     }
     w->state.step = step;
@@ -170,14 +221,32 @@ static int run_validation(lcm_worker *w, lcm_eval_result *out, lcm_error *err) {
 
 /* ---- rank 0: checkpoints and metrics ---------------------------------------------------------- */
 
+/* Sharded runs: every rank calls this. Each copies its slice of the master weights and moments into
+ * rank 0's staging, then rank 0 writes the usual full tensors. The others go on to the next step
+ * without waiting: its collectives hold them until rank 0 has written, so they cannot overwrite the
+ * staging under it. */
 static int save_checkpoint(lcm_worker *w, lcm_error *err) {
     lcm_run *run = w->run;
     lcm_backend *be = w->be;
     const size_t bytes = w->model.t.total * sizeof(float);
     LCM_TRY(wait_device(w, err));
-    LCM_TRY(lcm_model_get_params(&w->model, w->host_master, err));
-    LCM_TRY(be->ops->download(be, w->host_m, w->model.m, bytes, err));
-    LCM_TRY(be->ops->download(be, w->host_v, w->model.v, bytes, err));
+    if (run->cfg->trainer.shard > 0) {
+        const lcm_worker *w0 = &run->workers[0];
+        const size_t lo = w->shard.begin, n = (w->shard.end - lo) * sizeof(float);
+        if (n > 0) {
+            LCM_TRY(be->ops->download(be, w0->host_master + lo, w->model.master + lo, n, err));
+            LCM_TRY(be->ops->download(be, w0->host_m + lo, w->model.m, n, err));
+            LCM_TRY(be->ops->download(be, w0->host_v + lo, w->model.v, n, err));
+        }
+        lcm_worker_beat(w, LCM_PHASE_COLLECTIVE);
+        LCM_TRY(lcm_comm_barrier(w->comm, err));
+        lcm_worker_beat(w, LCM_PHASE_CHECKPOINT);
+        if (w->rank != 0) return 0;
+    } else {
+        LCM_TRY(lcm_model_get_params(&w->model, w->host_master, err));
+        LCM_TRY(be->ops->download(be, w->host_m, w->model.m, bytes, err));
+        LCM_TRY(be->ops->download(be, w->host_v, w->model.v, bytes, err));
+    }
     w->state.elapsed_s = run->start.elapsed_s + (lcm_now() - run->t_start);
     char dir[LCM_PATH_MAX + 64];
     double t0 = lcm_now();
@@ -268,17 +337,25 @@ static int setup(lcm_worker *w, lcm_error *err) {
     lcm_run *run = w->run;
     LCM_TRY(lcm_backend_for_device(&w->be, w->dev, err));
     lcm_backend *be = w->be;
-    lcm_model_shape shape = {run->d, run->max_tokens, run->max_rows, run->max_T, 1, run->cfg->trainer.recompute};
+    /* Shard 2 with one micro-batch keeps one bucket of gradients plus its slice; with more, the full
+     * gradient accumulates the micro-batches (see the header comment). */
+    const int shard = run->cfg->trainer.shard;
+    lcm_model_shape shape = {run->d, run->max_tokens, run->max_rows, run->max_T, 1, run->cfg->trainer.recompute,
+                             shard > 0 ? run->n : 0, w->rank, shard == 2 && run->accum == 1};
     LCM_TRY(lcm_model_create_shape(&w->model, be, &shape, err));
+    if (shard > 0) w->shard = lcm_shard_of(w->model.t.total, run->n, w->rank, LCM_SHARD_ALIGN);
     LCM_TRY(lcm_model_set_params(&w->model, run->init_master, err));
     LCM_TRY(lcm_model_set_normalizer(&w->model, &run->norm, err));
-    const size_t bytes = w->model.t.total * sizeof(float);
-    if (run->init_m) {
-        LCM_TRY(be->ops->upload(be, w->model.m, run->init_m, bytes, err));
-        LCM_TRY(be->ops->upload(be, w->model.v, run->init_v, bytes, err));
+    /* The moments of this rank's elements (all of them unless sharded): the checkpoint's, scattered. */
+    const size_t lo = w->model.opt_begin, bytes = (w->model.opt_end - lo) * sizeof(float);
+    if (run->init_m && bytes > 0) {
+        LCM_TRY(be->ops->upload(be, w->model.m, run->init_m + lo, bytes, err));
+        LCM_TRY(be->ops->upload(be, w->model.v, run->init_v + lo, bytes, err));
     }
     if (run->n > 1 && run->cfg->trainer.grad_reduce_dtype == LCM_GRAD_REDUCE_BF16)
-        LCM_TRY(be->ops->alloc(be, (void **)&w->grad_bf16, w->model.t.total * sizeof(uint16_t), "bf16 gradients", err));
+        LCM_TRY(be->ops->alloc(be, (void **)&w->grad_bf16,
+                               (w->model.grad_window ? w->model.grad_window + w->shard.slice : w->model.t.total) *
+                                   sizeof(uint16_t), "bf16 gradients", err));
     if (run->valid.open) {
         LCM_TRY(lcm_eval_ctx_init(&w->eval, &w->model, &run->valid, run->cfg->data.append_eot, &run->norm, err));
         w->eval.beats = &w->beats;
@@ -322,7 +399,7 @@ static int train_loop(lcm_worker *w, lcm_error *err) {
                 run->sum->have_valid = 1;
             }
         }
-        if ((r.stop || last || due(step, cfg->trainer.checkpoint_every)) && w->rank == 0) {
+        if ((r.stop || last || due(step, cfg->trainer.checkpoint_every)) && (w->rank == 0 || cfg->trainer.shard > 0)) {
             lcm_worker_beat(w, LCM_PHASE_CHECKPOINT);
             if ((rc = save_checkpoint(w, err))) break;
         }

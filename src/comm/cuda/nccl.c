@@ -1,6 +1,6 @@
 /* nccl.c: the NCCL comm group (CUDA builds only): one process, one worker thread per GPU, the
  * communicators of one ncclCommInitAll made up front on the main thread. Device buffers are summed by
- * ncclAllReduce on the stream each rank binds; barriers, host collectives and the stop flag are the
+ * ncclAllReduce (reduce-scatter and all-gather by their NCCL calls) on the stream each rank binds; barriers, host collectives and the stop flag are the
  * shared group machinery of local.c.
  *
  * Abort protocol. lcm_group_abort may run on any thread while the others are inside NCCL, and NCCL
@@ -73,6 +73,71 @@ static int nccl_allreduce(lcm_comm *c, void *buf, size_t n, lcm_red_dtype dtype,
     return rc;
 }
 
+/* Sharded collectives (comm.h). The whole padded vector splits evenly: one ncclReduceScatter or
+ * ncclAllGather. A bucket's range does not: each owner's part is reduced to it (ncclReduce) or
+ * broadcast from it (ncclBroadcast), all in one group so that NCCL runs them as one launch. `send`
+ * holds the range from element begin on; recv (reduce-scatter) is this rank's slice. */
+static int nccl_sharded(lcm_comm *c, const void *send, void *recv, size_t begin, size_t end, size_t slice,
+                        lcm_red_dtype dtype, int gather, lcm_error *err) {
+    nccl_rank *nr = c->impl;
+    const char *what = gather ? "NCCL all-gather" : "NCCL reduce-scatter";
+    ncclDataType_t type;
+    size_t esize;
+    if (dtype == LCM_RED_F32) type = ncclFloat32, esize = 4;
+    else if (dtype == LCM_RED_BF16) type = ncclBfloat16, esize = 2;
+    else return lcm_fail(err, LCM_ERR_INTERNAL, "%s on GPU %d: unknown dtype %d", what, nr->gpu, (int)dtype);
+    if (slice == 0 || begin > end || (end > 0 && (end - 1) / slice >= (size_t)c->size))
+        return lcm_fail(err, LCM_ERR_INTERNAL, "%s on GPU %d: range [%zu, %zu) does not fit %d slices of %zu", what,
+                        nr->gpu, begin, end, c->size, slice);
+    if (!nr->stream)
+        return lcm_fail(err, LCM_ERR_INTERNAL, "%s on GPU %d (rank %d): no stream bound; call lcm_comm_bind_stream "
+                        "first", what, nr->gpu, c->rank);
+    if (begin == end) return 0;
+    LCM_TRY(rank_enter(c, nr, what, err));
+    const char *src = send;
+    char *dst = recv;
+    ncclResult_t r = ncclSuccess;
+    const char *call = gather ? "ncclAllGather" : "ncclReduceScatter";
+    if (begin == 0 && end == (size_t)c->size * slice) {
+        r = gather ? ncclAllGather(src + (size_t)c->rank * slice * esize, (void *)src, slice, type, nr->comm, nr->stream)
+                   : ncclReduceScatter(src, dst, slice, type, ncclSum, nr->comm, nr->stream);
+    } else {
+        call = gather ? "ncclBroadcast" : "ncclReduce";
+        r = ncclGroupStart();
+        for (size_t owner = begin / slice; r == ncclSuccess && owner * slice < end; owner++) {
+            size_t lo = owner * slice > begin ? owner * slice : begin;
+            size_t hi = (owner + 1) * slice < end ? (owner + 1) * slice : end;
+            const char *p = src + (lo - begin) * esize;
+            /* recvbuff counts only on the root, the owner */
+            char *q = (size_t)c->rank == owner ? dst + (lo - owner * slice) * esize : NULL;
+            r = gather ? ncclBroadcast(p, (void *)p, hi - lo, type, (int)owner, nr->comm, nr->stream)
+                       : ncclReduce(p, q, hi - lo, type, ncclSum, (int)owner, nr->comm, nr->stream);
+        }
+        ncclResult_t e = ncclGroupEnd();
+        if (r == ncclSuccess) r = e;
+    }
+    int rc = 0;
+    if (r != ncclSuccess) {
+        const char *last = ncclGetLastError(nr->comm);
+        rc = lcm_fail(err, LCM_ERR_DEVICE, "%s of elements [%zu, %zu) (%s) on GPU %d (rank %d) failed: %s (%s)", call,
+                      begin, end, dtype == LCM_RED_F32 ? "f32" : "bf16", nr->gpu, c->rank, ncclGetErrorString(r),
+                      last && last[0] ? last : "no detail from NCCL");
+    }
+    rank_leave(nr);
+    if (rc == 0 && lcm_group_aborted(c->group)) rc = lcm_group_interrupted(c->group, c->rank, what, err);
+    return rc;
+}
+
+static int nccl_reduce_scatter(lcm_comm *c, const void *send, void *recv, size_t begin, size_t end, size_t slice,
+                               lcm_red_dtype dtype, lcm_error *err) {
+    return nccl_sharded(c, send, recv, begin, end, slice, dtype, 0, err);
+}
+
+static int nccl_all_gather(lcm_comm *c, void *buf, size_t begin, size_t end, size_t slice, lcm_red_dtype dtype,
+                           lcm_error *err) {
+    return nccl_sharded(c, buf, NULL, begin, end, slice, dtype, 1, err);
+}
+
 static int nccl_check(lcm_comm *c, lcm_error *err) {
     nccl_rank *nr = c->impl;
     LCM_TRY(rank_enter(c, nr, "NCCL error check", err));
@@ -92,6 +157,8 @@ static int nccl_check(lcm_comm *c, lcm_error *err) {
 
 static const lcm_comm_ops nccl_ops = {
     .allreduce = nccl_allreduce,
+    .reduce_scatter = nccl_reduce_scatter,
+    .all_gather = nccl_all_gather,
     .check = nccl_check,
 };
 
