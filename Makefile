@@ -172,7 +172,9 @@ FUZZ_CC      ?= clang
 FUZZ_BUILD   := build/fuzz
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 # clang (not gcc) warns on '|' between overflow checks, which dataset.c uses on purpose (all are evaluated).
-FUZZ_WARN    := -Wno-bitwise-instead-of-logical
+# FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION (libFuzzer's convention): stored checksums are computed but a
+# mismatch does not stop the load, so mutated files reach the code behind the checksum check.
+FUZZ_WARN    := -Wno-bitwise-instead-of-logical -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
 fuzz: fuzz-build
 	@LCM_BIN=$(BUILD)/lcm FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_TARGETS)
 fuzz-build: $(BUILD)/lcm
