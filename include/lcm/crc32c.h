@@ -18,5 +18,8 @@
 uint32_t lcm_crc32c(uint32_t crc, const void *data, size_t n);
 /* The table implementation, exported so that tests compare it with the instruction. */
 uint32_t lcm_crc32c_portable(uint32_t crc, const void *data, size_t n);
+/* Running CRC-32 (IEEE 802.3, the one zlib and Python's zlib.crc32 compute), the checksum of the .lcmd
+ * format's header and tables; start with crc = 0. */
+uint32_t lcm_crc32(uint32_t crc, const void *data, size_t n);
 
 #endif

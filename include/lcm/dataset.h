@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include "lcm/crc32c.h" /* lcm_crc32, the format's checksum */
 #include "lcm/error.h"
 #include "lcm/fileio.h"
 #include "lcm/half.h"
@@ -93,8 +94,5 @@ int lcm_text_writer_open(lcm_text_writer **out, const char *path, lcm_error *err
 int lcm_text_writer_add(lcm_text_writer *w, const char *s, size_t n, lcm_error *err);
 int lcm_text_writer_commit(lcm_text_writer *w, lcm_error *err); /* frees w */
 void lcm_text_writer_abort(lcm_text_writer *w);                 /* frees w, removes the temp file */
-
-/* CRC-32 (IEEE 802.3, the one zlib and Python's zlib.crc32 compute); start with crc = 0. */
-uint32_t lcm_crc32(uint32_t crc, const void *data, size_t n);
 
 #endif

@@ -32,40 +32,6 @@ int lcm_dtype_parse(const char *s, lcm_dtype *out) {
 
 size_t lcm_dtype_size(lcm_dtype t) { return t == LCM_F32 ? 4 : (t == LCM_F16 || t == LCM_BF16) ? 2 : 0; }
 
-/* ---- CRC-32, slicing by 8 (a table-per-byte CRC runs ~4x slower on the doc-offset tables) -------- */
-
-static uint32_t crc_tab[8][256];
-static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
-
-static void crc_init(void) {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crc_tab[0][i] = c;
-    }
-    for (uint32_t i = 0; i < 256; i++)
-        for (int t = 1; t < 8; t++) crc_tab[t][i] = (crc_tab[t - 1][i] >> 8) ^ crc_tab[0][crc_tab[t - 1][i] & 0xffu];
-}
-
-uint32_t lcm_crc32(uint32_t crc, const void *data, size_t n) {
-    pthread_once(&crc_once, crc_init);
-    const uint8_t *p = data;
-    crc = ~crc;
-    while (n >= 8) {
-        uint32_t a, b;
-        memcpy(&a, p, 4);
-        memcpy(&b, p + 4, 4);
-        a ^= crc;
-        crc = crc_tab[7][a & 0xffu] ^ crc_tab[6][(a >> 8) & 0xffu] ^ crc_tab[5][(a >> 16) & 0xffu] ^
-              crc_tab[4][a >> 24] ^ crc_tab[3][b & 0xffu] ^ crc_tab[2][(b >> 8) & 0xffu] ^
-              crc_tab[1][(b >> 16) & 0xffu] ^ crc_tab[0][b >> 24];
-        p += 8;
-        n -= 8;
-    }
-    while (n--) crc = crc_tab[0][(crc ^ *p++) & 0xffu] ^ (crc >> 8);
-    return ~crc;
-}
-
 /* ---- the header -------------------------------------------------------------------------------- */
 
 static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
