@@ -18,7 +18,7 @@ import os
 import sys
 
 TRAIN_KEYS = ("loss", "lr", "grad_norm", "concepts_per_s", "mfu", "mem_gb")
-VALID_KEYS = ("loss", "l2", "ca")
+VALID_KEYS = ("loss", "l2", "ca", "par")
 
 
 def fail(msg):
