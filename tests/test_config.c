@@ -8,6 +8,7 @@
 
 #include "harness.h"
 #include "lcm/config.h"
+#include "lcm/fileio.h"
 
 /* ---- helpers ---------------------------------------------------------------------------------- */
 
@@ -543,6 +544,57 @@ TEST(write_then_load_gives_the_same_config) {
     CHECK(strcmp(cfg2.trainer.resume, "it's") == 0 && strcmp(cfg2.data.valid, "\"quoted\"") == 0);
     CHECK(strcmp(cfg2.trainer.init_from, " lead and trail ") == 0);
     CHECK(lcm_config_model_hash(&cfg) == lcm_config_model_hash(&cfg2));
+}
+
+/* Write cfg to path and load it back into cfg2 (what a checkpoint's config.ini goes through). */
+static int write_and_reload(const char *path) {
+    FILE *f = fopen(path, "w");
+    if (!f || lcm_config_write(&cfg, f) != 0 || fclose(f) != 0) return -1;
+    lcm_error_clear(&err);
+    return lcm_config_load(&cfg2, path, 0, NULL, &err);
+}
+
+static char *repeat(char *buf, char c, size_t n) {
+    memset(buf, c, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Found by fuzz_config: a long value from a file with a long path wrote a line iniparser cannot read
+ * (the "# <file>:<line>" comment after it), and a value given on the command line could be longer
+ * than any config line, so the config.ini written beside a checkpoint did not load. iniparser reads
+ * 1022 characters a line: "output_dir = " leaves 1009 for a plain value, 1007 for a quoted one. */
+TEST(longest_values_still_write_a_config_that_loads) {
+    new_dir();
+    char name[1024], value[1100], text[1200], ov_text[1200];
+    /* A path of 1010 characters, in directories of at most 200 (a file name has at most 255). */
+    size_t n = 0, target = 1010 - strlen(test_dir) - 1 - strlen("/l.ini");
+    for (; n < target; n++) name[n] = n % 201 == 200 ? '/' : 'd';
+    char dirs[1100];
+    snprintf(dirs, sizeof dirs, "%s/%.*s", test_dir, (int)n, name);
+    CHECK_OK(lcm_mkdir_p(dirs, &err), &err);
+    snprintf(name + n, sizeof name - n, "/l.ini");
+    snprintf(text, sizeof text, "[config]\nbase = model/toy.ini\n[trainer]\noutput_dir = %s\n", repeat(value, 'v', 1009));
+    const char *p = put(name, text);
+    CHECK(strlen(p) > 1000);
+    lcm_error_clear(&err);
+    CHECK_OK(lcm_config_load(&cfg, p, 0, NULL, &err), &err);
+    CHECK_OK(write_and_reload(put("w1.ini", "")), &err);
+    CHECK(strcmp(cfg2.trainer.output_dir, value) == 0);
+
+    char *ov[] = {ov_text};
+    snprintf(ov_text, sizeof ov_text, "trainer.output_dir=%s", repeat(value, 'v', 1010));
+    CHECK_FAILS(lcm_config_load(&cfg, NULL, 1, ov, &err), &err, LCM_ERR_CONFIG,
+                "is too long (\"key = value\" must fit on one config line of at most 1022 characters)");
+    repeat(value, 'v', 1008)[0] = '#'; /* quoted when written: 2 characters more */
+    snprintf(ov_text, sizeof ov_text, "trainer.output_dir=%s", value);
+    CHECK_FAILS(lcm_config_load(&cfg, NULL, 1, ov, &err), &err, LCM_ERR_CONFIG, "output_dir");
+    repeat(value, 'v', 1007)[0] = '#';
+    snprintf(ov_text, sizeof ov_text, "trainer.output_dir=%s", value);
+    lcm_error_clear(&err);
+    CHECK_OK(lcm_config_load(&cfg, NULL, 1, ov, &err), &err);
+    CHECK_OK(write_and_reload(put("w2.ini", "")), &err);
+    CHECK(strcmp(cfg2.trainer.output_dir, value) == 0);
 }
 
 TEST(written_config_says_where_values_came_from) {

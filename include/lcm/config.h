@@ -17,6 +17,9 @@
 
 #define LCM_STR_MAX LCM_PATH_MAX
 #define LCM_CONFIG_MAX_KEYS 88   /* capacity of lcm_config.origin; the schema has fewer keys */
+/* The longest line iniparser reads: 1022 characters and the newline (it reads lines with fgets into
+ * 1024 bytes). Every line lcm writes into a config file fits, so a written config always loads back. */
+#define LCM_INI_LINE_MAX 1022
 #define LCM_ORIGIN_MAX 160       /* "default", "command line" or "<file>:<line>" (long paths keep their tail) */
 
 typedef struct lcm_model_config {

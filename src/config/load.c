@@ -252,7 +252,8 @@ static int ini_failure(const conf_file *cf, const char *fed_path, lcm_error *err
                         line, shown);
     }
     if (line > 0 && strstr(ini_message, "too long"))
-        return lcm_fail(err, LCM_ERR_CONFIG, "%s:%d: line too long (iniparser reads at most 1024 bytes a line)", cf->name, line);
+        return lcm_fail(err, LCM_ERR_CONFIG, "%s:%d: line too long (iniparser reads at most %d characters a line)", cf->name, line,
+                        LCM_INI_LINE_MAX);
     for (char *s = ini_message; *s; s++)
         if (*s == '\n') *s = ' ';
     char shown[LCM_ESC_CAP * 2];

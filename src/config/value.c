@@ -80,13 +80,25 @@ static int enum_lookup(const char *choices, const char *s, int want, char *name,
     return -1;
 }
 
-/* A string must survive an INI round trip: no control characters (a newline would end the line) and
- * not both quote characters (iniparser has no escapes, so one of them must be free to quote with).
+/* Whether a string must be quoted to read back as itself: iniparser strips surrounding blanks and
+ * quotes and ends a value at ; or # (and a trailing backslash would continue the line). */
+static int needs_quotes(const char *s) {
+    size_t n = strlen(s);
+    return n == 0 || isspace((unsigned char)s[0]) || isspace((unsigned char)s[n - 1]) || strpbrk(s, "#;\"'") ||
+           s[n - 1] == '\\';
+}
+
+/* A string must survive an INI round trip: no control characters (a newline would end the line), not
+ * both quote characters (iniparser has no escapes, so one of them must be free to quote with), and
+ * "key = value" on one line iniparser reads (a value set on the command line could be longer, and the
+ * config.ini written beside a checkpoint would then not load).
  * It must be UTF-8 too: it is stored in checkpoint metadata (JSON) and printed in logs, and a
  * Latin-1 path found at load time is better than a run that fails at its first checkpoint. */
-static const char *string_problem(const char *s, int width) {
-    if (strlen(s) >= (size_t)width) return "is too long";
-    if (!lcm_utf8_valid(s, strlen(s)))
+static const char *string_problem(const char *s, const lcm_key *k) {
+    const size_t n = strlen(s);
+    if (n >= (size_t)k->width || strlen(k->name) + 3 + n + (needs_quotes(s) ? 2 : 0) > LCM_INI_LINE_MAX)
+        return "is too long (\"key = value\" must fit on one config line of at most 1022 characters)";
+    if (!lcm_utf8_valid(s, n))
         return "is not valid UTF-8 (the bytes shown as \\xNN); save the config file as UTF-8 or retype the value";
     for (const char *p = s; *p; p++)
         if (iscntrl((unsigned char)*p)) return "contains a control character";
@@ -207,7 +219,7 @@ int lcm_config_apply(lcm_config *cfg, const lcm_key *k, const char *text, const 
         break;
     }
     case LCM_KEY_STRING: {
-        const char *why = string_problem(text, k->width);
+        const char *why = string_problem(text, k);
         if (why) return bad_value(err, k, text, where, why);
         snprintf(dst, (size_t)k->width, "%s", text);
         break;
@@ -231,10 +243,7 @@ static void format_float(char *buf, size_t cap, float f) {
 /* iniparser strips spaces around a value, ends an unquoted value at '#' or ';', joins a line ending
  * in '\' with the next, and takes "" or '' for the empty string: quote whenever one of those bites. */
 static void format_string(char *buf, size_t cap, const char *s) {
-    size_t n = strlen(s);
-    int plain = n > 0 && !isspace((unsigned char)s[0]) && !isspace((unsigned char)s[n - 1]) && !strpbrk(s, "#;\"'") &&
-                s[n - 1] != '\\';
-    if (plain)
+    if (!needs_quotes(s))
         snprintf(buf, cap, "%s", s);
     else if (!strchr(s, '"'))
         snprintf(buf, cap, "\"%s\"", s);
@@ -285,7 +294,7 @@ int lcm_config_check_value(const lcm_config *cfg, const lcm_key *k, lcm_error *e
     lcm_config_format(cfg, k, text, sizeof text);
     if (k->type == LCM_KEY_STRING) {
         const char *s = (const char *)cfield(cfg, k);
-        const char *why = string_problem(s, k->width);
+        const char *why = string_problem(s, k);
         return why ? bad_value(err, k, s, "config", why) : 0;
     }
     lcm_config scratch;

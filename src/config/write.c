@@ -9,12 +9,30 @@
 
 #define ORIGIN_COLUMN 40
 
+/* Write one line, cut to LCM_INI_LINE_MAX characters (at a UTF-8 character boundary) so that iniparser
+ * reads the file back. Only comments are ever cut: a "key = value" line always fits (string_problem in
+ * value.c refuses values that would not), and the comments (the source path, the bases, where a value
+ * came from) only inform. */
+static void put_line(FILE *f, const char *line) {
+    size_t n = strlen(line);
+    if (n > LCM_INI_LINE_MAX) {
+        n = LCM_INI_LINE_MAX;
+        while (n > 0 && ((unsigned char)line[n] & 0xC0) == 0x80) n--;
+    }
+    fwrite(line, 1, n, f);
+    fputc('\n', f);
+}
+
 int lcm_config_write(const lcm_config *cfg, FILE *f) {
-    fprintf(f, "# lcm configuration%s%s\n", cfg->source[0] ? " loaded from " : "", cfg->source);
-    fprintf(f, "# Every key is written out, so this file alone gives the same configuration.\n");
-    fprintf(f, "# The comment after a value says where it came from.\n");
-    if (cfg->base[0])
-        fprintf(f, "# Its bases (config.base = %s) are merged into the values below.\n", cfg->base);
+    char line[LCM_STR_MAX + LCM_ORIGIN_MAX + 128];
+    snprintf(line, sizeof line, "# lcm configuration%s%s", cfg->source[0] ? " loaded from " : "", cfg->source);
+    put_line(f, line);
+    put_line(f, "# Every key is written out, so this file alone gives the same configuration.");
+    put_line(f, "# The comment after a value says where it came from.");
+    if (cfg->base[0]) {
+        snprintf(line, sizeof line, "# Its bases (config.base = %s) are merged into the values below.", cfg->base);
+        put_line(f, line);
+    }
     const char *section = "";
     for (int i = 0; i < lcm_num_keys; i++) {
         const lcm_key *k = &lcm_keys[i];
@@ -25,10 +43,11 @@ int lcm_config_write(const lcm_config *cfg, FILE *f) {
         }
         char value[LCM_STR_MAX + 8];
         lcm_config_format(cfg, k, value, sizeof value);
-        int n = fprintf(f, "%s = %s", k->name, value);
+        int n = snprintf(line, sizeof line, "%s = %s", k->name, value);
         const char *origin = lcm_config_origin(cfg, k);
-        if (origin[0]) fprintf(f, "%*s# %s", n < ORIGIN_COLUMN ? ORIGIN_COLUMN - n : 1, "", origin);
-        fputc('\n', f);
+        if (origin[0] && n >= 0 && (size_t)n < sizeof line)
+            snprintf(line + n, sizeof line - (size_t)n, "%*s# %s", n < ORIGIN_COLUMN ? ORIGIN_COLUMN - n : 1, "", origin);
+        put_line(f, line);
     }
     return ferror(f) ? LCM_ERR_IO : 0;
 }
