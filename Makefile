@@ -10,6 +10,7 @@
 #   make fuzz         libFuzzer harnesses (clang), FUZZ_SECONDS each (tests/fuzz/, docs/reliability.md)
 #
 # Knobs: CUDA=auto|0|1  CUDA_HOME=/usr/local/cuda  NCCL_HOME=$(CUDA_HOME)  CUDA_ARCH="80 86 89 90"
+#        MPI=auto|0|1   MPI_PKG=mpi-c (pkg-config name; or MPI_CFLAGS=... MPI_LIBS=...)
 #        BUILD=build    CC=cc   EXTRA_CFLAGS=...
 
 CC        ?= cc
@@ -61,13 +62,49 @@ ifeq ($(MAKELEVEL),0)
   endif
 endif
 
+# MPI (more than one process: README "Several machines"): found through pkg-config, like the
+# Debian package libopenmpi-dev provides it. Without it lcm is built for one process.
+MPI     ?= auto
+MPI_PKG ?= mpi-c
+ifeq ($(MPI),0)
+  WITH_MPI := 0
+  mpi_why  := MPI=0 given
+else
+  MPI_CFLAGS ?= $(shell pkg-config --cflags $(MPI_PKG) 2>/dev/null)
+  MPI_LIBS   ?= $(shell pkg-config --libs $(MPI_PKG) 2>/dev/null)
+  have_mpi := $(shell pkg-config --exists $(MPI_PKG) 2>/dev/null && echo yes)
+  ifneq ($(MPI_LIBS),)
+    have_mpi := yes
+  endif
+  ifeq ($(have_mpi),yes)
+    WITH_MPI := 1
+    mpi_why  := $(MPI_PKG) found
+  else ifeq ($(MPI),1)
+    $(error MPI=1 but pkg-config knows no $(MPI_PKG); install MPI (Debian: apt-get install openmpi-bin libopenmpi-dev) or set MPI_CFLAGS and MPI_LIBS)
+  else
+    WITH_MPI := 0
+    mpi_why  := no $(MPI_PKG) from pkg-config: one process only (apt-get install openmpi-bin libopenmpi-dev for more)
+  endif
+endif
+ifeq ($(MAKELEVEL),0)
+  ifeq ($(WITH_MPI),1)
+    $(info lcm build: MPI for several processes ($(mpi_why)))
+  else
+    $(info lcm build: no MPI ($(mpi_why)))
+  endif
+endif
+
 # ---- flags -------------------------------------------------------------------------------------
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wvla
 CPPFLAGS := -Iinclude -D_GNU_SOURCE -DLCM_VERSION='"$(VERSION)"' -DLCM_GIT_REV='"$(GIT_REV)"' \
-            -DLCM_WITH_CUDA=$(WITH_CUDA)
+            -DLCM_WITH_CUDA=$(WITH_CUDA) -DLCM_WITH_MPI=$(WITH_MPI)
 CFLAGS   := -std=c11 $(OPT) -g $(WARN) -pthread -fno-strict-aliasing -MMD -MP $(EXTRA_CFLAGS)
 LDLIBS   := -liniparser -lopenblas -lm -pthread
 LDFLAGS  := $(EXTRA_LDFLAGS)
+ifeq ($(WITH_MPI),1)
+  CPPFLAGS += $(MPI_CFLAGS)
+  LDLIBS   += $(MPI_LIBS)
+endif
 
 NVCCFLAGS := -std=c++17 -O3 -g -Iinclude -DLCM_WITH_CUDA=1 -I$(NCCL_HOME)/include \
              --expt-relaxed-constexpr -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror,-Wno-unused-parameter \
