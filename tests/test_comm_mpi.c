@@ -5,7 +5,8 @@
  * broadcast from a rank of another process, gather to rank 0, barriers. Run plainly it checks one
  * process (the local path); `under_mpirun` runs it under `mpirun -np 2` and `-np 3` (2 and 1 worker
  * threads per process), where the cross-process path must give the same bits, and a process that issues
- * a different collective must be named by the others. SKIP when mpirun or MPI is missing. */
+ * a different collective must be named by the others. SKIP when mpirun or MPI is missing. Built
+ * without MPI (make MPI=0), a launch of several processes is refused with the install command. */
 #include <pthread.h>
 #include <stdint.h>
 
@@ -224,4 +225,17 @@ TEST(under_mpirun) {
                status, passes, np, (int)len, text ? text : "");
         free(text);
     }
+}
+
+TEST(without_mpi_a_launch_is_refused) {
+    if (lcm_mpi_built()) SKIP("built with MPI (make MPI=0 builds the case this checks)");
+    lcm_error err = {0};
+    setenv("OMPI_COMM_WORLD_SIZE", "3", 1);
+    CHECK_FAILS(lcm_mpi_start(&err), &err, LCM_ERR_USAGE, "one of 3 processes, but this lcm was built without MPI; "
+                "install MPI (Debian: apt-get install openmpi-bin libopenmpi-dev) and rebuild with `make MPI=1`");
+    setenv("OMPI_COMM_WORLD_SIZE", "1", 1); /* one process under a launcher: nothing to refuse */
+    CHECK_OK(lcm_mpi_start(&err), &err);
+    unsetenv("OMPI_COMM_WORLD_SIZE");
+    CHECK_OK(lcm_mpi_start(&err), &err);
+    CHECK(lcm_mpi_size() == 1 && lcm_mpi_rank() == 0);
 }
