@@ -193,10 +193,16 @@ TEST(under_mpirun) {
     /* Root (CI) needs Open MPI's consent; more processes than cores need --oversubscribe. */
     setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
     setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
+    /* Under ASan: Open MPI keeps allocations to the end (its plugins are unloaded at MPI_Finalize, so
+     * LeakSanitizer cannot even name them for a suppression); the leak check is for the one-process runs. */
+    char asan[512];
+    const char *was = getenv("ASAN_OPTIONS");
+    snprintf(asan, sizeof asan, "%s%sdetect_leaks=0", was ? was : "", was && was[0] ? ":" : "");
+    setenv("ASAN_OPTIONS", asan, 1);
     char log[300];
     snprintf(log, sizeof log, "%s/mpirun.log", harness_tmpdir());
     for (int np = 2; np <= 3; np++) {
-        char nps[8];
+        char nps[16];
         snprintf(nps, sizeof nps, "%d", np);
         char *argv[] = {(char *)mpirun, "--oversubscribe", "-np", nps, self, "spanning_collectives", NULL};
         /* The processes' PASS/FAIL lines go to a log (they are not this test's lines): every process
