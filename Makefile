@@ -137,7 +137,7 @@ TEST_CU_C   := $(sort $(wildcard tests/gpu/test_*.c))
 TEST_GPU_BIN := $(TEST_CU_C:tests/gpu/%.c=$(BUILD)/tests/gpu/%)
 CONF_INI := $(sort $(shell find conf -name '*.ini'))
 
-.PHONY: all test asan tsan debug bench run test-gpu clean deps fuzz fuzz-build FORCE
+.PHONY: all test asan tsan debug bench run test-gpu clean deps fuzz fuzz-build comm-bench FORCE
 .DEFAULT_GOAL := all
 
 all: lcm
@@ -224,6 +224,12 @@ fuzz-build: $(BUILD)/lcm
 $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h $(FUZZ_BUILD)/liblcm.a
 	$(CC) $(CPPFLAGS) -DFUZZ_TINY_INI='"$(abspath tests/fuzz/tiny.ini)"' $(CFLAGS) -fsanitize=fuzzer -o $@ $< \
 	  $(FUZZ_BUILD)/liblcm.a $(LDFLAGS) $(LDLIBS)
+
+# The comm level's all-reduce time, in one process or under mpirun (docs/performance.md).
+comm-bench: $(BUILD)/tools/comm_bench
+$(BUILD)/tools/%: tools/%.c $(BUILD)/liblcm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/liblcm.a $(LDFLAGS) $(LDLIBS)
 
 debug:
 	@$(MAKE) --no-print-directory BUILD=build/debug OPT=-O0 all
