@@ -5,6 +5,7 @@
 #   make asan / tsan  the same tests under AddressSanitizer+UBSan / ThreadSanitizer (CPU build)
 #   make debug        -O0 -g build in build/debug
 #   make bench        CPU step benchmark (toy and medium configs)
+#   make comm-bench   build/tools/comm_bench: the comm level's all-reduce time (also under mpirun)
 #   make run          train the embedded default config (./lcm train)
 #   make test-gpu     CUDA-vs-CPU checks (needs a GPU)
 #   make fuzz         libFuzzer harnesses (clang), FUZZ_SECONDS each (tests/fuzz/, docs/reliability.md)

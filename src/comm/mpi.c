@@ -487,7 +487,7 @@ static int gather(lcm_group *g, lcm_error *err) {
         for (int i = 0; !rc && i < g->size; i++)
             if (g->slots[i].n > 0) rc = post(x, 1, 0, g->slots[i].buf, (size_t)g->slots[i].n, TAG_DATA, err);
         if (!rc) rc = wait_all(g, "gather", err);
-        free(desc);
+        if (!rc) free(desc); /* after a failure MPI may still read it; the process is ending */
         return rc;
     }
     const size_t others = (size_t)(g->world - g->size);
@@ -517,7 +517,7 @@ static int gather(lcm_group *g, lcm_error *err) {
     for (int i = 0; !rc && i < g->size; i++)
         if (g->slots[i].n > 0) memcpy(dst + g->slots[i].begin, g->slots[i].buf, (size_t)g->slots[i].n);
     if (!rc) rc = wait_all(g, "gather", err);
-    free(desc);
+    if (!rc) free(desc);
     return rc;
 }
 
@@ -596,6 +596,9 @@ int lcm_xproc_collective(lcm_group *g, int local_rc, lcm_error *err) {
 
 void lcm_xproc_free(lcm_xproc *x) {
     if (!x) return;
+    /* Requests left posted by a failed collective may still write into these buffers until the process
+     * ends (lcm_mpi_finish aborts it next): leave them be. */
+    if (x->nreq) return;
     if (x->comm != MPI_COMM_NULL) MPI_Comm_free(&x->comm);
     free(x->first);
     free(x->count);
