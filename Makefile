@@ -220,7 +220,7 @@ fuzz-build: $(BUILD)/lcm
 	@echo 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { return 0; }' | \
 	  $(FUZZ_CC) -x c -fsanitize=fuzzer -o $(BUILD)/.fuzz-check - 2>/dev/null || { echo "make fuzz needs \
 	  $(FUZZ_CC) with libFuzzer (Debian: apt-get install clang libclang-rt-<version>-dev)" >&2; exit 1; }
-	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CUDA=0 CC=$(FUZZ_CC) OPT=-O1 \
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CUDA=0 MPI=0 CC=$(FUZZ_CC) OPT=-O1 \
 	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN) $(FUZZ_WARN)" $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h $(FUZZ_BUILD)/liblcm.a
 	$(CC) $(CPPFLAGS) -DFUZZ_TINY_INI='"$(abspath tests/fuzz/tiny.ini)"' $(CFLAGS) -fsanitize=fuzzer -o $@ $< \
