@@ -399,7 +399,8 @@ static int run_collective(lcm_comm *c, const lcm_coll_slot *mine, lcm_error *err
             *err = g->xp_err;
         }
     } else if (rc == 0 && mine->kind == COLL_GATHER) {
-        if (mine->n > 0) memcpy((char *)g->slots[0].recv + mine->begin, mine->buf, (size_t)mine->n);
+        char *to = (char *)g->slots[0].recv + mine->begin; /* rank 0 may pass its part in place */
+        if (mine->n > 0 && to != (char *)mine->buf) memcpy(to, mine->buf, (size_t)mine->n);
     } else if (rc == 0 && mine->kind == COLL_BROADCAST) {
         if (c->rank != mine->root && mine->n > 0) memcpy(mine->buf, g->slots[mine->root].buf, (size_t)mine->n);
     } else if (rc == 0) {

@@ -514,8 +514,9 @@ static int gather(lcm_group *g, lcm_error *err) {
                 rc = post(x, 0, q, dst + off, (size_t)n, TAG_DATA, err);
             }
         }
-    for (int i = 0; !rc && i < g->size; i++)
-        if (g->slots[i].n > 0) memcpy(dst + g->slots[i].begin, g->slots[i].buf, (size_t)g->slots[i].n);
+    for (int i = 0; !rc && i < g->size; i++) /* rank 0 may pass its part in place */
+        if (g->slots[i].n > 0 && dst + g->slots[i].begin != (char *)g->slots[i].buf)
+            memcpy(dst + g->slots[i].begin, g->slots[i].buf, (size_t)g->slots[i].n);
     if (!rc) rc = wait_all(g, "gather", err);
     if (!rc) free(desc);
     return rc;
