@@ -5,11 +5,13 @@
 #   make asan / tsan  the same tests under AddressSanitizer+UBSan / ThreadSanitizer (CPU build)
 #   make debug        -O0 -g build in build/debug
 #   make bench        CPU step benchmark (toy and medium configs)
+#   make comm-bench   build/tools/comm_bench: the comm level's all-reduce time (also under mpirun)
 #   make run          train the embedded default config (./lcm train)
 #   make test-gpu     CUDA-vs-CPU checks (needs a GPU)
 #   make fuzz         libFuzzer harnesses (clang), FUZZ_SECONDS each (tests/fuzz/, docs/reliability.md)
 #
 # Knobs: CUDA=auto|0|1  CUDA_HOME=/usr/local/cuda  NCCL_HOME=$(CUDA_HOME)  CUDA_ARCH="80 86 89 90"
+#        MPI=auto|0|1   MPI_PKG=mpi-c (pkg-config name; or MPI_CFLAGS=... MPI_LIBS=...)
 #        BUILD=build    CC=cc   EXTRA_CFLAGS=...
 
 CC        ?= cc
@@ -61,13 +63,49 @@ ifeq ($(MAKELEVEL),0)
   endif
 endif
 
+# MPI (more than one process: README "Several machines"): found through pkg-config, like the
+# Debian package libopenmpi-dev provides it. Without it lcm is built for one process.
+MPI     ?= auto
+MPI_PKG ?= mpi-c
+ifeq ($(MPI),0)
+  WITH_MPI := 0
+  mpi_why  := MPI=0 given
+else
+  MPI_CFLAGS ?= $(shell pkg-config --cflags $(MPI_PKG) 2>/dev/null)
+  MPI_LIBS   ?= $(shell pkg-config --libs $(MPI_PKG) 2>/dev/null)
+  have_mpi := $(shell pkg-config --exists $(MPI_PKG) 2>/dev/null && echo yes)
+  ifneq ($(MPI_LIBS),)
+    have_mpi := yes
+  endif
+  ifeq ($(have_mpi),yes)
+    WITH_MPI := 1
+    mpi_why  := $(MPI_PKG) found
+  else ifeq ($(MPI),1)
+    $(error MPI=1 but pkg-config knows no $(MPI_PKG); install MPI (Debian: apt-get install openmpi-bin libopenmpi-dev) or set MPI_CFLAGS and MPI_LIBS)
+  else
+    WITH_MPI := 0
+    mpi_why  := no $(MPI_PKG) from pkg-config: one process only (apt-get install openmpi-bin libopenmpi-dev for more)
+  endif
+endif
+ifeq ($(MAKELEVEL),0)
+  ifeq ($(WITH_MPI),1)
+    $(info lcm build: MPI for several processes ($(mpi_why)))
+  else
+    $(info lcm build: no MPI ($(mpi_why)))
+  endif
+endif
+
 # ---- flags -------------------------------------------------------------------------------------
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wvla
 CPPFLAGS := -Iinclude -D_GNU_SOURCE -DLCM_VERSION='"$(VERSION)"' -DLCM_GIT_REV='"$(GIT_REV)"' \
-            -DLCM_WITH_CUDA=$(WITH_CUDA)
+            -DLCM_WITH_CUDA=$(WITH_CUDA) -DLCM_WITH_MPI=$(WITH_MPI)
 CFLAGS   := -std=c11 $(OPT) -g $(WARN) -pthread -fno-strict-aliasing -MMD -MP $(EXTRA_CFLAGS)
 LDLIBS   := -liniparser -lopenblas -lm -pthread
 LDFLAGS  := $(EXTRA_LDFLAGS)
+ifeq ($(WITH_MPI),1)
+  CPPFLAGS += $(MPI_CFLAGS)
+  LDLIBS   += $(MPI_LIBS)
+endif
 
 NVCCFLAGS := -std=c++17 -O3 -g -Iinclude -DLCM_WITH_CUDA=1 -I$(NCCL_HOME)/include \
              --expt-relaxed-constexpr -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror,-Wno-unused-parameter \
@@ -100,7 +138,7 @@ TEST_CU_C   := $(sort $(wildcard tests/gpu/test_*.c))
 TEST_GPU_BIN := $(TEST_CU_C:tests/gpu/%.c=$(BUILD)/tests/gpu/%)
 CONF_INI := $(sort $(shell find conf -name '*.ini'))
 
-.PHONY: all test asan tsan debug bench run test-gpu clean deps fuzz fuzz-build FORCE
+.PHONY: all test asan tsan debug bench run test-gpu clean deps fuzz fuzz-build comm-bench FORCE
 .DEFAULT_GOAL := all
 
 all: lcm
@@ -182,11 +220,17 @@ fuzz-build: $(BUILD)/lcm
 	@echo 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { return 0; }' | \
 	  $(FUZZ_CC) -x c -fsanitize=fuzzer -o $(BUILD)/.fuzz-check - 2>/dev/null || { echo "make fuzz needs \
 	  $(FUZZ_CC) with libFuzzer (Debian: apt-get install clang libclang-rt-<version>-dev)" >&2; exit 1; }
-	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CUDA=0 CC=$(FUZZ_CC) OPT=-O1 \
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CUDA=0 MPI=0 CC=$(FUZZ_CC) OPT=-O1 \
 	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN) $(FUZZ_WARN)" $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h $(FUZZ_BUILD)/liblcm.a
 	$(CC) $(CPPFLAGS) -DFUZZ_TINY_INI='"$(abspath tests/fuzz/tiny.ini)"' $(CFLAGS) -fsanitize=fuzzer -o $@ $< \
 	  $(FUZZ_BUILD)/liblcm.a $(LDFLAGS) $(LDLIBS)
+
+# The comm level's all-reduce time, in one process or under mpirun (docs/performance.md).
+comm-bench: $(BUILD)/tools/comm_bench
+$(BUILD)/tools/%: tools/%.c $(BUILD)/liblcm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/liblcm.a $(LDFLAGS) $(LDLIBS)
 
 debug:
 	@$(MAKE) --no-print-directory BUILD=build/debug OPT=-O0 all

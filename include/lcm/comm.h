@@ -1,7 +1,9 @@
-/* comm.h: collectives between the worker threads of one process.
+/* comm.h: collectives between the worker threads of one process, and of several processes.
  *
  * A group is created once, on the main thread, for N ranks (one per device); each worker thread then
- * uses only its own rank's lcm_comm. Two implementations:
+ * uses only its own rank's lcm_comm. Under an MPI launcher (include/lcm/mpi.h) a group spans every
+ * process: ranks are global (process 0's devices first, in order), each process holds the comms of its
+ * own devices only, and lcm_group_span joins the processes' groups (src/comm/mpi.c). Two implementations:
  *  - local: CPU worker threads; buffers are reduced through shared memory in rank order 0..N-1, so the
  *    result never depends on thread timing.
  *  - nccl: GPUs; communicators from one ncclCommInitAll, device buffers reduced on the backend's
@@ -56,10 +58,28 @@ struct lcm_comm {
 /* N ranks of CPU worker threads. */
 int lcm_group_create_local(lcm_group **out, int n, lcm_error *err);
 /* N GPUs (ordinals in gpus[], each at most once) through ncclCommInitAll. Sets NCCL_RUNTIME_CONNECT=0
- * first unless the user set it. Errors name the failing NCCL call. Needs a CUDA build. */
+ * first unless the user set it. Errors name the failing NCCL call. Needs a CUDA build. Under MPI with
+ * more than one process: process 0 makes the NCCL unique id and broadcasts it over MPI, and each local
+ * GPU joins one communicator over all processes' GPUs with ncclCommInitRank (global rank = the
+ * process's first rank + its index here) inside one group call; lcm_group_span then adds the host
+ * side. */
 int lcm_group_create_nccl(lcm_group **out, int n, const int *gpus, lcm_error *err);
+/* The comm of global rank `rank`, or NULL when that rank is not in this process. */
 lcm_comm *lcm_group_comm(lcm_group *g, int rank);
+/* Ranks in all processes; the first rank of this process and how many it holds. */
 int lcm_group_size(const lcm_group *g);
+int lcm_group_first_rank(const lcm_group *g);
+int lcm_group_local_size(const lcm_group *g);
+/* Join this process's group to those of the other MPI processes (a no-op in one process): every
+ * process calls it on its main thread, with the group it made for its own devices. The local group's
+ * host collectives, all-reduce, reduce-scatter and all-gather then cover every rank of every process,
+ * with the same rank-order sums (so the bits are those of one process holding all the ranks). An NCCL
+ * group made under MPI already spans the processes for device buffers; this adds the host side.
+ * Returns an error (naming the processes) when the processes disagree on the group's kind. */
+int lcm_group_span(lcm_group *g, lcm_error *err);
+/* For the watchdog's message: the processes a cross-process collective in progress still waits for
+ * ("process 1 (node b, ranks 2-3)"), or "" when none or in one process. Any thread, any time. */
+void lcm_group_waiting_on(const lcm_group *g, char *out, size_t cap);
 /* Raise the stop flag (first reason wins, kept for the final message) and abort NCCL communicators. */
 void lcm_group_abort(lcm_group *g, const lcm_error *reason);
 int lcm_group_aborted(const lcm_group *g);
@@ -74,6 +94,10 @@ void lcm_comm_bind_stream(lcm_comm *c, void *stream);
 int lcm_comm_barrier(lcm_comm *c, lcm_error *err);
 /* Sum of n doubles over ranks, in rank order, into every rank's buf. */
 int lcm_comm_sum_f64(lcm_comm *c, double *buf, int n, lcm_error *err);
+/* Every rank's n bytes of src into rank 0's dst (dst_size bytes) at `offset` (each rank its own n and
+ * offset; other ranks pass dst NULL). Host memory. */
+int lcm_comm_gather(lcm_comm *c, const void *src, size_t n, void *dst, size_t dst_size, size_t offset,
+                    lcm_error *err);
 /* Rank `root`'s n bytes into every rank's buf. */
 int lcm_comm_broadcast(lcm_comm *c, void *buf, size_t n, int root, lcm_error *err);
 

@@ -12,6 +12,7 @@
 
 #include "lcm/cli.h"
 #include "lcm/fileio.h"
+#include "lcm/mpi.h"
 #include "lcm/train.h"
 
 static void usage(FILE *f) {
@@ -100,8 +101,11 @@ int lcm_cmd_train(int argc, char **argv) {
              * end the process now, without the exit handlers that would free or flush under it. */
             fflush(stdout);
             fflush(stderr);
+            lcm_mpi_finish(rc); /* under MPI: stops the other processes (does not return) */
             _exit(rc);
         }
+    } else if (lcm_mpi_rank() > 0) {
+        /* Several processes: process 0 reports the run. */
     } else {
         printf("\n");
         if (sum.interrupted && sum.stop_at_step_reached)
@@ -132,5 +136,7 @@ int lcm_cmd_train(int argc, char **argv) {
             rc = 1;
         }
     }
+    /* Under MPI: MPI_Finalize, or after a failure MPI_Abort, which stops the other processes too. */
+    lcm_mpi_finish(rc);
     return rc;
 }

@@ -18,20 +18,7 @@
 #include "group.h"
 #include "lcm/half.h"
 
-enum {
-    COLL_ALLREDUCE_F32,
-    COLL_ALLREDUCE_BF16,
-    COLL_ALLREDUCE_BAD_DTYPE, /* root holds the dtype value that was passed */
-    COLL_SUM_F64,
-    COLL_BROADCAST,
-    COLL_RS_F32,
-    COLL_RS_BF16,
-    COLL_AG_F32,
-    COLL_AG_BF16,
-    COLL_SHARDED_BAD_DTYPE, /* root holds the dtype value that was passed */
-};
-
-static int is_sharded(int kind) { return kind >= COLL_RS_F32; }
+static int is_sharded(int kind) { return kind >= COLL_RS_F32 && kind <= COLL_SHARDED_BAD_DTYPE; }
 
 /* Elements summed per block: the per-element sum stays in rank order, while the block lets the
  * compiler vectorise across elements. */
@@ -61,6 +48,7 @@ int lcm_group_alloc(lcm_group **out, int n, const lcm_comm_ops *ops, lcm_error *
     lcm_group *g = calloc(1, sizeof *g);
     if (!g) return lcm_fail(err, LCM_ERR_NOMEM, "out of host memory for a comm group of %d ranks", n);
     g->size = n;
+    g->world = n;
     g->comms = calloc((size_t)n, sizeof *g->comms);
     g->slots = calloc((size_t)n, sizeof *g->slots);
     if (!g->comms || !g->slots) {
@@ -98,15 +86,18 @@ int lcm_group_create_local(lcm_group **out, int n, lcm_error *err) {
 }
 
 lcm_comm *lcm_group_comm(lcm_group *g, int rank) {
-    if (!g || rank < 0 || rank >= g->size) return NULL;
-    return &g->comms[rank];
+    if (!g || rank < g->rank0 || rank >= g->rank0 + g->size) return NULL;
+    return &g->comms[rank - g->rank0];
 }
 
-int lcm_group_size(const lcm_group *g) { return g->size; }
+int lcm_group_size(const lcm_group *g) { return g->world; }
+int lcm_group_first_rank(const lcm_group *g) { return g->rank0; }
+int lcm_group_local_size(const lcm_group *g) { return g->size; }
 
 void lcm_group_destroy(lcm_group *g) {
     if (!g) return;
     if (g->impl && g->impl->destroy) g->impl->destroy(g);
+    lcm_xproc_free(g->xp);
     pthread_cond_destroy(&g->cv);
     pthread_mutex_destroy(&g->mu);
     free(g->comms);
@@ -181,7 +172,15 @@ static int group_wait(lcm_group *g, int rank, const char *what, int abortable, l
     return passed ? 0 : lcm_group_interrupted(g, rank, what, err);
 }
 
-int lcm_comm_barrier(lcm_comm *c, lcm_error *err) { return group_wait(c->group, c->rank, "barrier", 1, err); }
+static int run_collective(lcm_comm *c, const lcm_coll_slot *mine, lcm_error *err);
+
+int lcm_comm_barrier(lcm_comm *c, lcm_error *err) {
+    if (c->group->xp) { /* across processes: a collective that moves no data */
+        lcm_coll_slot s = {.kind = COLL_BARRIER_X};
+        return run_collective(c, &s, err);
+    }
+    return group_wait(c->group, c->rank, "barrier", 1, err);
+}
 
 /* ---- collectives ---------------------------------------------------------------------------- */
 
@@ -192,6 +191,8 @@ static const char *coll_name(int kind) {
     case COLL_ALLREDUCE_BAD_DTYPE: return "all-reduce (unknown dtype)";
     case COLL_SUM_F64: return "sum_f64";
     case COLL_BROADCAST: return "broadcast";
+    case COLL_GATHER: return "gather";
+    case COLL_BARRIER_X: return "barrier";
     case COLL_RS_F32: return "reduce-scatter (f32)";
     case COLL_RS_BF16: return "reduce-scatter (bf16)";
     case COLL_AG_F32: return "all-gather (f32)";
@@ -205,6 +206,9 @@ static void describe(const lcm_coll_slot *s, char *out, size_t cap) {
     switch (s->kind) {
     case COLL_BROADCAST:
         snprintf(out, cap, "broadcast of %lld bytes from rank %d", s->n, s->root);
+        break;
+    case COLL_GATHER:
+        snprintf(out, cap, "gather of %lld bytes to offset %lld", s->n, s->begin);
         break;
     case COLL_ALLREDUCE_BAD_DTYPE:
         snprintf(out, cap, "all-reduce of %lld elements of unknown dtype %d", s->n, s->root);
@@ -232,7 +236,7 @@ static int check_slots(const lcm_group *g, lcm_error *err) {
     char a[160], b[160];
     for (int r = 1; r < g->size; r++) {
         const lcm_coll_slot *s = &g->slots[r];
-        if (s->kind != s0->kind || s->n != s0->n || (s->kind == COLL_BROADCAST && s->root != s0->root) ||
+        if (s->kind != s0->kind || (s->n != s0->n && s->kind != COLL_GATHER) || (s->kind == COLL_BROADCAST && s->root != s0->root) ||
             (is_sharded(s->kind) && (s->begin != s0->begin || s->slice != s0->slice))) {
             describe(s0, a, sizeof a);
             describe(s, b, sizeof b);
@@ -249,27 +253,40 @@ static int check_slots(const lcm_group *g, lcm_error *err) {
         return lcm_fail(err, LCM_ERR_INTERNAL, "reduce-scatter or all-gather called with unknown dtype %d (expected "
                         "LCM_RED_F32 or LCM_RED_BF16)", s0->root);
     if (is_sharded(s0->kind) && (s0->begin < 0 || s0->begin > s0->n || s0->slice < 1 ||
-                                 (s0->n > 0 && (s0->n - 1) / s0->slice >= g->size))) {
+                                 (s0->n > 0 && (s0->n - 1) / s0->slice >= g->world))) {
         describe(s0, a, sizeof a);
         return lcm_fail(err, LCM_ERR_INTERNAL, "%s: the range must satisfy 0 <= begin <= end <= %d ranks x slice, "
-                        "with slice >= 1", a, g->size);
+                        "with slice >= 1", a, g->world);
     }
     if (s0->n < 0) {
         describe(s0, a, sizeof a);
         return lcm_fail(err, LCM_ERR_INTERNAL, "%s: the count is negative", a);
     }
-    if (s0->kind == COLL_BROADCAST && (s0->root < 0 || s0->root >= g->size))
+    if (s0->kind == COLL_BROADCAST && (s0->root < 0 || s0->root >= g->world))
         return lcm_fail(err, LCM_ERR_INTERNAL, "broadcast from rank %d, but the group has ranks 0..%d", s0->root,
-                        g->size - 1);
-    for (int r = 0; r < g->size; r++) {
+                        g->world - 1);
+    for (int i = 0; i < g->size; i++) {
+        const int r = g->rank0 + i;
+        const lcm_coll_slot *s = &g->slots[i];
+        if (s0->kind == COLL_GATHER) {
+            /* Rank 0's receive buffer: its size is checked here when rank 0 is in this process (mpi.c
+             * checks what comes from the others). */
+            if (s->n < 0 || s->begin < 0 || (s->n > 0 && !s->buf) ||
+                (g->rank0 == 0 && (!g->slots[0].recv || s->begin > g->slots[0].slice - s->n))) {
+                describe(s, a, sizeof a);
+                return lcm_fail(err, LCM_ERR_INTERNAL, "%s on rank %d does not fit rank 0's receive buffer of %lld "
+                                "bytes", a, r, g->rank0 == 0 ? g->slots[0].slice : -1LL);
+            }
+            continue;
+        }
         const int owns = (s0->kind == COLL_RS_F32 || s0->kind == COLL_RS_BF16) && s0->n > s0->begin &&
                          (long long)r * s0->slice < s0->n && (long long)(r + 1) * s0->slice > s0->begin;
-        if (owns && !g->slots[r].recv) {
+        if (owns && !s->recv) {
             describe(s0, a, sizeof a);
             return lcm_fail(err, LCM_ERR_INTERNAL, "%s: rank %d owns part of the range but passed no receive buffer",
                             a, r);
         }
-        if ((is_sharded(s0->kind) ? s0->n - s0->begin : s0->n) > 0 && !g->slots[r].buf) {
+        if (s0->kind != COLL_BARRIER_X && (is_sharded(s0->kind) ? s0->n - s0->begin : s0->n) > 0 && !s->buf) {
             describe(s0, a, sizeof a);
             return lcm_fail(err, LCM_ERR_INTERNAL, "%s: rank %d passed a NULL buffer", a, r);
         }
@@ -367,16 +384,29 @@ static void reduce_f64(lcm_group *g, size_t lo, size_t hi) {
 static int run_collective(lcm_comm *c, const lcm_coll_slot *mine, lcm_error *err) {
     lcm_group *g = c->group;
     const char *what = coll_name(mine->kind);
-    g->slots[c->rank] = *mine;
+    const int me = c->rank - g->rank0;
+    g->slots[me] = *mine;
     LCM_TRY(group_wait(g, c->rank, what, 1, err));
 
     int rc = check_slots(g, err);
-    if (rc == 0 && mine->kind == COLL_BROADCAST) {
+    if (g->xp) {
+        /* Local rank 0 does the whole collective with the other processes (group.h); the others wait
+         * for it without the abort (its exchange polls the stop flag, so the wait ends). */
+        if (me == 0) g->xp_rc = lcm_xproc_collective(g, rc, &g->xp_err);
+        group_wait(g, c->rank, what, 0, err);
+        if (rc == 0 && g->xp_rc != 0) {
+            rc = g->xp_rc;
+            *err = g->xp_err;
+        }
+    } else if (rc == 0 && mine->kind == COLL_GATHER) {
+        char *to = (char *)g->slots[0].recv + mine->begin; /* rank 0 may pass its part in place */
+        if (mine->n > 0 && to != (char *)mine->buf) memcpy(to, mine->buf, (size_t)mine->n);
+    } else if (rc == 0 && mine->kind == COLL_BROADCAST) {
         if (c->rank != mine->root && mine->n > 0) memcpy(mine->buf, g->slots[mine->root].buf, (size_t)mine->n);
     } else if (rc == 0) {
         /* This rank's share of the elements: contiguous, sizes differing by at most one. */
         const size_t first = is_sharded(mine->kind) ? (size_t)mine->begin : 0;
-        size_t n = (size_t)mine->n - first, per = n / (size_t)g->size, extra = n % (size_t)g->size, r = (size_t)c->rank;
+        size_t n = (size_t)mine->n - first, per = n / (size_t)g->size, extra = n % (size_t)g->size, r = (size_t)me;
         size_t lo = first + r * per + (r < extra ? r : extra);
         size_t hi = lo + per + (r < extra ? 1 : 0);
         const size_t slice = (size_t)mine->slice;
@@ -438,6 +468,17 @@ static int local_all_gather(lcm_comm *c, void *buf, size_t begin, size_t end, si
 
 int lcm_comm_sum_f64(lcm_comm *c, double *buf, int n, lcm_error *err) {
     lcm_coll_slot s = {.kind = COLL_SUM_F64, .buf = buf, .n = n};
+    return run_collective(c, &s, err);
+}
+
+int lcm_comm_gather(lcm_comm *c, const void *src, size_t n, void *dst, size_t dst_size, size_t offset,
+                    lcm_error *err) {
+    lcm_coll_slot s = {.kind = COLL_GATHER,
+                       .buf = (void *)src, /* only read (the slot's pointer is not const: see above) */
+                       .recv = dst,
+                       .n = n > (size_t)LLONG_MAX ? -1 : (long long)n,
+                       .begin = offset > (size_t)LLONG_MAX ? -1 : (long long)offset,
+                       .slice = dst_size > (size_t)LLONG_MAX ? -1 : (long long)dst_size};
     return run_collective(c, &s, err);
 }
 

@@ -101,6 +101,7 @@ int lcm_bench(const lcm_config *cfg, lcm_bench_result *out, lcm_error *err) {
     if (!rc && cfg->bench.steps < 1) rc = lcm_fail(err, LCM_ERR_CONFIG, "bench.steps must be at least 1");
     if (!rc) rc = lcm_normalizer_identity(&run->norm, run->d.D, err);
     if (!rc) rc = lcm_resolve_devices(cfg->trainer.devices, run->dev, &run->n, err);
+    run->local_n = run->n; /* one process */
     if (!rc) rc = lcm_step_accum(cfg, run->n, &run->accum, err);
     lcm_param_table t;
     if (!rc) rc = lcm_param_table_build(&t, &run->d, err);

@@ -143,7 +143,8 @@ struct lcm_run {
     char run_dir[LCM_PATH_MAX];
     lcm_split train, valid; /* valid.open: the run validates */
     lcm_normalizer norm;
-    int n;                 /* devices */
+    int n;                 /* devices in all processes (the global ranks) */
+    int local_n, rank0;    /* this process's devices (dev[0..local_n)) are global ranks rank0.. */
     lcm_device dev[LCM_MAX_DEVICES];
     int accum;             /* micro-batches per device per step */
     lcm_group *group;
@@ -164,6 +165,10 @@ struct lcm_run {
     lcm_train_summary *sum;
     void *loop_out;        /* what the loop reports (lcm bench: an lcm_bench_result, filled by rank 0) */
 };
+
+/* procs.c: several processes (include/lcm/mpi.h); no-ops in one. */
+int lcm_run_join_processes(lcm_run *run, lcm_error *err);
+int lcm_run_agree(const lcm_run *run, const char *ckpt, lcm_error *err);
 
 /* loader.c */
 int lcm_loader_start(lcm_loader *ld, lcm_run *run, int rank, lcm_backend *be, lcm_error *err);

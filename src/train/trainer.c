@@ -15,6 +15,7 @@
 
 #include "lcm/log.h"
 #include "lcm/memplan.h"
+#include "lcm/mpi.h"
 #include "lcm/sbuf.h"
 #include "lcm/synth.h"
 #include "train_internal.h"
@@ -333,7 +334,7 @@ static int check_memory(lcm_run *run, lcm_error *err) {
     char who[64] = "";
     size_t need = p.total;
     if (gpu) {
-        for (int i = 0; i < run->n; i++) {
+        for (int i = 0; i < run->local_n; i++) {
             size_t f = 0, t = 0;
             LCM_TRY(lcm_cuda_device_memory(run->dev[i].index, &f, &t, err));
             if (i == 0 || f < free_b) {
@@ -343,12 +344,12 @@ static int check_memory(lcm_run *run, lcm_error *err) {
         }
     } else {
         lcm_cpu_mem_info(&free_b, &total_b);
-        need = p.total * (size_t)run->n;
-        snprintf(who, sizeof who, "the host (%d CPU worker%s)", run->n, run->n > 1 ? "s" : "");
+        need = p.total * (size_t)run->local_n;
+        snprintf(who, sizeof who, "the host (%d CPU worker%s)", run->local_n, run->local_n > 1 ? "s" : "");
     }
     if (free_b == 0 || need <= free_b) return 0;
     char advice[256];
-    LCM_TRY(lcm_memplan_advice(&in, gpu ? free_b : free_b / (size_t)run->n, advice, sizeof advice, err));
+    LCM_TRY(lcm_memplan_advice(&in, gpu ? free_b : free_b / (size_t)run->local_n, advice, sizeof advice, err));
     return lcm_fail(err, LCM_ERR_NOMEM, "%s needs %.2f GB for this run but has %.2f GB free; %s", who, need / 1e9,
                     free_b / 1e9,
                     advice[0] ? advice : "no cheaper setting fits: use devices with more memory or a smaller model");
@@ -407,19 +408,22 @@ int lcm_run_make_group(lcm_run *run, lcm_error *err) {
     if (!run->dev[0].is_gpu) {
         int cores = lcm_cpu_count();
         int total = run->cfg->trainer.cpu_threads > 0 ? run->cfg->trainer.cpu_threads : cores;
-        int per = total / run->n;
+        int per = total / run->local_n;
         lcm_cpu_set_blas_threads(per > 0 ? per : 1);
-        lcm_info("devices: %d CPU worker%s, %d BLAS thread%s each", run->n, run->n > 1 ? "s" : "", per > 0 ? per : 1,
-                 per > 1 ? "s" : "");
-        return lcm_group_create_local(&run->group, run->n, err);
+        lcm_info("devices: %d CPU worker%s, %d BLAS thread%s each", run->local_n, run->local_n > 1 ? "s" : "",
+                 per > 0 ? per : 1, per > 1 ? "s" : "");
+        LCM_TRY(lcm_group_create_local(&run->group, run->local_n, err));
+        return lcm_group_span(run->group, err);
     }
     int gpus[LCM_MAX_DEVICES];
     char name[256] = "";
-    for (int i = 0; i < run->n; i++) gpus[i] = run->dev[i].index;
+    for (int i = 0; i < run->local_n; i++) gpus[i] = run->dev[i].index;
     LCM_TRY(lcm_cuda_device_name(gpus[0], name, sizeof name, err));
     run->peak_tflops = run->cfg->bench.peak_tflops > 0 ? run->cfg->bench.peak_tflops : lcm_peak_tflops(name);
-    lcm_info("devices: %d GPU%s (%s%s), NCCL", run->n, run->n > 1 ? "s" : "", name, run->n > 1 ? ", ..." : "");
-    return lcm_group_create_nccl(&run->group, run->n, gpus, err);
+    lcm_info("devices: %d GPU%s (%s%s), NCCL", run->local_n, run->local_n > 1 ? "s" : "", name,
+             run->local_n > 1 ? ", ..." : "");
+    LCM_TRY(lcm_group_create_nccl(&run->group, run->local_n, gpus, err));
+    return lcm_group_span(run->group, err);
 }
 
 static const char *phase_name(int phase) {
@@ -499,12 +503,16 @@ static void watch_workers(lcm_run *run, int started) {
         if (culprit < 0) culprit = oldest;
         lcm_worker *w = &run->workers[culprit];
         lcm_error e = {0};
+        /* Across processes, a collective that does not end names the processes it still waits for. */
+        char peers[400] = "", where[480] = "";
+        lcm_group_waiting_on(run->group, peers, sizeof peers);
+        if (peers[0]) snprintf(where, sizeof where, "; it waits for %s, which did not answer", peers);
         lcm_fail(&e, LCM_ERR_DEVICE,
-                 "watchdog: %s %d made no progress for %.1f s in phase %s of step %lld (trainer.hang_timeout_s=%.0f); "
-                 "the run is aborted and the last checkpoint is intact",
+                 "watchdog: %s %d made no progress for %.1f s in phase %s of step %lld "
+                 "(trainer.hang_timeout_s=%.0f)%s; the run is aborted and the last checkpoint is intact",
                  w->dev.is_gpu ? "GPU" : "CPU worker", w->dev.index, now - since[culprit],
                  phase_name(atomic_load_explicit(&w->phase, memory_order_relaxed)),
-                 (long long)atomic_load(&w->heartbeat_step) + 1, limit);
+                 (long long)atomic_load(&w->heartbeat_step) + 1, limit, where);
         lcm_group_abort(run->group, &e);
         aborted_at = now;
         hung = culprit;
@@ -515,19 +523,19 @@ static void watch_workers(lcm_run *run, int started) {
 
 /* Start one worker per device, wait for all, and return the root cause of a failure. */
 int lcm_run_workers(lcm_run *run, lcm_error *err) {
-    run->workers = calloc((size_t)run->n, sizeof *run->workers);
+    run->workers = calloc((size_t)run->local_n, sizeof *run->workers);
     if (!run->workers) return lcm_fail(err, LCM_ERR_NOMEM, "out of memory");
     int started = 0, rc = 0;
     if (!run->sigmask_saved) {
         lcm_signals_block(&run->sigmask);
         run->sigmask_saved = 1;
     }
-    for (int r = 0; r < run->n; r++) {
+    for (int r = 0; r < run->local_n; r++) {
         lcm_worker *w = &run->workers[r];
         w->run = run;
-        w->rank = r;
+        w->rank = run->rank0 + r;
         w->dev = run->dev[r];
-        w->comm = lcm_group_comm(run->group, r);
+        w->comm = lcm_group_comm(run->group, w->rank);
         if (pthread_create(&w->thread, NULL, lcm_worker_main, w) != 0) {
             lcm_error e = {0};
             lcm_fail(&e, LCM_ERR_INTERNAL, "cannot start worker thread %d: %s", r, strerror(errno));
@@ -559,11 +567,11 @@ int lcm_run_workers(lcm_run *run, lcm_error *err) {
     }
     for (int r = 0; r < started; r++) pthread_join(run->workers[r].thread, NULL);
     const lcm_error *reason = lcm_group_abort_reason(run->group);
-    if (started < run->n || reason->code != LCM_OK) {
+    if (started < run->local_n || reason->code != LCM_OK) {
         *err = *reason;
         return reason->code ? (int)reason->code : LCM_ERR_INTERNAL;
     }
-    for (int r = 0; r < run->n; r++)
+    for (int r = 0; r < run->local_n; r++)
         if (run->workers[r].rc) {
             *err = run->workers[r].err;
             return run->workers[r].rc;
@@ -598,24 +606,35 @@ int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err) {
     int lock_fd = -1;
     lcm_signals_install(); /* until the workers run, a signal removes temporary files and ends the process */
     snprintf(run->run_dir, sizeof run->run_dir, "%s", cfg->trainer.output_dir);
-    int rc = lcm_dims_from_config(&run->d, &cfg->model, err);
+    /* Under an MPI launcher (mpi.h) process 0 alone writes the run directory (lock, log, config,
+     * metrics, checkpoints); the others read it and say only warnings and errors. */
+    int rc = lcm_mpi_start(err);
+    const int writer = lcm_mpi_rank() == 0;
+    if (!writer) lcm_log_set_level(LCM_LOG_WARN);
+    if (!rc) rc = lcm_dims_from_config(&run->d, &cfg->model, err);
     if (!rc) rc = check_data_rules(cfg, err);
     if (!rc) rc = lcm_mkdir_p(run->run_dir, err);
-    if (!rc) rc = lock_run_dir(run->run_dir, &lock_fd, err);
+    if (!rc && writer) rc = lock_run_dir(run->run_dir, &lock_fd, err);
     if (!rc) rc = choose_start(cfg, run->run_dir, ckpt, sizeof ckpt, err);
     if (!rc) rc = lcm_resolve_devices(cfg->trainer.devices, run->dev, &run->n, err);
     if (!rc) {
         lcm_path_join(path, sizeof path, run->run_dir, "train.log");
-        if (lcm_log_set_file(path) != 0) lcm_warn("cannot write the log file %s: %s", path, strerror(errno));
+        if (writer && lcm_log_set_file(path) != 0) lcm_warn("cannot write the log file %s: %s", path, strerror(errno));
         if (cfg->trainer.experiment_name[0]) lcm_info("experiment %s", cfg->trainer.experiment_name);
         rc = config_text(cfg, &run->config_text, err);
     }
-    if (!rc) {
+    if (!rc) rc = lcm_run_join_processes(run, err);
+    if (!rc && writer) {
         lcm_path_join(path, sizeof path, run->run_dir, "config.ini");
         rc = lcm_write_file_atomic(path, run->config_text, strlen(run->config_text), err);
     }
-    if (!rc) rc = resolve_data(cfg, run->run_dir, train, valid, sizeof train, err);
+    /* Synthesized data: process 0 writes it first; the others then find it (shared run directory) or,
+     * on a node of their own, synthesize the same bytes from the same seed. */
+    if (!rc && writer) rc = resolve_data(cfg, run->run_dir, train, valid, sizeof train, err);
+    if (!rc && lcm_mpi_size() > 1) rc = lcm_mpi_broadcast(&rc, sizeof rc, 0, err);
+    if (!rc && !writer) rc = resolve_data(cfg, run->run_dir, train, valid, sizeof train, err);
     if (!rc) rc = open_data(run, train, valid, err);
+    if (!rc) rc = lcm_run_agree(run, ckpt, err);
     if (!rc) rc = lcm_normalizer_resolve(&run->norm, cfg->model.normalizer, train, run->d.D, err);
     if (!rc) rc = start_state(run, ckpt, err);
     if (!rc) rc = lcm_step_accum(cfg, run->n, &run->accum, err);
@@ -631,11 +650,11 @@ int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err) {
         sum->baseline = run->baseline;
     }
     if (!rc) rc = lcm_run_make_group(run, err);
-    if (!rc) {
+    if (!rc && writer) {
         lcm_path_join(run->metrics_path, sizeof run->metrics_path, run->run_dir, "metrics.jsonl");
         rc = trim_metrics(run->metrics_path, run->start.step, err);
     }
-    if (!rc) {
+    if (!rc && writer) {
         run->metrics = fopen(run->metrics_path, "a");
         if (!run->metrics) rc = lcm_fail(err, LCM_ERR_IO, "cannot write %s: %s", run->metrics_path, strerror(errno));
     }
@@ -671,8 +690,8 @@ int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err) {
         lcm_signals_stop_mode(0);
         if (!rc && sum->interrupted && !sum->stop_at_step_reached)
             lcm_info("stopped by %s after step %" PRId64 ", with a checkpoint; the same command resumes",
-                     lcm_stop_signal() == SIGTERM ? "SIGTERM" : lcm_stop_signal() == SIGINT ? "SIGINT" : "a signal",
-                     sum->final_step);
+                     lcm_stop_signal() == SIGTERM ? "SIGTERM" : lcm_stop_signal() == SIGINT ? "SIGINT"
+                     : lcm_mpi_size() > 1 ? "a signal to another process" : "a signal", sum->final_step);
         if (!sum->checkpoint[0] && ckpt[0]) snprintf(sum->checkpoint, sizeof sum->checkpoint, "%s", ckpt);
     }
     if (run->abandoned) { /* the thread still uses the run, the log and the lock: the process must end */

@@ -19,7 +19,8 @@
  * Every worker takes the same decisions from the same numbers: the global target count comes from
  * the shared plan (and is checked against an all-reduce of the local counts), the gradient norm is
  * computed from the all-reduced gradients (identical on every rank), and rank 0's stop request (a
- * signal) travels in the same host all-reduce as the loss, so all ranks stop after the same step. */
+ * signal, to any process) travels in the same host all-reduce as the loss, so all ranks stop after the same
+ * step. Across processes (include/lcm/mpi.h) rank 0 is in process 0, which alone writes. */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -150,7 +151,8 @@ int lcm_worker_step(lcm_worker *w, lcm_slot **slots, lcm_step_result *res, lcm_e
      * so every rank gets the same norm. */
     double sumsq = 0;
     if (hi > lo) LCM_TRY(be->ops->sumsq(be, &sumsq, gs, hi - lo, err));
-    local[2] = (w->rank == 0 && lcm_stop_requested()) ? 1 : 0;
+    /* A signal to any process (each has its own flag) stops every rank after this step. */
+    local[2] = lcm_stop_requested() ? 1 : 0;
     if (cfg->trainer.stop_at_step > 0 && step >= cfg->trainer.stop_at_step) local[2] = 1; /* every rank: same */
     local[3] = sumsq;
     lcm_worker_beat(w, LCM_PHASE_COLLECTIVE);
@@ -230,7 +232,21 @@ static int save_checkpoint(lcm_worker *w, lcm_error *err) {
     lcm_backend *be = w->be;
     const size_t bytes = w->model.t.total * sizeof(float);
     LCM_TRY(wait_device(w, err));
-    if (run->cfg->trainer.shard > 0) {
+    if (run->cfg->trainer.shard > 0 && lcm_group_local_size(run->group) < run->n) {
+        /* Across processes: each rank's slices through its staging into rank 0's, by a gather. */
+        const size_t lo = w->shard.begin, n = (w->shard.end - lo) * sizeof(float);
+        float *stage[3] = {w->host_master, w->host_m, w->host_v};
+        const float *dev[3] = {w->model.master + lo, w->model.m, w->model.v};
+        for (int k = 0; k < 3; k++) {
+            float *mine = w->rank == 0 ? stage[k] + lo : stage[k];
+            if (n > 0) LCM_TRY(be->ops->download(be, mine, dev[k], n, err));
+            lcm_worker_beat(w, LCM_PHASE_COLLECTIVE);
+            LCM_TRY(lcm_comm_gather(w->comm, mine, n, w->rank == 0 ? stage[k] : NULL, w->rank == 0 ? bytes : 0,
+                                    lo * sizeof(float), err));
+        }
+        lcm_worker_beat(w, LCM_PHASE_CHECKPOINT);
+        if (w->rank != 0) return 0;
+    } else if (run->cfg->trainer.shard > 0) {
         const lcm_worker *w0 = &run->workers[0];
         const size_t lo = w->shard.begin, n = (w->shard.end - lo) * sizeof(float);
         if (n > 0) {
@@ -422,8 +438,13 @@ static int train_loop(lcm_worker *w, lcm_error *err) {
 
 /* Training's part of the worker: rank 0's checkpoint staging and the batch loader. */
 static int train_prepare(lcm_worker *w, lcm_error *err) {
-    const size_t bytes = w->model.t.total * sizeof(float);
-    if (w->rank == 0) {
+    size_t bytes = w->model.t.total * sizeof(float);
+    /* Sharded across processes, the other ranks stage their slices for the gather to rank 0 (+1: a
+     * rank whose slice is empty still gets a buffer). */
+    const int stage_slice = w->rank != 0 && w->run->cfg->trainer.shard > 0 &&
+                            lcm_group_local_size(w->run->group) < w->run->n;
+    if (stage_slice) bytes = (w->shard.end - w->shard.begin) * sizeof(float) + 1;
+    if (w->rank == 0 || stage_slice) {
         w->host_master = malloc(bytes);
         w->host_m = malloc(bytes);
         w->host_v = malloc(bytes);

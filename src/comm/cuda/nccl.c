@@ -1,5 +1,6 @@
-/* nccl.c: the NCCL comm group (CUDA builds only): one process, one worker thread per GPU, the
- * communicators of one ncclCommInitAll made up front on the main thread. Device buffers are summed by
+/* nccl.c: the NCCL comm group (CUDA builds only): one worker thread per GPU, the communicators made up
+ * front on the main thread: by one ncclCommInitAll in one process, or under MPI by ncclCommInitRank for
+ * each local GPU inside one group call, with the unique id that process 0 broadcasts over MPI. Device buffers are summed by
  * ncclAllReduce (reduce-scatter and all-gather by their NCCL calls) on the stream each rank binds; barriers, host collectives and the stop flag are the
  * shared group machinery of local.c.
  *
@@ -24,6 +25,7 @@
 
 #include "../group.h"
 #include "lcm/backend.h"
+#include "lcm/mpi.h"
 
 enum { RANK_IDLE, RANK_IN_CALL, RANK_ABORT_PENDING, RANK_ABORTED };
 
@@ -281,14 +283,54 @@ int lcm_group_create_nccl(lcm_group **out, int n, const int *gpus, lcm_error *er
         return lcm_fail(err, LCM_ERR_NOMEM, "out of host memory for %d NCCL communicators", n);
     }
 
-    ncclResult_t r = ncclCommInitAll(comms, n, gpus);
+    /* Several processes: global rank = the process's first rank + the local index (engineering rule:
+     * one ncclCommInitRank per local GPU, all inside one group, with process 0's unique id). */
+    int rank0 = 0, world = n, rc = 0;
+    ncclUniqueId id;
+    memset(&id, 0, sizeof id);
+    if (lcm_mpi_size() > 1) {
+        rc = lcm_mpi_layout(n, &rank0, &world, err);
+        ncclResult_t u = ncclSuccess;
+        if (!rc && lcm_mpi_rank() == 0) u = ncclGetUniqueId(&id);
+        /* Broadcast even after a failed ncclGetUniqueId (an id of zeros), so no process waits forever;
+         * process 0 then reports the failure. */
+        if (!rc) rc = lcm_mpi_broadcast(&id, sizeof id, 0, err);
+        if (!rc && u != ncclSuccess)
+            rc = lcm_fail(err, LCM_ERR_DEVICE, "ncclGetUniqueId failed on process 0: %s", ncclGetErrorString(u));
+        if (rc) {
+            free(ranks);
+            free(comms);
+            lcm_group_destroy(g);
+            return rc;
+        }
+    }
+    ncclResult_t r = ncclSuccess;
+    if (world == n) {
+        r = ncclCommInitAll(comms, n, gpus);
+    } else {
+        int dev = -1;
+        int have_dev = cudaGetDevice(&dev) == cudaSuccess;
+        r = ncclGroupStart();
+        for (int i = 0; i < n && r == ncclSuccess; i++) {
+            if (cudaSetDevice(gpus[i]) != cudaSuccess) r = ncclUnhandledCudaError;
+            else r = ncclCommInitRank(&comms[i], world, id, rank0 + i);
+        }
+        ncclResult_t e = ncclGroupEnd();
+        if (r == ncclSuccess) r = e;
+        if (have_dev) (void)cudaSetDevice(dev);
+    }
     if (r != ncclSuccess) {
         const char *last = ncclGetLastError(NULL);
         char list[256] = "";
         for (int i = 0, len = 0; i < n && len < (int)sizeof list; i++)
             len += snprintf(list + len, sizeof list - (size_t)len, "%s%d", i ? "," : "", gpus[i]);
-        lcm_fail(err, LCM_ERR_DEVICE, "ncclCommInitAll for GPUs %s failed: %s (%s); NCCL_DEBUG=WARN shows more",
-                 list, ncclGetErrorString(r), last && last[0] ? last : "no detail from NCCL");
+        if (world == n)
+            lcm_fail(err, LCM_ERR_DEVICE, "ncclCommInitAll for GPUs %s failed: %s (%s); NCCL_DEBUG=WARN shows more",
+                     list, ncclGetErrorString(r), last && last[0] ? last : "no detail from NCCL");
+        else
+            lcm_fail(err, LCM_ERR_DEVICE, "ncclCommInitRank for GPUs %s (global ranks %d-%d of %d) on node %s failed: "
+                     "%s (%s); NCCL_DEBUG=WARN shows more (README: several machines)", list, rank0, rank0 + n - 1,
+                     world, lcm_mpi_host(), ncclGetErrorString(r), last && last[0] ? last : "no detail from NCCL");
         for (int i = 0; i < n; i++)
             if (comms[i]) abort_comm(comms[i]); /* already failing: the init error is the one to report */
         free(comms);
@@ -297,11 +339,15 @@ int lcm_group_create_nccl(lcm_group **out, int n, const int *gpus, lcm_error *er
         return LCM_ERR_DEVICE;
     }
 
+    g->rank0 = rank0;
+    g->world = world;
     for (int i = 0; i < n; i++) {
         ranks[i].comm = comms[i];
         ranks[i].gpu = gpus[i];
         atomic_init(&ranks[i].state, RANK_IDLE);
         g->comms[i].impl = &ranks[i];
+        g->comms[i].rank = rank0 + i;
+        g->comms[i].size = world;
     }
     free(comms);
     g->impl_state = ranks;
