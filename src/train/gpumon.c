@@ -185,6 +185,7 @@ int lcm_gpumon_start(lcm_gpumon **out, lcm_gpu_sampler sampler, int n, double pe
     pthread_condattr_destroy(&ca);
     int e = pthread_create(&m->thread, NULL, monitor_main, m);
     m->started = e == 0;
+    if (m->started) pthread_setname_np(m->thread, "lcm-gpumon");
     if (e != 0) {
         lcm_gpumon_stop(m);
         return lcm_fail(err, LCM_ERR_INTERNAL, "cannot start the GPU monitor thread: %s", strerror(e));
