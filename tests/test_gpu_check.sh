@@ -69,11 +69,12 @@ case $* in
 *driver_version*) echo "580.65.06" ;;
 esac
 EOF
-# compute-sanitizer --tool T --error-exitcode N BINARY [TEST...]
+# compute-sanitizer --tool T --error-exitcode N --target-processes all BINARY [TEST...]
 cat >"$bin/compute-sanitizer" <<'EOF'
 #!/bin/sh
 code=$4
-shift 4
+shift 6
+echo "$*" >>"$OUT/sanitizer-args"
 "$@"
 if [ -n "${FAKE_SANITIZER_ERRORS:-}" ]; then echo "========= ERROR SUMMARY: 2 errors"; exit "$code"; fi
 echo "========= ERROR SUMMARY: 0 errors"
