@@ -41,6 +41,12 @@ train)
   fi
   echo "validation:  loss 0.4 vs predict-the-mean baseline 1.0" ;;
 bench)
+  if [ "${FAKE_BENCH_DEVICE:-gpu}" = cpu ]; then
+    echo "bench: $2, 3947008 parameters, 1 device (CPU (16 cores))"
+    echo "  step time      0.7000 s"
+    echo "  model state    0.06 GB (weights, gradients, AdamW moments)"
+    exit 0
+  fi
   echo "bench: $2, 3947008 parameters, 1 device (NVIDIA H200)"
   echo "  step time      0.0100 s"
   echo "  model FLOPs    2.44e+07 per concept, 17.50 TFLOP/s achieved"
@@ -113,6 +119,7 @@ check skip_on_a_gpu_machine_fails 1 "skipped on a GPU machine: cuda_attention_ma
   FAKE_SKIP="needs 1 GPU(s), 0 visible"
 check other_skip_reason_fails 1 "skipped on a GPU machine" FAKE_SKIP="cuDNN not found"
 check cpu_training_fails 1 "ran on the CPU: 1 CPU worker" FAKE_TRAIN_DEVICE=cpu
+check cpu_bench_fails 1 "bench toy cudnn            FAIL    " FAKE_BENCH_DEVICE=cpu
 check no_collective_fails 1 "no collective ran" FAKE_NO_COLLECTIVE=1
 check over_time_fails 1 "over its time" GPU_CHECK_BUDGET=info=1 FAKE_INFO_SLEEP=3
 check unusable_cuda_fails_with_reason 1 "supports CUDA up to 12.4" FAKE_CUDA=old
