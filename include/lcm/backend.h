@@ -176,6 +176,8 @@ int lcm_cuda_device_count(int *n, lcm_error *err);
 int lcm_cuda_device_name(int gpu, char *out, size_t cap, lcm_error *err);
 /* Free and total memory of a GPU, before any backend exists (the memory plan's check). */
 int lcm_cuda_device_memory(int gpu, size_t *free_bytes, size_t *total_bytes, lcm_error *err);
+/* PCI bus id ("0000:3b:00.0") of a CUDA ordinal: how NVML finds the same device (gpumon.c). */
+int lcm_cuda_pci_bus_id(int gpu, char *out, size_t cap, lcm_error *err);
 /* `lcm info`: every visible GPU, the peer-access matrix, driver/runtime/NCCL versions. */
 void lcm_cuda_print_info(FILE *f);
 int lcm_cuda_built(void);

@@ -24,8 +24,13 @@ typedef struct lcm_device {
 
 #define LCM_MAX_DEVICES 256
 
-/* trainer.devices -> the device list ("auto": every visible GPU, else one CPU worker). */
+/* trainer.devices -> the device list ("auto": every visible GPU, one CPU worker on a machine without an
+ * NVIDIA driver, an error naming the reason when a driver is there but CUDA cannot use it). */
 int lcm_resolve_devices(const char *spec, lcm_device *out, int *n, lcm_error *err);
+struct lcm_gpu_status;
+/* The same for a given GPU status (lcm_gpu_status_get's; tests inject their own). */
+int lcm_resolve_devices_for(const char *spec, const struct lcm_gpu_status *gpus, lcm_device *out, int *n,
+                            lcm_error *err);
 
 struct lcm_backend;
 /* The backend of a device: CUDA for a GPU, the CPU backend for a CPU worker. */

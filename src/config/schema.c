@@ -83,7 +83,8 @@ const lcm_key lcm_keys[] = {
     {"trainer", "experiment_name", S, FIELD(trainer.experiment_name), "", 0, 0, NULL,
      "name of the run in train.log, metrics.jsonl and the checkpoints' stored config; \"\" = none"},
     {"trainer", "devices", S, FIELD(trainer.devices), "auto", 0, 0, NULL,
-     "auto (all GPUs, else the CPU), cpu, cpu:N (N CPU workers) or GPU ordinals 0,2,3"},
+     "auto (all GPUs; the CPU only where no NVIDIA driver is present), cpu, cpu:N (N CPU workers) or GPU "
+     "ordinals 0,2,3"},
     {"trainer", "output_dir", S, FIELD(trainer.output_dir), "runs/lcm", 0, 0, NULL,
      "run directory: checkpoints, metrics, logs"},
     {"trainer", "max_steps", I, FIELD(trainer.max_steps), "250000", 1, BIG, NULL, "optimizer steps in the whole run"},

@@ -4,6 +4,7 @@
 
 #include "lcm/backend.h"
 #include "lcm/comm.h"
+#include "lcm/gpu_status.h"
 
 static const char why[] =
     "this lcm was built without CUDA; rebuild with the CUDA toolkit installed (make CUDA=1, "
@@ -31,7 +32,23 @@ int lcm_cuda_device_memory(int gpu, size_t *free_bytes, size_t *total_bytes, lcm
     return lcm_fail(err, LCM_ERR_DEVICE, "cannot query GPU %d: %s", gpu, why);
 }
 
-void lcm_cuda_print_info(FILE *f) { fprintf(f, "GPUs: none usable (%s)\n", why); }
+int lcm_cuda_pci_bus_id(int gpu, char *out, size_t cap, lcm_error *err) {
+    if (cap) out[0] = '\0';
+    return lcm_fail(err, LCM_ERR_DEVICE, "cannot query GPU %d: %s", gpu, why);
+}
+
+void lcm_gpu_status_get(lcm_gpu_status *st) {
+    lcm_gpu_probe p;
+    lcm_gpu_probe_host(&p);
+    lcm_gpu_decide(&p, st);
+}
+
+void lcm_cuda_print_info(FILE *f) {
+    lcm_gpu_status st;
+    lcm_gpu_status_get(&st);
+    if (st.state == LCM_GPU_UNUSABLE) fprintf(f, "GPUs: CUDA cannot be used: %s\n", st.why);
+    else fprintf(f, "GPUs: none usable (%s)\n", why);
+}
 
 int lcm_group_create_nccl(lcm_group **out, int n, const int *gpus, lcm_error *err) {
     *out = NULL;

@@ -160,6 +160,7 @@ struct lcm_run {
     double baseline;
     int have_baseline;
     double peak_tflops;    /* per device, for MFU (0 = unknown) */
+    struct lcm_gpumon *gpumon; /* GPU runs with NVML: utilization etc. for the progress line (gpumon.h) */
     double t_start;
     lcm_worker *workers;
     lcm_train_summary *sum;

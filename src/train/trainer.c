@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lcm/gpumon.h"
 #include "lcm/log.h"
 #include "lcm/memplan.h"
 #include "lcm/mpi.h"
@@ -422,6 +423,7 @@ int lcm_run_make_group(lcm_run *run, lcm_error *err) {
     run->peak_tflops = run->cfg->bench.peak_tflops > 0 ? run->cfg->bench.peak_tflops : lcm_peak_tflops(name);
     lcm_info("devices: %d GPU%s (%s%s), NCCL", run->local_n, run->local_n > 1 ? "s" : "", name,
              run->local_n > 1 ? ", ..." : "");
+    run->gpumon = lcm_gpumon_open(LCM_NVML_LIB, gpus, run->local_n);
     LCM_TRY(lcm_group_create_nccl(&run->group, run->local_n, gpus, err));
     return lcm_group_span(run->group, err);
 }
@@ -581,6 +583,7 @@ int lcm_run_workers(lcm_run *run, lcm_error *err) {
 
 void lcm_run_free(lcm_run *run) {
     if (run->sigmask_saved) pthread_sigmask(SIG_SETMASK, &run->sigmask, NULL);
+    lcm_gpumon_stop(run->gpumon);
     if (run->group) lcm_group_destroy(run->group);
     lcm_split_close(&run->train);
     lcm_split_close(&run->valid);

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lcm/gpumon.h"
 #include "lcm/log.h"
 #include "lcm/sbuf.h"
 #include "train_internal.h"
@@ -306,11 +307,18 @@ static void log_step(lcm_worker *w, const lcm_step_result *r, const lcm_slot *s,
         mem_gb = (double)(total_b - free_b) / 1e9;
         if (run->peak_tflops > 0 && dt > 0) mfu = win->flops / dt / (run->n * run->peak_tflops * 1e12);
     }
-    char eta_s[32], mfu_s[32] = "";
+    char eta_s[32], mfu_s[32] = "", gpu_s[128] = "";
     format_duration(eta_s, sizeof eta_s, eta);
     if (mfu >= 0) snprintf(mfu_s, sizeof mfu_s, " | MFU %.1f%% | %.1f GB", 100 * mfu, mem_gb);
-    lcm_info("step %" PRId64 "/%" PRId64 " | loss %.4f | lr %.3g | grad norm %.3g | %.0f concepts/s%s | ETA %s%s", step,
-             cfg->trainer.max_steps, r->loss, r->lr, r->grad_norm, cps, mfu_s, eta_s,
+    lcm_gpu_sample gpus[LCM_MAX_DEVICES];
+    const int ngpus = lcm_gpumon_latest(run->gpumon, gpus, LCM_MAX_DEVICES);
+    if (ngpus) {
+        char g[112];
+        lcm_gpumon_format(gpus, ngpus, g, sizeof g);
+        if (g[0]) snprintf(gpu_s, sizeof gpu_s, " | %s", g);
+    }
+    lcm_info("step %" PRId64 "/%" PRId64 " | loss %.4f | lr %.3g | grad norm %.3g | %.0f concepts/s%s%s | ETA %s%s", step,
+             cfg->trainer.max_steps, r->loss, r->lr, r->grad_norm, cps, mfu_s, gpu_s, eta_s,
              r->skipped ? " | SKIPPED (NaN/Inf)" : "");
     if (run->metrics) {
         lcm_sbuf b = {0};
@@ -324,6 +332,7 @@ static void log_step(lcm_worker *w, const lcm_step_result *r, const lcm_slot *s,
         lcm_json_key(&b, &first, "elapsed_s"), lcm_json_num(&b, elapsed);
         if (mfu >= 0) lcm_json_key(&b, &first, "mfu"), lcm_json_num(&b, mfu);
         if (mem_gb >= 0) lcm_json_key(&b, &first, "mem_gb"), lcm_json_num(&b, mem_gb);
+        if (ngpus) lcm_gpumon_json(gpus, ngpus, &b, &first);
         if (r->skipped) lcm_json_key(&b, &first, "skipped"), lcm_sbuf_puts(&b, "true");
         lcm_sbuf_puts(&b, "}\n");
         if (b.s) lcm_run_metrics_line(run, b.s);

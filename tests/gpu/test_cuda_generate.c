@@ -9,16 +9,10 @@
 #include <stdlib.h>
 
 #include "../harness.h"
+#include "gpu_gate.h"
 #include "lcm/generate.h"
 #include "lcm/half.h"
 #include "lcm/model.h"
-
-static int gpu_count(void) {
-    int n = 0;
-    lcm_error err = {0};
-    lcm_cuda_device_count(&n, &err);
-    return n;
-}
 
 static float uniform(lcm_rng *r, float a) { return a * (2.0f * lcm_rng_uniform(r) - 1.0f); }
 
@@ -65,7 +59,7 @@ static void cached_predictions(lcm_backend *be, const float *w, const lcm_normal
 }
 
 TEST(cached_forward_matches_cpu_and_full_forward) {
-    if (gpu_count() < 1) SKIP("needs a visible GPU");
+    NEED_GPUS(1);
     lcm_error err = {0};
     const int B = 3, T = 40, P = 7, D = dims.D;
     lcm_param_table t;
@@ -116,7 +110,7 @@ TEST(cached_forward_matches_cpu_and_full_forward) {
 }
 
 TEST(generation_matches_cpu) {
-    if (gpu_count() < 1) SKIP("needs a visible GPU");
+    NEED_GPUS(1);
     lcm_error err = {0};
     const int D = dims.D, NP = 4;
     lcm_param_table t;

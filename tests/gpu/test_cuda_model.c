@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "../harness.h"
+#include "gpu_gate.h"
 #include "lcm/checkpoint.h"
 #include "lcm/half.h"
 #include "lcm/log.h"
@@ -23,17 +24,6 @@
 #include "lcm/synth.h"
 #include "lcm/train.h"
 
-static int gpu_count(void) {
-    int n = 0;
-    lcm_error err = {0};
-    lcm_cuda_device_count(&n, &err);
-    return n;
-}
-
-#define NEED_GPUS(k)                                                     \
-    do {                                                                 \
-        if (gpu_count() < (k)) SKIP("needs " #k " visible GPU(s)");      \
-    } while (0)
 
 static float uniform(lcm_rng *r, float a) { return a * (2.0f * lcm_rng_uniform(r) - 1.0f); }
 

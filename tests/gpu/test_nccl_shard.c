@@ -1,6 +1,8 @@
-/* test_nccl_shard.c: the sharded collectives through NCCL and trainer.shard on two or more GPUs.
- * Without two GPUs every test SKIPs.
+/* test_nccl_shard.c: the collectives through NCCL, and trainer.shard on two or more GPUs. Without two
+ * GPUs the two-GPU tests SKIP; the one-rank test runs on any GPU.
  *
+ * - A one-rank communicator's all-reduce, reduce-scatter and all-gather: on a one-GPU machine the only
+ *   collectives that run, so tools/gpu_check.sh requires this test to pass.
  * - ncclReduceScatter / ncclAllGather (the whole padded vector) and the grouped ncclReduce /
  *   ncclBroadcast (a bucket's range) against values worked out on the host. The data are small
  *   integers, whose fp32 sums are exact in any order, so the comparison is exact.
@@ -8,11 +10,14 @@
  *   moments. With two ranks every gradient element is a + b in fp32 whichever collective sums it
  *   (addition is commutative), AdamW is elementwise, and the gradient norm's double sum is grouped
  *   by slice, as in tests/test_shard_train.c (whose comment gives the argument and its one caveat). */
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../harness.h"
+#include "gpu_gate.h"
 #include "lcm/backend.h"
 #include "lcm/checkpoint.h"
 #include "lcm/comm.h"
@@ -23,10 +28,8 @@
 #define MAX_GPUS 8
 
 static int gpu_count(void) {
-    int n = 0;
     lcm_error err = {0};
-    lcm_cuda_device_count(&n, &err);
-    return n;
+    return gpu_gate_count(&err);
 }
 
 typedef struct rank_job {
@@ -65,9 +68,49 @@ static void *rank_main(void *arg) {
     return NULL;
 }
 
+/* Sums over one rank are the input itself, so the data must come back bit for bit (NaN-poisoned host
+ * buffer first, so a download that never happened fails too), and the communicator must report no
+ * asynchronous error. 4 MiB of fp32, above NCCL's small-message protocol. */
+TEST(nccl_one_rank_collectives_run) {
+    NEED_GPUS(1);
+    const int gpus[1] = {0};
+    lcm_group *g = NULL;
+    lcm_error err = {0};
+    CHECK_OK(lcm_group_create_nccl(&g, 1, gpus, &err), &err);
+    if (!g) return;
+    lcm_comm *c = lcm_group_comm(g, 0);
+    const size_t n = (size_t)1 << 20, bytes = n * sizeof(float);
+    float *in = malloc(bytes), *out = malloc(bytes), *buf = NULL;
+    for (size_t i = 0; i < n; i++) in[i] = (float)((int)(i % 97) - 48), out[i] = NAN;
+    lcm_backend *be = NULL;
+    int rc = lcm_backend_for_device(&be, (lcm_device){.is_gpu = 1, .index = 0}, &err);
+    if (!rc) rc = be->ops->alloc(be, (void **)&buf, bytes, "test vector", &err);
+    if (!rc) rc = be->ops->upload(be, buf, in, bytes, &err);
+    if (!rc) rc = be->ops->sync(be, &err);
+    if (!rc) {
+        lcm_comm_bind_stream(c, be->ops->comm_stream(be));
+        rc = c->ops->allreduce(c, buf, n, LCM_RED_F32, &err);
+    }
+    if (!rc) rc = c->ops->reduce_scatter(c, buf, buf, 0, n, n, LCM_RED_F32, &err);
+    if (!rc) rc = c->ops->all_gather(c, buf, 0, n, n, LCM_RED_F32, &err);
+    if (!rc) be->ops->compute_wait_comm(be);
+    if (!rc) rc = be->ops->download(be, out, buf, bytes, &err);
+    if (!rc) rc = be->ops->sync(be, &err);
+    if (!rc) rc = c->ops->check(c, &err);
+    CHECKF(rc == 0, "%s", err.msg);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += memcmp(&out[i], &in[i], sizeof(float)) != 0;
+    CHECKF(rc != 0 || bad == 0, "%zu of %zu elements changed by one-rank collectives", bad, n);
+    if (buf) be->ops->release(be, buf);
+    lcm_backend_destroy(be);
+    lcm_group_destroy(g);
+    free(in);
+    free(out);
+}
+
 TEST(nccl_reduce_scatter_and_all_gather_are_exact) {
+    NEED_GPUS(2);
     int n = gpu_count();
-    if (n < 2) SKIP("needs 2 visible GPUs");
     if (n > MAX_GPUS) n = MAX_GPUS;
     const size_t slice = 1024, total = slice * (size_t)n;
     /* The whole vector (ncclReduceScatter) and a bucket crossing slice boundaries (grouped ncclReduce). */
@@ -158,7 +201,7 @@ static int run(const char *out, int shard, float *w, float *m, float *v, lcm_err
 }
 
 TEST(sharded_training_on_two_gpus_equals_replicated) {
-    if (gpu_count() < 2) SKIP("needs 2 visible GPUs");
+    NEED_GPUS(2);
     lcm_log_set_quiet(1);
     const size_t cap = 1 << 20; /* far above this model's parameter count */
     float *st[3][3];
