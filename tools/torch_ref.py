@@ -159,11 +159,12 @@ class BaseLCM(nn.Module):
 
 
 def rope(x, theta):
-    """x [B, H, T, hd]: rotate interleaved pairs (2i, 2i+1) by t * theta^(-2i/hd)."""
+    """x [B, H, T, hd]: rotate interleaved pairs (2i, 2i+1) by t * theta^(-2i/hd), with the table built
+    in fp32 as fairseq2's RotaryEncoder builds it (each step an fp32 tensor operation)."""
     B, H, T, hd = x.shape
-    freqs = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
-    angles = torch.outer(torch.arange(T, dtype=torch.float64), freqs)
-    rot = torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
+    freqs = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+    angles = torch.outer(torch.arange(T, dtype=torch.float32), freqs)
+    rot = torch.polar(torch.ones_like(angles), angles)
     xc = torch.view_as_complex(x.float().reshape(B, H, T, hd // 2, 2).contiguous())
     return torch.view_as_real(xc * rot).reshape(B, H, T, hd)
 
