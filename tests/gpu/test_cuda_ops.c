@@ -819,7 +819,7 @@ TEST(cuda_mse_loss_matches_cpu) {
     release_all();
 }
 
-TEST(cuda_sumsq_is_exact_and_deterministic) {
+TEST(cuda_sumsq_is_accurate_and_deterministic) {
     NEED_GPU();
     seed(101);
     size_t n = 1000003;
@@ -831,12 +831,14 @@ TEST(cuda_sumsq_is_exact_and_deterministic) {
     double a = 0, b = 0, c = 0;
     CHECK_OK(gpu->ops->sumsq(gpu, &a, d, n, &err), &err);
     CHECK_OK(gpu->ops->sumsq(gpu, &b, d, n, &err), &err);
-    /* squares of floats are exact in double; a million double additions err by < 1e-10 relative */
-    CHECK_NEAR(a, ref, 1e-10 * ref);
+    /* fp32 on the GPU: each square rounds once, each thread's compensated sum about twice more, and
+     * the block and partial trees add 18 levels: about 22 roundings of 2^-24, 1.3e-6; 3e-6 allows
+     * for the final rounding to fp32. The CPU sums in double (exact to 1e-10). */
+    CHECK_NEAR(a, ref, 3e-6 * ref);
     CHECK(memcmp(&a, &b, sizeof a) == 0);
     float *dc = put_f32(cpu, x, n);
     CHECK_OK(cpu->ops->sumsq(cpu, &c, dc, n, &err), &err);
-    CHECK_NEAR(a, c, 1e-10 * ref);
+    CHECK_NEAR(a, c, 3e-6 * ref);
     CHECK_OK(gpu->ops->sumsq(gpu, &a, d, 0, &err), &err);
     CHECK(a == 0.0);
     release_all();
