@@ -129,7 +129,8 @@ static int alloc_block(lcm_model *m, void **out, size_t bytes, const char *what,
 static int upload_rope_table(lcm_backend *be, float *dst, const lcm_dims *d, int T, lcm_error *err) {
     const size_t n = lcm_rope_table_floats(T, d->C / d->H);
     float *host = malloc(n * sizeof(float));
-    if (!host) return lcm_fail(err, LCM_ERR_NOMEM, "out of host memory for the RoPE table (%zu bytes)", n * sizeof(float));
+    if (!host)
+        return lcm_fail(err, LCM_ERR_NOMEM, "out of host memory for the RoPE table (%zu bytes)", n * sizeof(float));
     lcm_rope_table(host, T, d->C / d->H, d->rope_theta);
     int rc = be->ops->upload(be, dst, host, n * sizeof(float), err);
     if (!rc) rc = be->ops->sync(be, err); /* the upload reads host until then */
@@ -455,7 +456,8 @@ int lcm_model_backward(lcm_model *m, int B, int T, float p, lcm_dropout_key key,
         op->rmsnorm_backward(be, m->dh, v.g_ffn_norm, m->dtmp, v.h_mid, v.ffn_norm, v.rstd_ffn, N, C, acc);
         /* attention branch: h_mid = h_in + dropout(attention(rmsnorm(h_in))) */
         op->dropout_backward(be, m->dbranch, m->dh, nC, p, site_key(key, l, 0));
-        op->linear_backward(be, m->dtmp, v.g_attn_out_w, v.g_attn_out_b, m->dbranch, v.attn, v.attn_out_w, N, C, C, acc);
+        op->linear_backward(be, m->dtmp, v.g_attn_out_w, v.g_attn_out_b, m->dbranch, v.attn, v.attn_out_w, N, C, C,
+                            acc);
         op->attention_backward(be, m->dbig, m->dtmp, v.qkv, v.attn, v.saved, m->lens, B, T, C, H);
         op->rope_backward(be, m->dbig, m->rope, B, T, C, H);
         op->linear_backward(be, m->dtmp, v.g_qkv_w, v.g_qkv_b, m->dbig, v.anorm, v.qkv_w, N, C, 3 * C, acc);
