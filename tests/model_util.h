@@ -84,12 +84,12 @@ static inline double tiny_objective(tiny *tm, float p, lcm_dropout_key key) {
     return (double)loss / (double)tm->n_targets;
 }
 
-/* Zero the gradients, then forward + loss + backward; returns the objective. */
+/* Forward + loss + backward as a step's first micro-batch (the gradients are assigned); returns the
+ * objective. */
 static inline double tiny_step(tiny *tm, float p, lcm_dropout_key key, lcm_grads_ready_fn ready, void *ctx,
                                lcm_error *err) {
-    tm->be->ops->zero(tm->be, tm->m.grads, tm->m.t.total * sizeof(float));
     double obj = tiny_objective(tm, p, key);
-    if (lcm_model_backward(&tm->m, tm->B, tm->T, p, key, ready, ctx, err) != 0) return NAN;
+    if (lcm_model_backward(&tm->m, tm->B, tm->T, p, key, 0, ready, ctx, err) != 0) return NAN;
     return obj;
 }
 

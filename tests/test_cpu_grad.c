@@ -23,6 +23,7 @@
 #include "harness.h"
 #include "lcm/backend.h"
 #include "lcm/philox.h"
+#include "lcm/rope.h"
 
 static const double roundoff_u = 1.0 / 16777216.0; /* 2^-24 */
 static const double tol_k = 16.0;
@@ -162,15 +163,18 @@ static void check_linear(int N, int IC, int OC, int per_element, uint64_t seed) 
     memcpy(dw, dw0, (size_t)OC * IC * sizeof(float));
     memcpy(dbias, dbias0, OC * sizeof(float));
     fill_uniform(&r, dinp, (size_t)N * IC, 100, 200); /* assigned: the old contents must vanish */
-    be->ops->linear_backward(be, dinp, dw, dbias, G, inp, w, N, IC, OC);
+    be->ops->linear_backward(be, dinp, dw, dbias, G, inp, w, N, IC, OC, 1);
     for (size_t i = 0; i < (size_t)OC * IC; i++) dw[i] -= dw0[i];
     for (int i = 0; i < OC; i++) dbias[i] -= dbias0[i];
 
-    /* The same backward into zeroed dw/dbias, with dinp skipped (NULL), must give the same gradients.
+    /* The same backward assigning (accumulate 0, a step's first micro-batch) into dw/dbias full of NaN,
+     * with dinp skipped (NULL), must give the same gradients: the old contents are ignored, not added.
      * Accumulating rounds dw0 + A once and subtracting dw0 again may round once more: at most
      * 2 u (|dw0| + |A|) per element; 4 u (...) leaves a margin. */
     float *dw_again = fbuf((size_t)OC * IC), *dbias_again = fbuf(OC);
-    be->ops->linear_backward(be, NULL, dw_again, dbias_again, G, inp, w, N, IC, OC);
+    for (size_t i = 0; i < (size_t)OC * IC; i++) dw_again[i] = NAN;
+    for (int i = 0; i < OC; i++) dbias_again[i] = NAN;
+    be->ops->linear_backward(be, NULL, dw_again, dbias_again, G, inp, w, N, IC, OC, 0);
     for (size_t i = 0; i < (size_t)OC * IC; i++)
         CHECK_NEAR(dw[i], dw_again[i], 4 * roundoff_u * (fabs(dw0[i]) + fabs(dw_again[i])));
     for (int i = 0; i < OC; i++)
@@ -229,9 +233,25 @@ static void check_rmsnorm(int N, int C, int per_element, uint64_t seed) {
     fill_uniform(&r, dgain0, C, -1, 1);
     memcpy(dinp, dinp0, nc * sizeof(float));
     memcpy(dgain, dgain0, C * sizeof(float));
-    be->ops->rmsnorm_backward(be, dinp, dgain, G, inp, gain, rstd, N, C);
+    be->ops->rmsnorm_backward(be, dinp, dgain, G, inp, gain, rstd, N, C, 1);
     for (size_t i = 0; i < nc; i++) dinp[i] -= dinp0[i];
     for (int i = 0; i < C; i++) dgain[i] -= dgain0[i];
+
+    /* Assigning (accumulate 0) into a dgain full of NaN gives the same gain gradient. The gain sums add
+     * row by row in fp32, from dgain0 or from 0: each of the 2N additions and the subtraction rounds at
+     * most u (|dgain0| + S), S the sum of the rows' magnitudes. dinp still adds (its rows are
+     * independent: 4 u as in check_linear). */
+    float *dgain_set = fbuf(C), *dinp_zero = fbuf(nc);
+    for (int i = 0; i < C; i++) dgain_set[i] = NAN;
+    be->ops->rmsnorm_backward(be, dinp_zero, dgain_set, G, inp, gain, rstd, N, C, 0);
+    for (int i = 0; i < C; i++) {
+        double S = 0;
+        for (int n = 0; n < N; n++) S += fabs((double)G[(size_t)n * C + i] * inp[(size_t)n * C + i] * rstd[n]);
+        CHECK_NEAR(dgain[i], dgain_set[i], (2.0 * N + 1) * roundoff_u * (fabs(dgain0[i]) + S));
+    }
+    for (size_t i = 0; i < nc; i++)
+        CHECK_NEAR(dinp[i], dinp_zero[i], 4 * roundoff_u * (fabs(dinp0[i]) + fabs(dinp_zero[i])));
+    free(dgain_set); free(dinp_zero);
 
     rmsnorm_ctx c = {be, inp, gain, fbuf(N), N, C, 0};
     gc_op op = {"rmsnorm dinp (accumulated)", rmsnorm_fwd, &c, nc, nc, 1};
@@ -255,13 +275,13 @@ TEST(grad_rmsnorm_directional) { check_rmsnorm(19, 96, 0, 22); }
 typedef struct rope_ctx {
     lcm_backend *be;
     int B, T, C, H;
-    float theta;
+    const float *table;
 } rope_ctx;
 
 static void rope_fwd(void *p, const float *x, float *y) {
     rope_ctx *c = p;
     memcpy(y, x, (size_t)c->B * c->T * 3 * c->C * sizeof(float));
-    c->be->ops->rope_forward(c->be, y, c->B, c->T, c->C, c->H, c->theta);
+    c->be->ops->rope_forward(c->be, y, c->table, c->B, c->T, c->C, c->H);
 }
 
 static void check_rope(int B, int T, int C, int H, int per_element, uint64_t seed) {
@@ -273,11 +293,13 @@ static void check_rope(int B, int T, int C, int H, int per_element, uint64_t see
     fill_uniform(&r, qkv, n, -1, 1);
     fill_uniform(&r, G, n, -1, 1);
     memcpy(dqkv, G, n * sizeof(float));
-    be->ops->rope_backward(be, dqkv, B, T, C, H, 10000.0f);
-    rope_ctx c = {be, B, T, C, H, 10000.0f};
+    float *table = fbuf(lcm_rope_table_floats(T, C / H));
+    lcm_rope_table(table, T, C / H, 10000.0f);
+    be->ops->rope_backward(be, dqkv, table, B, T, C, H);
+    rope_ctx c = {be, B, T, C, H, table};
     gc_op op = {"rope", rope_fwd, &c, n, n, 0};
     gradcheck(&op, qkv, dqkv, G, 4, per_element, seed + 1);
-    free(qkv); free(G); free(dqkv);
+    free(qkv); free(G); free(dqkv); free(table);
     lcm_backend_destroy(be);
 }
 

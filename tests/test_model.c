@@ -233,10 +233,9 @@ TEST(gradient_of_a_batch_is_the_sum_over_its_parts) {
         lcm_model_set_params(&half.m, whole.params, &err);
         memcpy(half.x, whole.x + (size_t)2 * part * 6 * d.D, (size_t)2 * 6 * d.D * sizeof(float));
         lcm_model_upload_batch(&half.m, half.x, half.lens, 2, 6, &err);
-        half.be->ops->zero(half.be, half.m.grads, P * sizeof(float));
         lcm_model_forward(&half.m, 2, 6, 0, key);
         lcm_model_loss(&half.m, 2, 6, scale);
-        CHECK_OK(lcm_model_backward(&half.m, 2, 6, 0, key, NULL, NULL, &err), &err);
+        CHECK_OK(lcm_model_backward(&half.m, 2, 6, 0, key, 0, NULL, NULL, &err), &err);
         half.be->ops->download(half.be, gp, half.m.grads, P * sizeof(float), &err);
         for (size_t k = 0; k < P; k++) gs[k] += gp[k];
         tiny_free(&half);
@@ -248,6 +247,38 @@ TEST(gradient_of_a_batch_is_the_sum_over_its_parts) {
     free(gs);
     free(gp);
     tiny_free(&whole);
+}
+
+TEST(first_microbatch_assigns_the_gradients_and_later_ones_add) {
+    /* The trainer no longer zeroes the gradients before a step: the first micro-batch's backward
+     * (accumulate 0) must overwrite whatever the buffer holds (NaN here, in every real parameter) with
+     * exactly the gradients a zeroed buffer would get, and a second backward (accumulate 1) must add. */
+    lcm_error err = {0};
+    lcm_dims d = tiny_dims();
+    int32_t lens[2] = {6, 4};
+    tiny tm;
+    CHECK_OK(tiny_create(&tm, &d, 2, 6, lens, 8, &err), &err);
+    const size_t P = tm.m.t.total;
+    lcm_dropout_key key = {.seed = 2, .step = 1, .microbatch = 0};
+    float *ref = malloc(P * sizeof(float)), *twice = malloc(P * sizeof(float));
+    memset(tm.m.grads, 0, P * sizeof(float));
+    tiny_objective(&tm, 0.2f, key);
+    CHECK_OK(lcm_model_backward(&tm.m, tm.B, tm.T, 0.2f, key, 1, NULL, NULL, &err), &err);
+    memcpy(ref, tm.m.grads, P * sizeof(float));
+    for (int i = 0; i < tm.m.t.n; i++)
+        for (size_t k = 0; k < tm.m.t.params[i].numel; k++) tm.m.grads[tm.m.t.params[i].offset + k] = NAN;
+    tiny_objective(&tm, 0.2f, key);
+    CHECK_OK(lcm_model_backward(&tm.m, tm.B, tm.T, 0.2f, key, 0, NULL, NULL, &err), &err);
+    CHECK(memcmp(ref, tm.m.grads, P * sizeof(float)) == 0);
+    CHECK_OK(lcm_model_backward(&tm.m, tm.B, tm.T, 0.2f, key, 1, NULL, NULL, &err), &err);
+    memcpy(twice, tm.m.grads, P * sizeof(float));
+    for (size_t k = 0; k < P; k++) ref[k] *= 2.0f;
+    /* matmuls add the same product again (exactly twice); norm gains re-add row by row (fp32 sums) */
+    double rel = harness_rel_err(twice, ref, P);
+    CHECKF(rel < 1e-6, "two backwards: relative error %g against twice one", rel);
+    free(ref);
+    free(twice);
+    tiny_free(&tm);
 }
 
 TEST(recompute_layer_gives_the_same_gradients_bit_for_bit) {
@@ -267,11 +298,10 @@ TEST(recompute_layer_gives_the_same_gradients_bit_for_bit) {
     double loss[2][2];
     for (int i = 0; i < 2; i++) {
         tiny *tm = both[i];
-        tm->be->ops->zero(tm->be, tm->m.grads, P * sizeof(float));
         for (uint32_t mb = 0; mb < 2; mb++) {
             lcm_dropout_key key = {.seed = 5, .step = 3, .microbatch = mb};
             loss[i][mb] = tiny_objective(tm, 0.3f, key);
-            CHECK_OK(lcm_model_backward(&tm->m, tm->B, tm->T, 0.3f, key, NULL, NULL, &err), &err);
+            CHECK_OK(lcm_model_backward(&tm->m, tm->B, tm->T, 0.3f, key, mb > 0, NULL, NULL, &err), &err);
         }
     }
     CHECK(loss[0][0] == loss[1][0] && loss[0][1] == loss[1][1]);

@@ -3,6 +3,7 @@
  * residual dropout. Skipped (never passed) when no Python with torch is found. */
 #include "harness.h"
 #include "lcm/generate.h"
+#include "lcm/rope.h"
 #include "lcm/safetensors.h"
 #include "model_util.h"
 
@@ -111,6 +112,38 @@ static void run_parity(float p, int H) {
     free(scale);
     free(grads);
     tiny_free(&tm);
+    lcm_rm_rf(dir, &err);
+}
+
+/* The RoPE table (include/lcm/rope.h) against tools/torch_ref.py's, which follows fairseq2's recipe in
+ * torch fp32, for base_lcm's heads (hd 128) over 4096 positions: within one fp32 ulp at 1 (2^-23; the
+ * two sides' sin/cos may round differently). A table from exact (fp64) angles is up to 2.4e-4 off at
+ * the far positions. */
+TEST(rope_table_matches_the_torch_reference) {
+    const char *py = find_torch_python();
+    if (!py) SKIP("no python with torch and numpy (install python3-torch python3-numpy, or set LCM_PYTHON)");
+    const int T = 4096, hd = 128;
+    const size_t n = lcm_rope_table_floats(T, hd);
+    float *cs = malloc(n * sizeof(float));
+    lcm_rope_table(cs, T, hd, 10000.0f);
+    const char *dir = harness_tmpdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/rope.f32", dir);
+    FILE *f = fopen(path, "wb");
+    CHECK(f && fwrite(cs, sizeof(float), n, f) == n);
+    if (f) fclose(f);
+    char *argv[] = {(char *)py, "-c",
+                    "import sys, numpy as np\n"
+                    "sys.path.insert(0, 'tools')\n"
+                    "import torch_ref\n"
+                    "t = np.fromfile(sys.argv[1], dtype=np.float32).reshape(4096, 64, 2)\n"
+                    "d = float(np.abs(t - torch_ref.rope_table(4096, 128, 10000.0).numpy()).max())\n"
+                    "print('max |table - reference| =', d)\n"
+                    "sys.exit(0 if d <= 2.0 ** -23 else 1)\n",
+                    path, NULL};
+    CHECKF(harness_run(argv, 0), "the RoPE table differs from tools/torch_ref.py's (see the line above)");
+    free(cs);
+    lcm_error err = {0};
     lcm_rm_rf(dir, &err);
 }
 

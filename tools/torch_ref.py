@@ -158,12 +158,18 @@ class BaseLCM(nn.Module):
         self.postnet = PostNet(C, D)
 
 
+def rope_table(T, hd, theta):
+    """[T, hd/2, 2]: cos and sin of t * theta^(-2i/hd) as fairseq2's RotaryEncoder builds its table,
+    each step an fp32 tensor operation."""
+    freqs = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+    angles = torch.outer(torch.arange(T, dtype=torch.float32), freqs)
+    return torch.view_as_real(torch.polar(torch.ones_like(angles), angles))
+
+
 def rope(x, theta):
-    """x [B, H, T, hd]: rotate interleaved pairs (2i, 2i+1) by t * theta^(-2i/hd)."""
+    """x [B, H, T, hd]: rotate interleaved pairs (2i, 2i+1) by the table's angles."""
     B, H, T, hd = x.shape
-    freqs = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
-    angles = torch.outer(torch.arange(T, dtype=torch.float64), freqs)
-    rot = torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
+    rot = torch.view_as_complex(rope_table(T, hd, theta).contiguous())
     xc = torch.view_as_complex(x.float().reshape(B, H, T, hd // 2, 2).contiguous())
     return torch.view_as_real(xc * rot).reshape(B, H, T, hd)
 

@@ -7,8 +7,11 @@
  *  - "act" buffers hold the backend's activation dtype (fp32 on CPU, bf16 on CUDA), act_bytes per
  *    element; the compute copy of the weights uses the same dtype. `float *` buffers are always fp32:
  *    parameter gradients, master weights, AdamW moments, norm statistics, the raw input batch, the
- *    normalizer, the loss.
- *  - Backward: parameter gradients ACCUMULATE (+=); activation gradients are ASSIGNED (=), with one
+ *    normalizer, the loss, and, because they are cheap and precision matters there, the prediction
+ *    (the postnet's output, which the loss reads) and the residual stream's gradient dh.
+ *  - Backward: parameter gradients ACCUMULATE (+=) when the op's `accumulate` is 1 and are ASSIGNED
+ *    (=) when it is 0 (a step's first contribution: no separate zeroing pass over the gradients; the
+ *    old contents, NaN included, are ignored). Activation gradients are ASSIGNED (=), with one
  *    exception: rmsnorm_backward adds into dinp, because a norm's input is the residual stream whose
  *    gradient already holds the skip connection's share.
  *  - Math ops are enqueued on the backend's compute stream and return nothing; an asynchronous failure
@@ -18,7 +21,8 @@
  *    writes out [B, T, C]. Query t of row b attends key s iff s <= t and s < lens[b] (causal plus key
  *    padding; rows are right-padded; lens[b] >= 1).
  *  - RoPE rotates interleaved pairs (2i, 2i+1) of each head of q and k by angle t * theta^(-2i/hd),
- *    t = position in the row (from 0).
+ *    t = position in the row (from 0). The ops read the cosine and sine from `rope`, the model's fp32
+ *    angle table (include/lcm/rope.h; on the device, covering every position the call touches).
  *  - SwiGLU reads gi [N, 2F] = gate | inner and writes silu(gate) * inner [N, F].
  */
 #ifndef LCM_BACKEND_H
@@ -76,18 +80,21 @@ typedef struct lcm_backend_ops {
     /* out[N, OC] = inp[N, IC] @ w[OC, IC]^T + bias[OC] */
     void (*linear_forward)(lcm_backend *be, void *out, const void *inp, const void *w, const void *bias,
                            int N, int IC, int OC);
-    /* dinp = dout @ w (skipped when dinp is NULL); dw += dout^T @ inp; dbias += column sums of dout */
+    /* linear_forward with an fp32 out (the postnet). */
+    void (*linear_forward_f32)(lcm_backend *be, float *out, const void *inp, const void *w, const void *bias,
+                               int N, int IC, int OC);
+    /* dinp = dout @ w (skipped when dinp is NULL); dw (+)= dout^T @ inp; dbias (+)= column sums of dout */
     void (*linear_backward)(lcm_backend *be, void *dinp, float *dw, float *dbias, const void *dout,
-                            const void *inp, const void *w, int N, int IC, int OC);
+                            const void *inp, const void *w, int N, int IC, int OC, int accumulate);
     /* rstd[n] = 1 / sqrt(mean(inp[n]^2) + eps) (fp32); out = inp * rstd * gain */
     void (*rmsnorm_forward)(lcm_backend *be, void *out, float *rstd, const void *inp, const void *gain,
                             int N, int C, float eps);
-    /* dinp += d(out)/d(inp)^T dout; dgain += sum_n dout * inp * rstd */
-    void (*rmsnorm_backward)(lcm_backend *be, void *dinp, float *dgain, const void *dout, const void *inp,
-                             const void *gain, const float *rstd, int N, int C);
+    /* dinp (fp32: the residual gradient) += d(out)/d(inp)^T dout; dgain (+)= sum_n dout * inp * rstd */
+    void (*rmsnorm_backward)(lcm_backend *be, float *dinp, float *dgain, const void *dout, const void *inp,
+                             const void *gain, const float *rstd, int N, int C, int accumulate);
     /* In place on the q and k parts of qkv[B, T, 3C]; backward applies the inverse rotation to dqkv. */
-    void (*rope_forward)(lcm_backend *be, void *qkv, int B, int T, int C, int H, float theta);
-    void (*rope_backward)(lcm_backend *be, void *dqkv, int B, int T, int C, int H, float theta);
+    void (*rope_forward)(lcm_backend *be, void *qkv, const float *rope, int B, int T, int C, int H);
+    void (*rope_backward)(lcm_backend *be, void *dqkv, const float *rope, int B, int T, int C, int H);
     /* fp32 values attention_forward saves for its backward (probabilities on CPU, log-sum-exp on CUDA). */
     size_t (*attention_saved_floats)(lcm_backend *be, int B, int T, int H);
     /* out[B, T, C] = softmax(q k^T / sqrt(hd), masked) v per head; saves into `saved`. lens: device int32[B]. */
@@ -102,15 +109,15 @@ typedef struct lcm_backend_ops {
      * p = 0 is a plain add. h_out may equal h_in. */
     void (*dropout_add)(lcm_backend *be, void *h_out, const void *h_in, const void *branch, size_t n,
                         float p, lcm_dropout_key key);
-    /* dbranch = mask(dh) / (1 - p) (dbranch = dh when p = 0). */
-    void (*dropout_backward)(lcm_backend *be, void *dbranch, const void *dh, size_t n, float p,
+    /* dbranch (act) = mask(dh) / (1 - p) (dbranch = dh when p = 0); dh is fp32. */
+    void (*dropout_backward)(lcm_backend *be, void *dbranch, const float *dh, size_t n, float p,
                              lcm_dropout_key key);
     /* ---- incremental inference with a KV cache (generation) ----
      * S new positions pos0 .. pos0+S-1 of B rows. Generation feeds every row in lockstep, so all
      * positions up to pos0+S-1 are real: attention needs causality only, no key padding. A layer's cache
      * is kc, vc [B, Tcap, C] (act); positions < pos0 were stored by earlier calls. */
     /* RoPE forward on qkv[B, S, 3C] at positions pos0 + t (rope_forward is the case pos0 = 0). */
-    void (*rope_forward_at)(lcm_backend *be, void *qkv, int B, int S, int C, int H, float theta, int pos0);
+    void (*rope_forward_at)(lcm_backend *be, void *qkv, const float *rope, int B, int S, int C, int H, int pos0);
     /* kc[b, pos0 + t] = the k part of qkv[b, t]; vc[b, pos0 + t] = its v part. */
     void (*kv_store)(lcm_backend *be, void *kc, void *vc, const void *qkv, int B, int S, int C, int pos0,
                      int Tcap);
@@ -119,10 +126,10 @@ typedef struct lcm_backend_ops {
     void (*attention_cached)(lcm_backend *be, void *out, const void *qkv, const void *kc, const void *vc, int B,
                              int S, int C, int H, int pos0, int Tcap);
     /* The masked next-concept squared error. For each row b and t < lens[b] - 1:
-     *   target = (x[b, t+1] - center) / scale;  d = y[b, t] - target (fp32);
+     *   target = (x[b, t+1] - center) / scale;  d = y[b, t] - target (fp32; y is fp32);
      *   *loss_sum (device fp32, assigned) = sum of d^2 over all such (b, t) and the D dims;
      *   dy[b, t] = 2 d * grad_scale; dy = 0 at every other position. */
-    void (*mse_loss)(lcm_backend *be, void *dy, float *loss_sum, const void *y, const float *x,
+    void (*mse_loss)(lcm_backend *be, void *dy, float *loss_sum, const float *y, const float *x,
                      const float *center, const float *scale, const int32_t *lens, int B, int T, int D,
                      float grad_scale);
     /* Sum of squares of x[n] (deterministic: the same inputs give the same bits), into *out on the host. */

@@ -133,24 +133,26 @@ typedef struct lcm_model {
     float *m, *v;          /* AdamW moments (training) of elements [opt_begin, opt_end): m[i - opt_begin] */
     size_t opt_begin, opt_end; /* all parameters, or the device's slice (lcm_model_create_shard) */
     float *center, *scale; /* [D] the SONAR normalizer */
+    float *rope;           /* [max_T, hd/2, 2] the RoPE table (lcm/rope.h), filled at creation */
 
     /* inputs of the current micro-batch, filled by the caller (upload) */
     float *x;              /* [max_tokens, D] raw fp32 */
     int32_t *lens;         /* [max_rows] */
     float *loss;           /* [1] sum of squared errors of the last lcm_model_loss */
-    float *y32;            /* [max_tokens, D] fp32 predictions (lcm_model_predictions) */
+    float *y;              /* [max_tokens, D] the predictions (fp32 on every backend) */
 
     /* activations (act dtype) and fp32 statistics: see model.c for the carving table */
     void *acts;
     float *acts32;
     size_t act_cap;        /* positions per activation buffer (= max_tokens) */
-    void *xn, *h, *anorm, *qkv, *attn, *fnorm, *gi, *sw, *branch, *hf, *y;
+    void *xn, *h, *anorm, *qkv, *attn, *fnorm, *gi, *sw, *branch, *hf;
     void *hmid;            /* recompute = layer: the recomputed layer's h_mid (otherwise in h) */
     float *att_saved_block; /* its own allocation: the memory plan's "saved attention values" */
     float *rstd_attn, *rstd_ffn, *rstd_final, *att_saved;
     size_t att_saved_cap;  /* fp32 per layer */
-    /* backward scratch (training) */
-    void *dy, *dh, *dbranch, *dtmp, *dbig, *dsw;
+    /* backward scratch (training); dh, the residual gradient, is fp32 */
+    float *dh;
+    void *dy, *dbranch, *dtmp, *dbig, *dsw;
 } lcm_model;
 
 /* Allocate everything a step needs (before any collective). training = 0 builds an inference model
@@ -181,20 +183,24 @@ void lcm_model_forward(lcm_model *m, int B, int T, float p, lcm_dropout_key key)
 /* Masked squared error of the forward's predictions against the next concepts; the sum lands in
  * m->loss, dy = d(sum)/dy * grad_scale (grad_scale = 1 / global target count). */
 void lcm_model_loss(lcm_model *m, int B, int T, float grad_scale);
-/* Accumulate parameter gradients (+=) of the last forward/loss. ready may be NULL. */
-int lcm_model_backward(lcm_model *m, int B, int T, float p, lcm_dropout_key key, lcm_grads_ready_fn ready,
-                       void *ctx, lcm_error *err);
+/* The parameter gradients of the last forward/loss: assigned (accumulate = 0, the first micro-batch of
+ * a step, so nothing needs zeroing before it) or added (1). With a gradient window they are always
+ * added into the zeroed window. ready may be NULL. */
+int lcm_model_backward(lcm_model *m, int B, int T, float p, lcm_dropout_key key, int accumulate,
+                       lcm_grads_ready_fn ready, void *ctx, lcm_error *err);
 /* The forward's predictions as fp32 on the host, out[B*T*D] (normalized space). */
 int lcm_model_predictions(lcm_model *m, float *out, int B, int T, lcm_error *err);
 
 /* ---- incremental inference (generation) ------------------------------------------------------- */
 
 /* Keys and values of every layer for B rows of up to T positions, in the act dtype: k and v are
- * [L, B, T, C] each. Sized once, before generation starts. */
+ * [L, B, T, C] each. Sized once, before generation starts. The cache reaches further than the model's
+ * rows (max_T is the prefill chunk), so it holds the RoPE table for its T positions. */
 typedef struct lcm_kv_cache {
     void *k, *v;
+    float *rope;    /* [T, hd/2, 2] (lcm/rope.h) */
     int B, T;
-    size_t bytes;   /* k and v together */
+    size_t bytes;   /* k, v and the table together */
 } lcm_kv_cache;
 
 size_t lcm_kv_cache_bytes(const lcm_model *m, int B, int T);

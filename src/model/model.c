@@ -7,16 +7,18 @@
  *                 h_mid = h_l + dropout(o W_o^T + b_o)
  *                 f = rmsnorm(h_mid);  gi = f W_gi^T + b_gi;  s = silu(gate) * inner
  *                 h_{l+1} = h_mid + dropout(s W_out^T + b_out)
- *   y = rmsnorm(h_L) W_post^T + b_post
+ *   y = rmsnorm(h_L) W_post^T + b_post  (fp32 on every backend, as the loss that reads it)
  * The residual stream keeps every state (h0, h_mid and h_{l+1} of each layer) for the norms' backward;
  * with trainer.recompute = layer it keeps h0 .. h_L only, and the backward reruns layer l's forward (the
  * same ops, written once in layer_forward) into one layer's buffers just before layer l's backward.
- * Backward walks the same sequence in reverse with one residual-gradient buffer dh: each branch's
- * gradient leaves dropout_backward, passes the branch, and is added back into dh by rmsnorm_backward. */
+ * Backward walks the same sequence in reverse with one residual-gradient buffer dh (fp32: it sums 2L + 1
+ * contributions, which bf16 would round at each step): each branch's gradient leaves dropout_backward,
+ * passes the branch, and is added back into dh by rmsnorm_backward. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "lcm/model.h"
+#include "lcm/rope.h"
 #include "lcm/shard.h"
 
 /* ---- buffers ---------------------------------------------------------------------------------- */
@@ -88,9 +90,7 @@ static void layout(lcm_model *m, const lcm_backend_traits *bt, void *acts, float
         {&m->sw, K * N * F},
         {&m->branch, N * C},            /* a branch's projection before dropout_add; not kept */
         {&m->hf, N * C},
-        {&m->y, N * D},
         {training ? &m->dy : &dummy, training ? N * D : 0},
-        {training ? &m->dh : &dummy, training ? N * C : 0},
         {training ? &m->dbranch : &dummy, training ? N * C : 0},
         {training ? &m->dtmp : &dummy, training ? N * C : 0},
         {training ? &m->dbig : &dummy, training ? N * (3 * C > 2 * F ? 3 * C : 2 * F) : 0},
@@ -99,13 +99,15 @@ static void layout(lcm_model *m, const lcm_backend_traits *bt, void *acts, float
     out->act_elems = carve(act_items, (int)(sizeof act_items / sizeof act_items[0]), acts, ab, 32);
     if (!rc) m->hmid = NULL;
 
-    /* fp32 side: inputs, normalizer, statistics, predictions. */
-    void *lens_slot = NULL;
+    /* fp32 side: inputs, normalizer, statistics, predictions, the residual gradient. */
+    void *lens_slot = NULL, *dummy32 = NULL;
     carve_item f32_items[] = {
         {(void **)&m->x, N * D},
-        {(void **)&m->y32, N * D},
+        {(void **)&m->y, N * D},
+        {training ? (void **)&m->dh : &dummy32, training ? N * C : 0},
         {(void **)&m->center, D},
         {(void **)&m->scale, D},
+        {(void **)&m->rope, lcm_rope_table_floats(m->max_T, m->d.C / m->d.H)},
         {(void **)&m->loss, 1},
         {(void **)&m->rstd_attn, K * N},
         {(void **)&m->rstd_ffn, K * N},
@@ -121,6 +123,19 @@ static int alloc_block(lcm_model *m, void **out, size_t bytes, const char *what,
     *out = NULL;
     if (bytes == 0) return 0;
     return m->be->ops->alloc(m->be, out, bytes, what, err);
+}
+
+/* The RoPE table for positions 0 .. T-1 into dst (device), built once on the host. */
+static int upload_rope_table(lcm_backend *be, float *dst, const lcm_dims *d, int T, lcm_error *err) {
+    const size_t n = lcm_rope_table_floats(T, d->C / d->H);
+    float *host = malloc(n * sizeof(float));
+    if (!host)
+        return lcm_fail(err, LCM_ERR_NOMEM, "out of host memory for the RoPE table (%zu bytes)", n * sizeof(float));
+    lcm_rope_table(host, T, d->C / d->H, d->rope_theta);
+    int rc = be->ops->upload(be, dst, host, n * sizeof(float), err);
+    if (!rc) rc = be->ops->sync(be, err); /* the upload reads host until then */
+    free(host);
+    return rc;
 }
 
 /* The shape's fields of m, and the checks both planning and creating make. */
@@ -210,6 +225,7 @@ int lcm_model_create_shape(lcm_model *m, lcm_backend *be, const lcm_model_shape 
     if ((rc = alloc_block(m, (void **)&m->att_saved_block, b.att_saved, "saved attention values", err))) goto fail;
     layout(m, bt, m->acts, m->acts32, &lay);
     m->att_saved = m->att_saved_block;
+    if ((rc = upload_rope_table(be, m->rope, &m->d, m->max_T, err))) goto fail;
     return 0;
 fail:
     lcm_model_destroy(m);
@@ -371,7 +387,7 @@ static void layer_forward(lcm_model *m, const layer_view *v, int l, int B, int T
     const size_t nC = (size_t)N * C;
     op->rmsnorm_forward(be, v->anorm, v->rstd_attn, v->h_in, v->attn_norm, N, C, m->d.eps);
     op->linear_forward(be, v->qkv, v->anorm, v->qkv_w, v->qkv_b, N, C, 3 * C);
-    op->rope_forward(be, v->qkv, B, T, C, H, m->d.rope_theta);
+    op->rope_forward(be, v->qkv, m->rope, B, T, C, H);
     op->attention_forward(be, v->attn, v->saved, v->qkv, m->lens, B, T, C, H);
     op->linear_forward(be, m->branch, v->attn, v->attn_out_w, v->attn_out_b, N, C, C);
     op->dropout_add(be, v->h_mid, v->h_in, m->branch, nC, p, site_key(key, l, 0));
@@ -398,8 +414,8 @@ void lcm_model_forward(lcm_model *m, int B, int T, float p, lcm_dropout_key key)
     }
     op->rmsnorm_forward(be, m->hf, m->rstd_final, h_final(m), lcm_act_at(be, m->params, m->t.final_norm), N, C,
                         m->d.eps);
-    op->linear_forward(be, m->y, m->hf, lcm_act_at(be, m->params, m->t.post_w), lcm_act_at(be, m->params, m->t.post_b),
-                       N, C, D);
+    op->linear_forward_f32(be, m->y, m->hf, lcm_act_at(be, m->params, m->t.post_w),
+                           lcm_act_at(be, m->params, m->t.post_b), N, C, D);
 }
 
 void lcm_model_loss(lcm_model *m, int B, int T, float grad_scale) {
@@ -407,22 +423,25 @@ void lcm_model_loss(lcm_model *m, int B, int T, float grad_scale) {
     be->ops->mse_loss(be, m->dy, m->loss, m->y, m->x, m->center, m->scale, m->lens, B, T, m->d.D, grad_scale);
 }
 
-int lcm_model_backward(lcm_model *m, int B, int T, float p, lcm_dropout_key key, lcm_grads_ready_fn ready, void *ctx,
-                       lcm_error *err) {
+int lcm_model_backward(lcm_model *m, int B, int T, float p, lcm_dropout_key key, int accumulate,
+                       lcm_grads_ready_fn ready, void *ctx, lcm_error *err) {
     if (!m->training) return lcm_fail(err, LCM_ERR_INTERNAL, "backward on a model built for inference");
     lcm_backend *be = m->be;
     const lcm_backend_ops *op = be->ops;
     const int N = B * T, C = m->d.C, D = m->d.D, F = m->d.F, H = m->d.H;
     const size_t nC = (size_t)N * C;
     const lcm_param_table *t = &m->t;
+    /* A window is zeroed per bucket (and reused by every bucket, so its padding is not this bucket's):
+     * its ops add. */
+    const int acc = accumulate || m->grad_window;
 
     /* PostNet and the final norm; dh starts as zero and collects the residual gradient. */
     grad_window_at(m, t->final_norm, t->total);
     op->linear_backward(be, m->dtmp, grad_at(m, t->post_w), grad_at(m, t->post_b), m->dy, m->hf, lcm_act_at(be, m->params, t->post_w),
-                        N, C, D);
-    op->zero(be, m->dh, nC * be->act_bytes);
+                        N, C, D, acc);
+    op->zero(be, m->dh, nC * sizeof(float));
     op->rmsnorm_backward(be, m->dh, grad_at(m, t->final_norm), m->dtmp, h_final(m), lcm_act_at(be, m->params, t->final_norm),
-                         m->rstd_final, N, C);
+                         m->rstd_final, N, C, acc);
     if (ready) LCM_TRY(ready(ctx, t->final_norm, t->total, err));
 
     for (int l = m->d.L - 1; l >= 0; l--) {
@@ -431,31 +450,31 @@ int lcm_model_backward(lcm_model *m, int B, int T, float p, lcm_dropout_key key,
         if (m->recompute == LCM_RECOMPUTE_LAYER) layer_forward(m, &v, l, B, T, p, key, 0);
         /* FFN branch: h_out = h_mid + dropout(ffn(rmsnorm(h_mid))) */
         op->dropout_backward(be, m->dbranch, m->dh, nC, p, site_key(key, l, 1));
-        op->linear_backward(be, m->dsw, v.g_ffn_out_w, v.g_ffn_out_b, m->dbranch, v.sw, v.ffn_out_w, N, F, C);
+        op->linear_backward(be, m->dsw, v.g_ffn_out_w, v.g_ffn_out_b, m->dbranch, v.sw, v.ffn_out_w, N, F, C, acc);
         op->swiglu_backward(be, m->dbig, m->dsw, v.gi, N, F);
-        op->linear_backward(be, m->dtmp, v.g_gi_w, v.g_gi_b, m->dbig, v.fnorm, v.gi_w, N, C, 2 * F);
-        op->rmsnorm_backward(be, m->dh, v.g_ffn_norm, m->dtmp, v.h_mid, v.ffn_norm, v.rstd_ffn, N, C);
+        op->linear_backward(be, m->dtmp, v.g_gi_w, v.g_gi_b, m->dbig, v.fnorm, v.gi_w, N, C, 2 * F, acc);
+        op->rmsnorm_backward(be, m->dh, v.g_ffn_norm, m->dtmp, v.h_mid, v.ffn_norm, v.rstd_ffn, N, C, acc);
         /* attention branch: h_mid = h_in + dropout(attention(rmsnorm(h_in))) */
         op->dropout_backward(be, m->dbranch, m->dh, nC, p, site_key(key, l, 0));
-        op->linear_backward(be, m->dtmp, v.g_attn_out_w, v.g_attn_out_b, m->dbranch, v.attn, v.attn_out_w, N, C, C);
+        op->linear_backward(be, m->dtmp, v.g_attn_out_w, v.g_attn_out_b, m->dbranch, v.attn, v.attn_out_w, N, C, C,
+                            acc);
         op->attention_backward(be, m->dbig, m->dtmp, v.qkv, v.attn, v.saved, m->lens, B, T, C, H);
-        op->rope_backward(be, m->dbig, B, T, C, H, m->d.rope_theta);
-        op->linear_backward(be, m->dtmp, v.g_qkv_w, v.g_qkv_b, m->dbig, v.anorm, v.qkv_w, N, C, 3 * C);
-        op->rmsnorm_backward(be, m->dh, v.g_attn_norm, m->dtmp, v.h_in, v.attn_norm, v.rstd_attn, N, C);
+        op->rope_backward(be, m->dbig, m->rope, B, T, C, H);
+        op->linear_backward(be, m->dtmp, v.g_qkv_w, v.g_qkv_b, m->dbig, v.anorm, v.qkv_w, N, C, 3 * C, acc);
+        op->rmsnorm_backward(be, m->dh, v.g_attn_norm, m->dtmp, v.h_in, v.attn_norm, v.rstd_attn, N, C, acc);
         if (ready) LCM_TRY(ready(ctx, t->layers[l].begin, t->layers[l].end, err));
     }
     grad_window_at(m, 0, t->layers[0].begin);
-    op->linear_backward(be, NULL, grad_at(m, t->pre_w), grad_at(m, t->pre_b), m->dh, m->xn, lcm_act_at(be, m->params, t->pre_w), N, D,
-                        C);
+    op->f32_to_act(be, m->dbranch, m->dh, nC); /* the matmul reads act */
+    op->linear_backward(be, NULL, grad_at(m, t->pre_w), grad_at(m, t->pre_b), m->dbranch, m->xn,
+                        lcm_act_at(be, m->params, t->pre_w), N, D, C, acc);
     if (ready) LCM_TRY(ready(ctx, 0, t->layers[0].begin, err));
     return 0;
 }
 
 int lcm_model_predictions(lcm_model *m, float *out, int B, int T, lcm_error *err) {
     lcm_backend *be = m->be;
-    const size_t n = (size_t)B * T * m->d.D;
-    be->ops->act_to_f32(be, m->y32, m->y, n);
-    return be->ops->download(be, out, m->y32, n * sizeof(float), err);
+    return be->ops->download(be, out, m->y, (size_t)B * T * m->d.D * sizeof(float), err);
 }
 
 /* ---- incremental inference ------------------------------------------------------------------- */
@@ -475,21 +494,24 @@ int lcm_kv_cache_create(lcm_kv_cache *kv, lcm_model *m, int B, int T, lcm_error 
                         "the KV cache for %d rows of %d positions needs %.2f GiB but %s %d has %.2f GiB free; lower "
                         "generate.batch_size or generate.max_gen_len (or shorten the prompts with --prompt-len)",
                         B, T, 2 * half / 1073741824.0, be->name, be->device, free_b / 1073741824.0);
-    LCM_TRY(alloc_block(m, &kv->k, half, "the KV cache (keys)", err));
-    if (alloc_block(m, &kv->v, half, "the KV cache (values)", err)) {
-        be->ops->release(be, kv->k);
-        kv->k = NULL;
+    const size_t rope_bytes = lcm_rope_table_floats(T, m->d.C / m->d.H) * sizeof(float);
+    if (alloc_block(m, &kv->k, half, "the KV cache (keys)", err) ||
+        alloc_block(m, &kv->v, half, "the KV cache (values)", err) ||
+        alloc_block(m, (void **)&kv->rope, rope_bytes, "the KV cache's RoPE table", err) ||
+        upload_rope_table(be, kv->rope, &m->d, T, err)) {
+        lcm_kv_cache_destroy(kv, m);
         return err->code;
     }
     kv->B = B;
     kv->T = T;
-    kv->bytes = 2 * half;
+    kv->bytes = 2 * half + rope_bytes;
     return 0;
 }
 
 void lcm_kv_cache_destroy(lcm_kv_cache *kv, lcm_model *m) {
     if (kv->k) m->be->ops->release(m->be, kv->k);
     if (kv->v) m->be->ops->release(m->be, kv->v);
+    if (kv->rope) m->be->ops->release(m->be, kv->rope);
     memset(kv, 0, sizeof *kv);
 }
 
@@ -517,7 +539,7 @@ void lcm_model_forward_cached(lcm_model *m, lcm_kv_cache *kv, int B, int S, int 
         void *kc = lcm_act_at(be, kv->k, (size_t)l * layer_cache), *vc = lcm_act_at(be, kv->v, (size_t)l * layer_cache);
         op->rmsnorm_forward(be, v.anorm, v.rstd_attn, v.h_in, v.attn_norm, N, C, m->d.eps);
         op->linear_forward(be, v.qkv, v.anorm, v.qkv_w, v.qkv_b, N, C, 3 * C);
-        op->rope_forward_at(be, v.qkv, B, S, C, H, m->d.rope_theta, pos0);
+        op->rope_forward_at(be, v.qkv, kv->rope, B, S, C, H, pos0);
         op->kv_store(be, kc, vc, v.qkv, B, S, C, pos0, kv->T);
         op->attention_cached(be, v.attn, v.qkv, kc, vc, B, S, C, H, pos0, kv->T);
         op->linear_forward(be, m->branch, v.attn, v.attn_out_w, v.attn_out_b, N, C, C);
@@ -531,16 +553,15 @@ void lcm_model_forward_cached(lcm_model *m, lcm_kv_cache *kv, int B, int S, int 
     }
     op->rmsnorm_forward(be, m->hf, m->rstd_final, h_final(m), lcm_act_at(be, m->params, m->t.final_norm), N, C,
                         m->d.eps);
-    op->linear_forward(be, m->y, m->hf, lcm_act_at(be, m->params, m->t.post_w), lcm_act_at(be, m->params, m->t.post_b),
-                       N, C, D);
+    op->linear_forward_f32(be, m->y, m->hf, lcm_act_at(be, m->params, m->t.post_w),
+                           lcm_act_at(be, m->params, m->t.post_b), N, C, D);
 }
 
 int lcm_model_last_predictions(lcm_model *m, float *out, int B, int T, lcm_error *err) {
     lcm_backend *be = m->be;
     const size_t D = (size_t)m->d.D;
-    be->ops->act_to_f32(be, m->y32, m->y, (size_t)B * T * D);
     for (int b = 0; b < B; b++)
-        LCM_TRY(be->ops->download(be, out + (size_t)b * D, m->y32 + ((size_t)b * T + T - 1) * D, D * sizeof(float), err));
+        LCM_TRY(be->ops->download(be, out + (size_t)b * D, m->y + ((size_t)b * T + T - 1) * D, D * sizeof(float), err));
     return 0;
 }
 

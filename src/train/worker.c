@@ -114,14 +114,14 @@ int lcm_worker_step(lcm_worker *w, lcm_slot **slots, lcm_step_result *res, lcm_e
     const size_t lo = sharded ? w->shard.begin : 0, hi = sharded ? w->shard.end : m->t.total;
 
     /* Windowed (shard 2, one micro-batch): the backward zeroes each bucket's window itself; the slice
-     * is zeroed in case a bucket boundary leaves a padding element out of every bucket. */
+     * is zeroed in case a bucket boundary leaves a padding element out of every bucket. Otherwise the
+     * first micro-batch's backward assigns the gradients: no zeroing pass (the padding between tensors
+     * is zero from the allocation and nothing writes it). */
     const int windowed = m->grad_window > 0;
     float *gs = windowed ? w->model.grad_slice : m->grads + lo; /* the gradients of this rank's elements */
     if (windowed) {
         if (hi > lo) be->ops->zero(be, w->model.grad_slice, (hi - lo) * sizeof(float));
         if (w->grad_bf16) be->ops->zero(be, w->grad_bf16 + m->grad_window, w->shard.slice * sizeof(uint16_t));
-    } else {
-        be->ops->zero(be, m->grads, m->t.total * sizeof(float));
     }
     double local[4] = {0, 0, 0, 0};
     for (int a = 0; a < A; a++) {
@@ -135,7 +135,7 @@ int lcm_worker_step(lcm_worker *w, lcm_slot **slots, lcm_step_result *res, lcm_e
         lcm_model_forward(m, s->B, s->T, p, key);
         lcm_model_loss(m, s->B, s->T, 1.0f / (float)s->step_targets);
         lcm_worker_beat(w, LCM_PHASE_BACKWARD);
-        LCM_TRY(lcm_model_backward(m, s->B, s->T, p, key, a == A - 1 ? reduce_bucket : NULL, w, err));
+        LCM_TRY(lcm_model_backward(m, s->B, s->T, p, key, a > 0, a == A - 1 ? reduce_bucket : NULL, w, err));
         LCM_TRY(wait_device(w, err));
         float loss = 0;
         LCM_TRY(be->ops->download(be, &loss, m->loss, sizeof loss, err));

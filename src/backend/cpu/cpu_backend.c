@@ -157,9 +157,15 @@ static void cpu_op_linear_forward(lcm_backend *be, void *out, const void *inp, c
     cpu_linear_forward(out, inp, w, bias, N, IC, OC);
 }
 
+/* Activations are fp32 already: the same op. */
+static void cpu_op_linear_forward_f32(lcm_backend *be, float *out, const void *inp, const void *w, const void *bias,
+                                      int N, int IC, int OC) {
+    cpu_linear_forward(out, inp, w, bias, N, IC, OC);
+}
+
 static void cpu_op_linear_backward(lcm_backend *be, void *dinp, float *dw, float *dbias, const void *dout,
-                                   const void *inp, const void *w, int N, int IC, int OC) {
-    cpu_linear_backward(dinp, dw, dbias, dout, inp, w, N, IC, OC);
+                                   const void *inp, const void *w, int N, int IC, int OC, int accumulate) {
+    cpu_linear_backward(dinp, dw, dbias, dout, inp, w, N, IC, OC, accumulate);
 }
 
 static void cpu_op_rmsnorm_forward(lcm_backend *be, void *out, float *rstd, const void *inp, const void *gain,
@@ -167,17 +173,18 @@ static void cpu_op_rmsnorm_forward(lcm_backend *be, void *out, float *rstd, cons
     cpu_rmsnorm_forward(out, rstd, inp, gain, N, C, eps);
 }
 
-static void cpu_op_rmsnorm_backward(lcm_backend *be, void *dinp, float *dgain, const void *dout,
-                                    const void *inp, const void *gain, const float *rstd, int N, int C) {
-    cpu_rmsnorm_backward(dinp, dgain, dout, inp, gain, rstd, N, C);
+static void cpu_op_rmsnorm_backward(lcm_backend *be, float *dinp, float *dgain, const void *dout,
+                                    const void *inp, const void *gain, const float *rstd, int N, int C,
+                                    int accumulate) {
+    cpu_rmsnorm_backward(dinp, dgain, dout, inp, gain, rstd, N, C, accumulate);
 }
 
-static void cpu_op_rope_forward(lcm_backend *be, void *qkv, int B, int T, int C, int H, float theta) {
-    cpu_rope_forward(qkv, B, T, C, H, theta);
+static void cpu_op_rope_forward(lcm_backend *be, void *qkv, const float *rope, int B, int T, int C, int H) {
+    cpu_rope_forward(qkv, rope, B, T, C, H);
 }
 
-static void cpu_op_rope_backward(lcm_backend *be, void *dqkv, int B, int T, int C, int H, float theta) {
-    cpu_rope_backward(dqkv, B, T, C, H, theta);
+static void cpu_op_rope_backward(lcm_backend *be, void *dqkv, const float *rope, int B, int T, int C, int H) {
+    cpu_rope_backward(dqkv, rope, B, T, C, H);
 }
 
 static size_t cpu_op_attention_saved_floats(lcm_backend *be, int B, int T, int H) {
@@ -217,8 +224,9 @@ static void cpu_op_attention_backward(lcm_backend *be, void *dqkv, const void *d
     if (scratch) cpu_attention_backward(dqkv, scratch, dout, qkv, saved, lens, B, T, C, H);
 }
 
-static void cpu_op_rope_forward_at(lcm_backend *be, void *qkv, int B, int S, int C, int H, float theta, int pos0) {
-    cpu_rope_forward_at(qkv, B, S, C, H, theta, pos0);
+static void cpu_op_rope_forward_at(lcm_backend *be, void *qkv, const float *rope, int B, int S, int C, int H,
+                                   int pos0) {
+    cpu_rope_forward_at(qkv, rope, B, S, C, H, pos0);
 }
 
 static void cpu_op_kv_store(lcm_backend *be, void *kc, void *vc, const void *qkv, int B, int S, int C, int pos0,
@@ -245,12 +253,12 @@ static void cpu_op_dropout_add(lcm_backend *be, void *h_out, const void *h_in, c
     cpu_dropout_add(h_out, h_in, branch, n, p, key);
 }
 
-static void cpu_op_dropout_backward(lcm_backend *be, void *dbranch, const void *dh, size_t n, float p,
+static void cpu_op_dropout_backward(lcm_backend *be, void *dbranch, const float *dh, size_t n, float p,
                                     lcm_dropout_key key) {
     cpu_dropout_backward(dbranch, dh, n, p, key);
 }
 
-static void cpu_op_mse_loss(lcm_backend *be, void *dy, float *loss_sum, const void *y, const float *x,
+static void cpu_op_mse_loss(lcm_backend *be, void *dy, float *loss_sum, const float *y, const float *x,
                             const float *center, const float *scale, const int32_t *lens, int B, int T, int D,
                             float grad_scale) {
     cpu_mse_loss(dy, loss_sum, y, x, center, scale, lens, B, T, D, grad_scale);
@@ -303,6 +311,7 @@ static const lcm_backend_ops cpu_backend_ops = {
     .compute_wait_comm = cpu_compute_wait_comm,
     .normalize = cpu_op_normalize,
     .linear_forward = cpu_op_linear_forward,
+    .linear_forward_f32 = cpu_op_linear_forward_f32,
     .linear_backward = cpu_op_linear_backward,
     .rmsnorm_forward = cpu_op_rmsnorm_forward,
     .rmsnorm_backward = cpu_op_rmsnorm_backward,

@@ -17,11 +17,13 @@ void cpu_linear_forward(float *restrict out, const float *restrict inp, const fl
 
 void cpu_linear_backward(float *restrict dinp, float *restrict dw, float *restrict dbias,
                          const float *restrict dout, const float *restrict inp, const float *restrict w,
-                         int N, int IC, int OC) {
+                         int N, int IC, int OC, int accumulate) {
     if (dinp)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1.0f, dout, OC, w, IC, 0.0f,
                     dinp, IC);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dw, IC);
+    /* beta = 0 ignores dw's old contents (NaN included), as a zeroed buffer plus beta = 1 would. */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, dout, OC, inp, IC,
+                accumulate ? 1.0f : 0.0f, dw, IC);
     /* Column sums in double over strips of columns, added to dbias once: one rounding per element
      * whatever N, while each row still reads contiguous memory. */
     enum { STRIP = 64 };
@@ -32,6 +34,6 @@ void cpu_linear_backward(float *restrict dinp, float *restrict dw, float *restri
             const float *d = dout + (size_t)n * OC + o0;
             for (int j = 0; j < width; j++) acc[j] += d[j];
         }
-        for (int j = 0; j < width; j++) dbias[o0 + j] += (float)acc[j];
+        for (int j = 0; j < width; j++) dbias[o0 + j] = (accumulate ? dbias[o0 + j] : 0.0f) + (float)acc[j];
     }
 }

@@ -36,12 +36,12 @@ void cpu_linear_forward(float *out,         /* (N, OC) */
                         const float *bias,  /* (OC) */
                         int N, int IC, int OC);
 void cpu_linear_backward(float *dinp,        /* (N, IC) assigned; NULL to skip */
-                         float *dw,          /* (OC, IC) += */
-                         float *dbias,       /* (OC) += */
+                         float *dw,          /* (OC, IC) += (accumulate) or = */
+                         float *dbias,       /* (OC) += (accumulate) or = */
                          const float *dout,  /* (N, OC) */
                          const float *inp,   /* (N, IC) */
                          const float *w,     /* (OC, IC) */
-                         int N, int IC, int OC);
+                         int N, int IC, int OC, int accumulate);
 
 /* ---- cpu_rmsnorm.c ---- */
 void cpu_rmsnorm_forward(float *out,         /* (N, C) */
@@ -50,18 +50,19 @@ void cpu_rmsnorm_forward(float *out,         /* (N, C) */
                          const float *gain,  /* (C) */
                          int N, int C, float eps);
 void cpu_rmsnorm_backward(float *dinp,        /* (N, C) += */
-                          float *dgain,       /* (C) += */
+                          float *dgain,       /* (C) += (accumulate) or = */
                           const float *dout,  /* (N, C) */
                           const float *inp,   /* (N, C) */
                           const float *gain,  /* (C) */
                           const float *rstd,  /* (N) from the forward */
-                          int N, int C);
+                          int N, int C, int accumulate);
 
-/* ---- cpu_rope.c: in place on the q and k parts of qkv (B, T, 3C) ---- */
-void cpu_rope_forward(float *qkv, int B, int T, int C, int H, float theta);
-void cpu_rope_backward(float *dqkv, int B, int T, int C, int H, float theta);
+/* ---- cpu_rope.c: in place on the q and k parts of qkv (B, T, 3C); rope is the model's angle table
+ * (include/lcm/rope.h) ---- */
+void cpu_rope_forward(float *qkv, const float *rope, int B, int T, int C, int H);
+void cpu_rope_backward(float *dqkv, const float *rope, int B, int T, int C, int H);
 /* Positions pos0 .. pos0+T-1 instead of 0 .. T-1 (incremental inference). */
-void cpu_rope_forward_at(float *qkv, int B, int T, int C, int H, float theta, int pos0);
+void cpu_rope_forward_at(float *qkv, const float *rope, int B, int T, int C, int H, int pos0);
 
 /* ---- cpu_attention.c ---- */
 void cpu_attention_forward(float *out,           /* (B, T, C) */

@@ -22,7 +22,9 @@ void cpu_rmsnorm_forward(float *restrict out, float *restrict rstd, const float 
  *   dL/dx_j = r g_j dy_j - x_j r^3 / C * sum_i dy_i g_i x_i,   dL/dg_i = sum_n dy_i x_i r. */
 void cpu_rmsnorm_backward(float *restrict dinp, float *restrict dgain, const float *restrict dout,
                           const float *restrict inp, const float *restrict gain, const float *restrict rstd,
-                          int N, int C) {
+                          int N, int C, int accumulate) {
+    if (!accumulate)
+        for (int i = 0; i < C; i++) dgain[i] = 0.0f;
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         const float *dy = dout + (size_t)n * C;

@@ -253,6 +253,7 @@ static void fill_ops(lcm_backend_ops *o) {
     o->compute_wait_comm = cuda_compute_wait_comm;
     o->normalize = cuda_normalize;
     o->linear_forward = cuda_linear_forward;
+    o->linear_forward_f32 = cuda_linear_forward_f32;
     o->linear_backward = cuda_linear_backward;
     o->rmsnorm_forward = cuda_rmsnorm_forward;
     o->rmsnorm_backward = cuda_rmsnorm_backward;

@@ -28,13 +28,22 @@ extern "C" {
 typedef __nv_bfloat16 bf16;
 
 /* One cached cuBLASLt matmul: descriptors and the algorithm chosen for one shape and alignment. */
-typedef enum { MATMUL_FORWARD, MATMUL_FORWARD_BIAS, MATMUL_DINP, MATMUL_DW } matmul_kind;
+typedef enum {
+    MATMUL_FORWARD,
+    MATMUL_FORWARD_BIAS,
+    MATMUL_FORWARD_F32,
+    MATMUL_DINP,
+    MATMUL_DW,
+    MATMUL_DW_BGRADB, /* dw with the bias gradient from the epilogue (stored, so only with beta = 0) */
+} matmul_kind;
 
 typedef struct matmul_plan {
     int used;
+    int unsupported;   /* MATMUL_DW_BGRADB only: cuBLASLt offered no algorithm; the caller falls back */
     matmul_kind kind;
     int m, n, k;
     uint32_t align[4]; /* byte alignment of the A, B, C, D pointers the algorithm was chosen for */
+    uint32_t bias_align; /* and of the bias (gradient) pointer; 0 without one */
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, c, d;
     cublasLtMatmulAlgo_t algo;
@@ -91,16 +100,19 @@ static inline unsigned grid_for(size_t n, size_t per_thread, unsigned threads) {
 /* cuda_matmul.cu */
 void cuda_linear_forward(lcm_backend *be, void *out, const void *inp, const void *w, const void *bias, int N,
                          int IC, int OC);
+void cuda_linear_forward_f32(lcm_backend *be, float *out, const void *inp, const void *w, const void *bias, int N,
+                             int IC, int OC);
 void cuda_linear_backward(lcm_backend *be, void *dinp, float *dw, float *dbias, const void *dout,
-                          const void *inp, const void *w, int N, int IC, int OC);
+                          const void *inp, const void *w, int N, int IC, int OC, int accumulate);
 void cuda_matmul_cache_clear(cuda_backend *cb);
 
 /* cuda_reduce.cu: deterministic reductions (fixed order, no float atomics) */
-/* dst[c] += sum_n dout[n, c] * (inp ? inp[n, c] * rstd[n] : 1) over N rows of C columns. */
+/* dst[c] (+= with accumulate, else =) sum_n dout[n, c] * (inp ? inp[n, c] * rstd[n] : 1) over N rows
+ * of C columns. */
 void cuda_column_sums(cuda_backend *cb, const char *op, float *dst, const bf16 *dout, const bf16 *inp,
-                      const float *rstd, int N, int C);
+                      const float *rstd, int N, int C, int accumulate);
 int cuda_sumsq(lcm_backend *be, double *out, const float *x, size_t n, lcm_error *err);
-void cuda_mse_loss(lcm_backend *be, void *dy, float *loss_sum, const void *y, const float *x,
+void cuda_mse_loss(lcm_backend *be, void *dy, float *loss_sum, const float *y, const float *x,
                    const float *center, const float *scale, const int32_t *lens, int B, int T, int D,
                    float grad_scale);
 
@@ -109,13 +121,13 @@ void cuda_normalize(lcm_backend *be, void *xn, const float *x, const float *cent
                     int D);
 void cuda_rmsnorm_forward(lcm_backend *be, void *out, float *rstd, const void *inp, const void *gain, int N,
                           int C, float eps);
-void cuda_rmsnorm_backward(lcm_backend *be, void *dinp, float *dgain, const void *dout, const void *inp,
-                           const void *gain, const float *rstd, int N, int C);
+void cuda_rmsnorm_backward(lcm_backend *be, float *dinp, float *dgain, const void *dout, const void *inp,
+                           const void *gain, const float *rstd, int N, int C, int accumulate);
 
 /* cuda_rope.cu */
-void cuda_rope_forward(lcm_backend *be, void *qkv, int B, int T, int C, int H, float theta);
-void cuda_rope_backward(lcm_backend *be, void *dqkv, int B, int T, int C, int H, float theta);
-void cuda_rope_forward_at(lcm_backend *be, void *qkv, int B, int S, int C, int H, float theta, int pos0);
+void cuda_rope_forward(lcm_backend *be, void *qkv, const float *table, int B, int T, int C, int H);
+void cuda_rope_backward(lcm_backend *be, void *dqkv, const float *table, int B, int T, int C, int H);
+void cuda_rope_forward_at(lcm_backend *be, void *qkv, const float *table, int B, int S, int C, int H, int pos0);
 
 /* cuda_attention.cu */
 size_t cuda_attention_saved_floats(lcm_backend *be, int B, int T, int H);
@@ -132,7 +144,7 @@ void cuda_swiglu_forward(lcm_backend *be, void *out, const void *gi, int N, int 
 void cuda_swiglu_backward(lcm_backend *be, void *dgi, const void *dout, const void *gi, int N, int F);
 void cuda_dropout_add(lcm_backend *be, void *h_out, const void *h_in, const void *branch, size_t n, float p,
                       lcm_dropout_key key);
-void cuda_dropout_backward(lcm_backend *be, void *dbranch, const void *dh, size_t n, float p,
+void cuda_dropout_backward(lcm_backend *be, void *dbranch, const float *dh, size_t n, float p,
                            lcm_dropout_key key);
 void cuda_scale_f32(lcm_backend *be, float *x, float s, size_t n);
 void cuda_f32_to_bf16(lcm_backend *be, uint16_t *dst, const float *src, size_t n);

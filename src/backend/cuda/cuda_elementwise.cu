@@ -118,7 +118,7 @@ __global__ void dropout_add_kernel(bf16 *h_out, const bf16 *h_in, const bf16 *br
         store1(h_out + i, load1(h_in + i) + load1(branch + i) * dropout_factor(key, i, threshold, keep_scale));
 }
 
-__global__ void dropout_backward_kernel(bf16 *dbranch, const bf16 *dh, size_t n, lcm_dropout_key key,
+__global__ void dropout_backward_kernel(bf16 *dbranch, const float *dh, size_t n, lcm_dropout_key key,
                                         uint32_t threshold, float keep_scale, int vec) {
     size_t i0 = first_of_eight();
     if (i0 >= n) return;
@@ -147,7 +147,7 @@ void cuda_dropout_add(lcm_backend *be, void *h_out, const void *h_in, const void
     cuda_check_launch(cb, op);
 }
 
-void cuda_dropout_backward(lcm_backend *be, void *dbranch, const void *dh, size_t n, float p, lcm_dropout_key key) {
+void cuda_dropout_backward(lcm_backend *be, void *dbranch, const float *dh, size_t n, float p, lcm_dropout_key key) {
     cuda_backend *cb = cuda_of(be);
     const char *op = "dropout_backward";
     cuda_enter(cb, op);
@@ -156,7 +156,7 @@ void cuda_dropout_backward(lcm_backend *be, void *dbranch, const void *dh, size_
     float keep_scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
     int vec = aligned16(dbranch) && aligned16(dh);
     dropout_backward_kernel<<<grid_for(n, 8, EW_THREADS), EW_THREADS, 0, cb->compute>>>(
-        (bf16 *)dbranch, (const bf16 *)dh, n, key, threshold, keep_scale, vec);
+        (bf16 *)dbranch, dh, n, key, threshold, keep_scale, vec);
     cuda_check_launch(cb, op);
 }
 

@@ -1,6 +1,6 @@
 /* cuda_norm.cu: the input normalizer (fp32 SONAR embeddings -> bf16 normalized) and RMSNorm forward and
  * backward. Statistics in fp32; one warp per row; 16-byte loads when the rows allow them. The gain
- * gradient is a deterministic column sum (cuda_reduce.cu). */
+ * gradient is a deterministic column sum (cuda_reduce.cu), assigned on a step's first contribution. */
 #include "cuda_backend.cuh"
 #include "cuda_kernels.cuh"
 
@@ -89,8 +89,9 @@ __global__ void rmsnorm_forward_kernel(bf16 *out, float *rstd, const bf16 *inp, 
 
 /* y = x r g with r = (mean(x^2) + eps)^-1/2 gives
  *   dx = r g dy - x r^3 / C * sum_c(dy g x),
- * added into dinp (the residual stream's gradient already holds the skip connection's share). */
-__global__ void rmsnorm_backward_kernel(bf16 *dinp, const bf16 *dout, const bf16 *inp, const bf16 *gain,
+ * added into dinp, the residual stream's gradient (fp32: it sums every layer's share, which bf16 would
+ * round after each of the 2L additions). */
+__global__ void rmsnorm_backward_kernel(float *dinp, const bf16 *dout, const bf16 *inp, const bf16 *gain,
                                         const float *rstd, int N, int C, int vec) {
     int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
@@ -131,17 +132,19 @@ void cuda_rmsnorm_forward(lcm_backend *be, void *out, float *rstd, const void *i
     cuda_check_launch(cb, op);
 }
 
-void cuda_rmsnorm_backward(lcm_backend *be, void *dinp, float *dgain, const void *dout, const void *inp,
-                           const void *gain, const float *rstd, int N, int C) {
+void cuda_rmsnorm_backward(lcm_backend *be, float *dinp, float *dgain, const void *dout, const void *inp,
+                           const void *gain, const float *rstd, int N, int C, int accumulate) {
     cuda_backend *cb = cuda_of(be);
     const char *op = "rmsnorm_backward";
     cuda_enter(cb, op);
-    if (N <= 0 || C <= 0) return;
-    int vec = C % 8 == 0 && aligned16(dinp) && aligned16(dout) && aligned16(inp) && aligned16(gain);
-    unsigned blocks = (unsigned)((N + NORM_THREADS / 32 - 1) / (NORM_THREADS / 32));
-    rmsnorm_backward_kernel<<<blocks, NORM_THREADS, 0, cb->compute>>>((bf16 *)dinp, (const bf16 *)dout,
-                                                                      (const bf16 *)inp, (const bf16 *)gain, rstd,
-                                                                      N, C, vec);
-    cuda_check_launch(cb, op);
-    cuda_column_sums(cb, op, dgain, (const bf16 *)dout, (const bf16 *)inp, rstd, N, C);
+    if (C <= 0) return;
+    if (N > 0) {
+        int vec = C % 8 == 0 && aligned16(dinp) && aligned16(dout) && aligned16(inp) && aligned16(gain);
+        unsigned blocks = (unsigned)((N + NORM_THREADS / 32 - 1) / (NORM_THREADS / 32));
+        rmsnorm_backward_kernel<<<blocks, NORM_THREADS, 0, cb->compute>>>(dinp, (const bf16 *)dout,
+                                                                          (const bf16 *)inp, (const bf16 *)gain,
+                                                                          rstd, N, C, vec);
+        cuda_check_launch(cb, op);
+    }
+    cuda_column_sums(cb, op, dgain, (const bf16 *)dout, (const bf16 *)inp, rstd, N, C, accumulate);
 }

@@ -1,6 +1,6 @@
 /* cuda_reduce.cu: the reductions, all deterministic (the same inputs and shapes give the same bits):
- * column sums for the bias and RMSNorm-gain gradients, the masked MSE loss with its gradient, and the
- * sum of squares for gradient clipping.
+ * column sums for the bias and RMSNorm-gain gradients, the masked MSE loss (fp32, on the fp32
+ * prediction) with its gradient, and the sum of squares for gradient clipping.
  *
  * No float atomics anywhere: each reduction writes per-block partial sums into the backend's scratch
  * buffer, and a second kernel adds them in a fixed order. How work is split over blocks depends only
@@ -32,25 +32,30 @@ __global__ void column_partials_kernel(float *partial, int accumulate, const bf1
     *dst = accumulate ? *dst + s : s;
 }
 
-/* dst[c] += the chunks' partial sums, in chunk order. */
-__global__ void column_finish_kernel(float *dst, const float *partial, int nchunks, int C) {
+/* dst[c] (= or +=) the chunks' partial sums, in chunk order. */
+__global__ void column_finish_kernel(float *dst, int accumulate, const float *partial, int nchunks, int C) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
     float s = 0.0f;
     for (int j = 0; j < nchunks; j++) s += partial[(size_t)j * C + c];
-    dst[c] += s;
+    dst[c] = accumulate ? dst[c] + s : s;
 }
 
 void cuda_column_sums(cuda_backend *cb, const char *op, float *dst, const bf16 *dout, const bf16 *inp,
-                      const float *rstd, int N, int C) {
-    if (N <= 0 || C <= 0) return;
+                      const float *rstd, int N, int C, int accumulate) {
+    if (C <= 0) return;
+    if (N <= 0) { /* an empty sum */
+        if (!accumulate) CUDA_NOTE(cb, op, cudaMemsetAsync(dst, 0, (size_t)C * sizeof(float), cb->compute));
+        return;
+    }
     size_t fit = cb->scratch_bytes / sizeof(float) / (size_t)C; /* chunks whose partials fit the scratch */
     int nchunks = (N + COLSUM_MIN_ROWS - 1) / COLSUM_MIN_ROWS;
     if (nchunks > COLSUM_MAX_CHUNKS) nchunks = COLSUM_MAX_CHUNKS;
     if ((size_t)nchunks > fit) nchunks = (int)fit;
     unsigned col_blocks = (unsigned)((C + COLSUM_THREADS - 1) / COLSUM_THREADS);
-    if (nchunks <= 1) { /* one chunk: add straight into dst */
-        column_partials_kernel<<<col_blocks, COLSUM_THREADS, 0, cb->compute>>>(dst, 1, dout, inp, rstd, N, C, N);
+    if (nchunks <= 1) { /* one chunk: straight into dst */
+        column_partials_kernel<<<col_blocks, COLSUM_THREADS, 0, cb->compute>>>(dst, accumulate, dout, inp, rstd, N, C,
+                                                                              N);
         cuda_check_launch(cb, op);
         return;
     }
@@ -60,7 +65,7 @@ void cuda_column_sums(cuda_backend *cb, const char *op, float *dst, const bf16 *
     column_partials_kernel<<<dim3(col_blocks, (unsigned)nchunks), COLSUM_THREADS, 0, cb->compute>>>(
         partial, 0, dout, inp, rstd, N, C, rows);
     cuda_check_launch(cb, op);
-    column_finish_kernel<<<col_blocks, COLSUM_THREADS, 0, cb->compute>>>(dst, partial, nchunks, C);
+    column_finish_kernel<<<col_blocks, COLSUM_THREADS, 0, cb->compute>>>(dst, accumulate, partial, nchunks, C);
     cuda_check_launch(cb, op);
 }
 
@@ -69,22 +74,27 @@ void cuda_column_sums(cuda_backend *cb, const char *op, float *dst, const bf16 *
 #define SUMSQ_BLOCKS 1024 /* fixed, so the order of additions never depends on the GPU */
 #define SUMSQ_THREADS 256
 
-__global__ void sumsq_partials_kernel(double *partial, const float *x, size_t n) {
-    __shared__ double shared[32];
-    double s = 0.0;
+/* fp32 only (fp64 runs at 1/64 rate on consumer GPUs). A thread's long strided sum (6,000 terms for
+ * base_lcm) is compensated (Kahan), so it errs by about 2 roundings instead of thousands; the block
+ * and partial trees add 18 levels: a relative error near 1e-6, plenty for a clipping norm. */
+__global__ void sumsq_partials_kernel(float *partial, const float *x, size_t n) {
+    __shared__ float shared[32];
+    float s = 0.0f, comp = 0.0f;
     size_t stride = (size_t)gridDim.x * blockDim.x;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        double v = x[i];
-        s += v * v;
+        float y = x[i] * x[i] - comp;
+        float t = s + y;
+        comp = (t - s) - y;
+        s = t;
     }
     s = block_sum(s, shared);
     if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
 /* One block: *out = sum of the partials, in a fixed order. */
-__global__ void sum_partials_kernel(double *out, const double *partial, int np) {
-    __shared__ double shared[32];
-    double s = 0.0;
+__global__ void sum_partials_kernel(float *out, const float *partial, int np) {
+    __shared__ float shared[32];
+    float s = 0.0f;
     for (int i = threadIdx.x; i < np; i += blockDim.x) s += partial[i];
     s = block_sum(s, shared);
     if (threadIdx.x == 0) *out = s;
@@ -95,16 +105,19 @@ int cuda_sumsq(lcm_backend *be, double *out, const float *x, size_t n, lcm_error
     const char *op = "sumsq";
     cuda_enter(cb, op);
     *out = 0.0;
-    double *partial = (double *)cb->scratch;
-    double *total = partial + SUMSQ_BLOCKS;
+    float *partial = (float *)cb->scratch;
+    float *total = partial + SUMSQ_BLOCKS;
     sumsq_partials_kernel<<<SUMSQ_BLOCKS, SUMSQ_THREADS, 0, cb->compute>>>(partial, x, n);
     cuda_check_launch(cb, op);
     sum_partials_kernel<<<1, 1024, 0, cb->compute>>>(total, partial, SUMSQ_BLOCKS);
     cuda_check_launch(cb, op);
-    CUDA_NOTE(cb, op, cudaMemcpyAsync(cb->host_result, total, sizeof(double), cudaMemcpyDeviceToHost, cb->compute));
+    /* host_result is pinned and holds a double, so a float fits */
+    CUDA_NOTE(cb, op, cudaMemcpyAsync(cb->host_result, total, sizeof(float), cudaMemcpyDeviceToHost, cb->compute));
     CUDA_NOTE(cb, op, cudaStreamSynchronize(cb->compute));
     if (cb->sticky.code != LCM_OK) return lcm_fail(err, cb->sticky.code, "%s", cb->sticky.msg);
-    *out = *cb->host_result;
+    float total_h;
+    memcpy(&total_h, cb->host_result, sizeof total_h);
+    *out = total_h;
     return 0;
 }
 
@@ -113,11 +126,14 @@ int cuda_sumsq(lcm_backend *be, double *out, const float *x, size_t n, lcm_error
 #define LOSS_MAX_BLOCKS 1024
 #define LOSS_THREADS 256
 
-/* Block j handles rows j, j + gridDim.x, ...; its share of the loss goes to partial[j]. */
-__global__ void mse_loss_kernel(double *partial, bf16 *dy, const bf16 *y, const float *x, const float *center,
+/* Block j handles rows j, j + gridDim.x, ...; its share of the loss goes to partial[j]. All in fp32,
+ * as the reference computes its loss: a thread sums D / 256 squares of each of its block's rows (28 in
+ * all for base_lcm at 7168 positions), then the block and the partials are summed as trees: at most
+ * about 50 fp32 roundings of a sum of positive terms, a relative error below 3e-6. */
+__global__ void mse_loss_kernel(float *partial, bf16 *dy, const float *y, const float *x, const float *center,
                                 const float *scale, const int32_t *lens, int B, int T, int D, float grad_scale) {
-    __shared__ double shared[32];
-    double acc = 0.0;
+    __shared__ float shared[32];
+    float acc = 0.0f;
     int N = B * T;
     for (int r = blockIdx.x; r < N; r += gridDim.x) {
         int b = r / T, t = r % T;
@@ -127,8 +143,8 @@ __global__ void mse_loss_kernel(double *partial, bf16 *dy, const bf16 *y, const 
             float g = 0.0f;
             if (has_target) {
                 float target = (x[row + D + d] - center[d]) / scale[d]; /* x[b, t+1] */
-                float diff = load1(y + row + d) - target;
-                acc += (double)(diff * diff);
+                float diff = y[row + d] - target;
+                acc += diff * diff;
                 g = 2.0f * diff * grad_scale;
             }
             store1(dy + row + d, g);
@@ -138,15 +154,15 @@ __global__ void mse_loss_kernel(double *partial, bf16 *dy, const bf16 *y, const 
     if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
-__global__ void loss_finish_kernel(float *loss_sum, const double *partial, int np) {
-    __shared__ double shared[32];
-    double s = 0.0;
+__global__ void loss_finish_kernel(float *loss_sum, const float *partial, int np) {
+    __shared__ float shared[32];
+    float s = 0.0f;
     for (int i = threadIdx.x; i < np; i += blockDim.x) s += partial[i];
     s = block_sum(s, shared);
-    if (threadIdx.x == 0) *loss_sum = (float)s;
+    if (threadIdx.x == 0) *loss_sum = s;
 }
 
-void cuda_mse_loss(lcm_backend *be, void *dy, float *loss_sum, const void *y, const float *x,
+void cuda_mse_loss(lcm_backend *be, void *dy, float *loss_sum, const float *y, const float *x,
                    const float *center, const float *scale, const int32_t *lens, int B, int T, int D,
                    float grad_scale) {
     cuda_backend *cb = cuda_of(be);
@@ -158,8 +174,8 @@ void cuda_mse_loss(lcm_backend *be, void *dy, float *loss_sum, const void *y, co
         return;
     }
     int blocks = N < LOSS_MAX_BLOCKS ? N : LOSS_MAX_BLOCKS;
-    double *partial = (double *)cb->scratch;
-    mse_loss_kernel<<<blocks, LOSS_THREADS, 0, cb->compute>>>(partial, (bf16 *)dy, (const bf16 *)y, x, center, scale,
+    float *partial = (float *)cb->scratch;
+    mse_loss_kernel<<<blocks, LOSS_THREADS, 0, cb->compute>>>(partial, (bf16 *)dy, y, x, center, scale,
                                                              lens, B, T, D, grad_scale);
     cuda_check_launch(cb, op);
     loss_finish_kernel<<<1, 1024, 0, cb->compute>>>(loss_sum, partial, blocks);
