@@ -66,14 +66,16 @@ plot_output_dir_is_not_shell_code() {
 
 second_trainer_stops_at_once_and_the_first_is_intact() {
   run="$tmp/lock"
+  # 1500 steps: long enough that the first is still training when the second (a CUDA build takes
+  # 0.2 s to start) reaches the lock, even on a loaded machine.
   # shellcheck disable=SC2086
-  "$LCM" train $tiny trainer.max_steps=300 trainer.checkpoint_every=100 trainer.output_dir="$run" \
+  "$LCM" train $tiny trainer.max_steps=1500 trainer.checkpoint_every=500 trainer.output_dir="$run" \
     >"$tmp/lock1.out" 2>"$tmp/lock1.err" &
   pid=$!
   wait_for "$run/metrics.jsonl" 5 60 || { kill -9 "$pid"; return 1; }
   t0=$(now)
   # shellcheck disable=SC2086
-  "$LCM" train $tiny trainer.max_steps=300 trainer.checkpoint_every=100 trainer.output_dir="$run" \
+  "$LCM" train $tiny trainer.max_steps=1500 trainer.checkpoint_every=500 trainer.output_dir="$run" \
     >"$tmp/lock2.out" 2>"$tmp/lock2.err"
   rc=$?
   took=$(elapsed "$t0" "$(now)")
@@ -89,7 +91,7 @@ second_trainer_stops_at_once_and_the_first_is_intact() {
   [ "$rc1" -eq 0 ] || { echo "  first trainer: status $rc1" >&2; cat "$tmp/lock1.err" >&2; return 1; }
   # The first run's checkpoints are exactly those of the same run made alone.
   # shellcheck disable=SC2086
-  "$LCM" train $tiny trainer.max_steps=300 trainer.checkpoint_every=100 trainer.output_dir="$tmp/alone" \
+  "$LCM" train $tiny trainer.max_steps=1500 trainer.checkpoint_every=500 trainer.output_dir="$tmp/alone" \
     >/dev/null 2>"$tmp/alone.err" || { cat "$tmp/alone.err" >&2; return 1; }
   ls "$run/checkpoints" | grep -q . || return 1
   for s in $(ls "$run/checkpoints" | sed 's/^step_//'); do
