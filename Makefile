@@ -121,12 +121,13 @@ ifeq ($(WITH_CUDA),1)
               -lcublasLt -lcublas -lcudart -lnccl -lstdc++
 endif
 # The one C++ file (src/backend/cuda/cuda_cudnn.cpp): the frontend's headers as system headers, so that
-# -Werror applies to our code only; the frontend also calls NVRTC (its runtime-compiled engines).
+# -Werror applies to our code only. It opens libcudnn.so.9 (and NVRTC) at run time, not at link time, so
+# that the binary starts where cuDNN is missing; the rpath lets it find the toolkit's copy.
 CXXFLAGS := -std=c++17 $(OPT) -g -Wall -Wextra -Werror -Wno-unused-parameter -pthread -MMD -MP $(EXTRA_CXXFLAGS)
 ifeq ($(WITH_CUDNN),1)
   CXXFLAGS += -isystem $(CUDNN_HOME)/include -isystem $(CUDNN_FRONTEND)
   LDLIBS   := $(filter-out -lstdc++,$(LDLIBS)) -L$(CUDNN_HOME)/lib64 -L$(CUDNN_HOME)/lib \
-              -Wl,-rpath,$(CUDNN_HOME)/lib64 -lcudnn -lnvrtc -lstdc++
+              -Wl,-rpath,$(CUDNN_HOME)/lib64 -ldl -lstdc++
 endif
 
 # ---- sources: each directory of src/ is one concern (see docs/architecture.md) -----------------

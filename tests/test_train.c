@@ -334,6 +334,8 @@ static size_t fake_attention_workspace(int B, int T, int H, int hd) {
     return (size_t)B * T * T + 1000 * (size_t)H + (size_t)hd;
 }
 
+static size_t fake_rows(int B, int T, int H, int hd) { return (size_t)B; }
+
 TEST(memory_plan_counts_the_fused_attention_workspace) {
     static lcm_config cfg;
     lcm_error err = {0};
@@ -348,6 +350,15 @@ TEST(memory_plan_counts_the_fused_attention_workspace) {
     cfg.model.attention = LCM_ATTENTION_NATIVE;
     CHECK_OK(lcm_memplan_compute(&in, &p, &err), &err);
     CHECK(p.bytes[LCM_MEM_WORKSPACE] == fixed);
+    /* auto leaves rows shorter than 64 to the native kernels, cudnn takes every row: with a stand-in of
+     * one byte per row, the most rows are 7168 / 64 = 112 under auto and 7168 (rows of 1) under cudnn */
+    bt.attention_workspace_bytes = fake_rows;
+    cfg.model.attention = LCM_ATTENTION_AUTO;
+    CHECK_OK(lcm_memplan_compute(&in, &p, &err), &err);
+    CHECK(p.bytes[LCM_MEM_WORKSPACE] == fixed + 112);
+    cfg.model.attention = LCM_ATTENTION_CUDNN;
+    CHECK_OK(lcm_memplan_compute(&in, &p, &err), &err);
+    CHECK(p.bytes[LCM_MEM_WORKSPACE] == fixed + 7168);
     /* the real sizes: none on the CPU or without cuDNN; with it, the deterministic backward's bf16 dP
      * (896 x 128 x 128 x 2), fp32 sums (896 x 128 x 4) and 16 MiB, for 56 rows of 128, 16 heads of 64;
      * rows of 100 pad to 128; none for a head dim cuDNN is not used for */

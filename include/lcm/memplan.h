@@ -38,6 +38,9 @@ extern const lcm_backend_traits lcm_cpu_traits, lcm_cuda_traits;
 /* Head dims the fused (cuDNN) attention is used for: multiples of 8 up to 128, what its flash kernels
  * take on every GPU from sm_80 on; other head dims run the native kernels. */
 #define LCM_CUDNN_HEAD_DIM_OK(hd) ((hd) > 0 && (hd) % 8 == 0 && (hd) <= 128)
+/* Under model.attention = auto, rows shorter than this run the native kernels: cuDNN pads a row to its
+ * 64-position tiles (compute, and the backward's workspace), so for short rows it is waste, not speed. */
+#define LCM_CUDNN_AUTO_MIN_T 64
 
 typedef enum lcm_mem_class {
     LCM_MEM_MASTER,        /* fp32 master weights */

@@ -20,6 +20,7 @@
 #include "../harness.h"
 #include "lcm/backend.h"
 #include "lcm/half.h"
+#include "lcm/log.h"
 #include "lcm/philox.h"
 
 #define TOL_BF16 1e-2
@@ -698,9 +699,12 @@ static void check_cudnn_attention(lcm_backend *cud, lcm_backend *again, int B, i
 TEST(cuda_cudnn_attention_matches_cpu_and_is_deterministic) {
     NEED_GPU();
     seed(62);
+    /* the plans' real workspace against the memory plan's bound, one line per shape (on stderr) */
+    lcm_log_set_level(LCM_LOG_DEBUG);
     lcm_backend *cud = cudnn_backend(16), *again = cud ? cudnn_backend(16) : NULL;
     if (!cud || !again) {
         if (cud) lcm_backend_destroy(cud);
+        lcm_log_set_level(LCM_LOG_INFO);
         return; /* refused as it must be (no cuDNN in this build), or the failure is recorded */
     }
     /* set_attention's head dim only decides the choice; each call's shape gets its own plans */
@@ -717,6 +721,7 @@ TEST(cuda_cudnn_attention_matches_cpu_and_is_deterministic) {
     release_all();
     lcm_backend_destroy(cud);
     lcm_backend_destroy(again);
+    lcm_log_set_level(LCM_LOG_INFO);
 }
 
 /* A head dim cuDNN does not take: cudnn is refused up front naming the key; auto keeps the native kernels

@@ -18,9 +18,10 @@
  *    dK/dV kernel), one per warp; tiles of 32 keys (queries) are staged in shared memory once for all
  *    8 warps; the softmax runs online over the tiles. Lane j scores key j of a tile; lane j then
  *    accumulates output dimensions j, j+32, ...
- *  - "simple" (native, any head dim; lcm_cuda_use_reference_attention for the tests): one block per query (per key in the dK/dV
- *    kernel), reading keys straight from global memory in tiles of 32, the softmax bookkeeping done by
- *    one thread. Slow and obviously right: the reference the flash kernels are tested against. */
+ *  - "simple" (native, any head dim; lcm_cuda_use_reference_attention for the tests): one block per
+ *    query (per key in the dK/dV kernel), reading keys straight from global memory in tiles of 32, the
+ *    softmax bookkeeping done by one thread. Slow and obviously right: the reference the flash kernels
+ *    are tested against. */
 #include <math.h>
 
 #include "cuda_backend.cuh"
@@ -472,6 +473,12 @@ void cuda_attention_release(cuda_backend *cb) {
 }
 
 #if LCM_WITH_CUDNN
+/* cuDNN for rows of T positions: always under cudnn; under auto from LCM_CUDNN_AUTO_MIN_T on (the
+ * memory plan counts the same shapes). */
+static int cudnn_for(const cuda_backend *cb, int T) {
+    return cb->attention == CUDA_ATTENTION_CUDNN && (!cb->attention_auto || T >= LCM_CUDNN_AUTO_MIN_T);
+}
+
 /* After a cuDNN call: 1 when it is done (it ran, or its failure is recorded), 0 when this shape must run on
  * the native kernels (auto, and cuDNN cannot take it; said once per backend). */
 static int cudnn_done(cuda_backend *cb, const char *op, int rc, const char *why, int B, int T) {
@@ -539,7 +546,7 @@ void cuda_attention_forward(lcm_backend *be, void *out, float *saved, const void
     attn_shape s;
     if (!attention_shape(cb, op, &s, B, T, C, H)) return;
 #if LCM_WITH_CUDNN
-    if (cb->attention == CUDA_ATTENTION_CUDNN) {
+    if (cudnn_for(cb, T)) {
         char why[600] = "";
         int rc = lcm_cudnn_attention_forward(cb->cudnn, out, saved, qkv, lens, B, T, C, H, why, sizeof why);
         if (cudnn_done(cb, op, rc, why, B, T)) return;
@@ -573,9 +580,10 @@ void cuda_attention_backward(lcm_backend *be, void *dqkv, const void *dout, cons
     attn_shape s;
     if (!attention_shape(cb, op, &s, B, T, C, H)) return;
 #if LCM_WITH_CUDNN
-    if (cb->attention == CUDA_ATTENTION_CUDNN) {
+    if (cudnn_for(cb, T)) {
         char why[600] = "";
-        int rc = lcm_cudnn_attention_backward(cb->cudnn, dqkv, dout, qkv, out, saved, lens, B, T, C, H, why, sizeof why);
+        int rc = lcm_cudnn_attention_backward(cb->cudnn, dqkv, dout, qkv, out, saved, lens, B, T, C, H, why,
+                                              sizeof why);
         if (cudnn_done(cb, op, rc, why, B, T)) return;
     }
 #endif

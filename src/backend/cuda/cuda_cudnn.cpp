@@ -16,15 +16,24 @@
  *
  * Plans: one forward and one backward graph per (B, T, H, hd), built on the first call with that shape
  * and kept for the backend's life; a shape cuDNN cannot take is remembered as such (with why), so the
- * caller falls back or fails once, not on every step. */
+ * caller falls back or fails once, not on every step.
+ *
+ * Loading: the frontend's dynamic-loading mode. lcm is not linked against libcudnn (nor NVRTC, which the
+ * frontend also uses): libcudnn.so.9 is opened when a backend first asks for cuDNN, so that a binary built
+ * with cuDNN starts on machines without it, where model.attention = auto runs the native kernels and says
+ * why. */
+#define NV_CUDNN_FRONTEND_USE_DYNAMIC_LOADING 1
+
 #include <cuda_runtime.h>
 #include <cudnn.h>
+#include <dlfcn.h>
 
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -34,12 +43,37 @@
 #include "cuda_cudnn.h"
 
 extern "C" {
+#include "lcm/log.h"
 #include "lcm/memplan.h"
 }
 
 namespace fe = cudnn_frontend;
 
+/* The frontend's handle on the cuDNN library in dynamic-loading mode (it declares it, the user defines it). */
+namespace cudnn_frontend {
+void *cudnn_dlhandle = nullptr;
+}
+
 namespace {
+
+/* Opens libcudnn.so.9 once per process (the frontend caches the symbols it looks up in it, so the handle
+ * must be set before any frontend call and never change). Returns "" or why it could not. */
+const std::string &load_cudnn() {
+    static std::once_flag once;
+    static std::string why;
+    std::call_once(once, [] {
+        dlerror();
+        void *h = dlopen("libcudnn.so.9", RTLD_NOW | RTLD_LOCAL);
+        if (h) {
+            fe::cudnn_dlhandle = h;
+        } else {
+            const char *e = dlerror();
+            why = std::string("cannot load libcudnn.so.9 (") + (e ? e : "not found") +
+                  "): install cuDNN 9, or add the directory that holds it to LD_LIBRARY_PATH";
+        }
+    });
+    return why;
+}
 
 enum uid : int64_t { Q_UID = 1, K_UID, V_UID, O_UID, STATS_UID, DO_UID, DQ_UID, DK_UID, DV_UID, SEQ_Q_UID, SEQ_KV_UID };
 
@@ -208,6 +242,10 @@ static shape_plans *plans_for(lcm_cudnn *c, int B, int T, int H, int hd, char *w
         }
         const size_t need = (size_t)(wf > wb ? wf : wb);
         const size_t planned = lcm_cuda_traits.attention_workspace_bytes(B, T, H, hd);
+        /* what the first GPU runs must compare with the plan's bound (docs/performance.md) */
+        lcm_debug("cuDNN attention plans for %d rows of %d, %d heads of %d: workspace %zu bytes (forward %lld, "
+                  "backward %lld), the memory plan's bound %zu", B, T, H, hd, need, (long long)wf, (long long)wb,
+                  planned);
         if (need > planned)
             p.unsupported = "its plans ask " + std::to_string(need) + " bytes of workspace, more than the memory plan's " +
                             std::to_string(planned);
@@ -231,9 +269,9 @@ static shape_plans *plans_for(lcm_cudnn *c, int B, int T, int H, int hd, char *w
 /* Runs one graph; the shape's plans are looked up (or built) by the caller. */
 static int run(lcm_cudnn *c, const fe::graph::Graph &g, std::unordered_map<int64_t, void *> &pack, const char *what,
                char *why, size_t cap) {
-    cudnnStatus_t s = cudnnSetStream(c->handle, c->stream);
+    cudnnStatus_t s = fe::detail::set_stream(c->handle, c->stream);
     if (s != CUDNN_STATUS_SUCCESS) {
-        put(why, cap, std::string("cudnnSetStream: ") + cudnnGetErrorString(s));
+        put(why, cap, std::string("cudnnSetStream: ") + fe::detail::get_error_string(s));
         return LCM_CUDNN_FAILED;
     }
     fe::error_t e = g.execute(c->handle, pack, c->workspace);
@@ -274,18 +312,23 @@ extern "C" int lcm_cudnn_create(lcm_cudnn **out, int gpu, cudaStream_t stream, c
                           "x; cuDNN's fused attention needs sm_80 (Ampere) or later");
         return LCM_CUDNN_UNSUPPORTED;
     }
+    const std::string &load = load_cudnn();
+    if (!load.empty()) {
+        put(why, cap, load);
+        return LCM_CUDNN_UNSUPPORTED;
+    }
     /* The padding mask with causal masking and the deterministic backward need cuDNN 9. */
-    if (cudnnGetVersion() < 90000) {
+    if (fe::detail::get_backend_version() < 90000) {
         char v[32];
         lcm_cudnn_version(v, sizeof v);
         put(why, cap, std::string("the cuDNN library loaded is ") + v + "; lcm needs cuDNN 9 or later");
         return LCM_CUDNN_UNSUPPORTED;
     }
     auto c = std::make_unique<lcm_cudnn>();
-    cudnnStatus_t s = cudnnCreate(&c->handle);
+    cudnnStatus_t s = fe::detail::create_handle(&c->handle);
     if (s != CUDNN_STATUS_SUCCESS) {
         c->handle = nullptr;
-        put(why, cap, std::string("cudnnCreate: ") + cudnnGetErrorString(s));
+        put(why, cap, std::string("cudnnCreate: ") + fe::detail::get_error_string(s));
         return LCM_CUDNN_FAILED;
     }
     c->stream = stream;
@@ -299,12 +342,16 @@ extern "C" void lcm_cudnn_destroy(lcm_cudnn *c) {
     for (auto &kv : c->plans)
         if (kv.second.seq_q) cudaFree(kv.second.seq_q);
     if (c->workspace) cudaFree(c->workspace);
-    if (c->handle) cudnnDestroy(c->handle);
+    if (c->handle) fe::detail::destroy_handle(c->handle);
     delete c;
 }
 
 extern "C" void lcm_cudnn_version(char *out, size_t cap) {
-    size_t v = cudnnGetVersion(); /* major * 10000 + minor * 100 + patch since cuDNN 9 */
+    if (!load_cudnn().empty()) {
+        snprintf(out, cap, "(not loaded)");
+        return;
+    }
+    size_t v = fe::detail::get_backend_version(); /* major * 10000 + minor * 100 + patch since cuDNN 9 */
     snprintf(out, cap, "%zu.%zu.%zu", v / 10000, v / 100 % 100, v % 100);
 }
 
