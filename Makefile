@@ -12,7 +12,10 @@
 #
 # Knobs: CUDA=auto|0|1  CUDA_HOME=/usr/local/cuda  NCCL_HOME=$(CUDA_HOME)  CUDA_ARCH="80 86 89 90"
 #        MPI=auto|0|1   MPI_PKG=mpi-c (pkg-config name; or MPI_CFLAGS=... MPI_LIBS=...)
-#        BUILD=build    CC=cc   EXTRA_CFLAGS=...
+#        CUDNN=auto|0|1  CUDNN_HOME=$(CUDA_HOME)  CUDNN_FRONTEND=build/cudnn-frontend/include
+#        BUILD=build    CC=cc   CXX=c++   EXTRA_CFLAGS=...
+# cuDNN (fused attention, model.attention) needs cudnn.h + libcudnn under CUDNN_HOME and the cuDNN frontend's
+# headers (`tools/install-deps.sh --cudnn-frontend` puts them in build/cudnn-frontend/include).
 
 CC        ?= cc
 BUILD     ?= build
@@ -21,6 +24,10 @@ CUDA_HOME ?= /usr/local/cuda
 NCCL_HOME ?= $(CUDA_HOME)
 CUDA_ARCH ?= 80 86 89 90
 NVCC      ?= $(CUDA_HOME)/bin/nvcc
+CUDNN     ?= auto
+CUDNN_HOME ?= $(CUDA_HOME)
+CUDNN_FRONTEND ?= build/cudnn-frontend/include
+CXX       ?= c++
 OPT       ?= -O2
 
 VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
@@ -55,9 +62,45 @@ else ifeq ($(CUDA),auto)
 else
   $(error CUDA must be auto, 0 or 1, not '$(CUDA)')
 endif
+# cuDNN, like NCCL: found or not, and said; CUDNN=1 insists, CUDNN=0 leaves it out.
+have_cudnn := $(wildcard $(CUDNN_HOME)/include/cudnn.h)
+have_cudnn_fe := $(wildcard $(CUDNN_FRONTEND)/cudnn_frontend.h)
+ifeq ($(CUDNN),0)
+  WITH_CUDNN := 0
+  cudnn_why  := CUDNN=0 given
+else ifeq ($(CUDNN),1)
+  ifneq ($(WITH_CUDA),1)
+    $(error CUDNN=1 but the CUDA backend is not built ($(cuda_why)))
+  endif
+  ifeq ($(have_cudnn),)
+    $(error CUDNN=1 but no cudnn.h under $(CUDNN_HOME)/include; set CUDNN_HOME or build with CUDNN=0)
+  endif
+  ifeq ($(have_cudnn_fe),)
+    $(error CUDNN=1 but no cudnn_frontend.h in $(CUDNN_FRONTEND); run tools/install-deps.sh --cudnn-frontend or set CUDNN_FRONTEND)
+  endif
+  WITH_CUDNN := 1
+  cudnn_why  := CUDNN=1 given
+else ifeq ($(CUDNN),auto)
+  ifneq ($(WITH_CUDA),1)
+    WITH_CUDNN := 0
+    cudnn_why  := no CUDA backend
+  else ifeq ($(have_cudnn),)
+    WITH_CUDNN := 0
+    cudnn_why  := no cudnn.h under $(CUDNN_HOME)/include
+  else ifeq ($(have_cudnn_fe),)
+    WITH_CUDNN := 0
+    cudnn_why  := no cuDNN frontend headers in $(CUDNN_FRONTEND) (tools/install-deps.sh --cudnn-frontend)
+  else
+    WITH_CUDNN := 1
+    cudnn_why  := found cuDNN $(CUDNN_HOME) and its frontend $(CUDNN_FRONTEND)
+  endif
+else
+  $(error CUDNN must be auto, 0 or 1, not '$(CUDNN)')
+endif
 ifeq ($(MAKELEVEL),0)
   ifeq ($(WITH_CUDA),1)
     $(info lcm build: backends cpu + cuda ($(cuda_why); CUDA_ARCH=$(CUDA_ARCH)))
+    $(info lcm build: cuDNN attention $(if $(filter 1,$(WITH_CUDNN)),on,off) ($(cudnn_why)))
   else
     $(info lcm build: backend cpu only ($(cuda_why)))
   endif
@@ -98,7 +141,7 @@ endif
 # ---- flags -------------------------------------------------------------------------------------
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wvla
 CPPFLAGS := -Iinclude -D_GNU_SOURCE -DLCM_VERSION='"$(VERSION)"' -DLCM_GIT_REV='"$(GIT_REV)"' \
-            -DLCM_WITH_CUDA=$(WITH_CUDA) -DLCM_WITH_MPI=$(WITH_MPI)
+            -DLCM_WITH_CUDA=$(WITH_CUDA) -DLCM_WITH_MPI=$(WITH_MPI) -DLCM_WITH_CUDNN=$(WITH_CUDNN)
 CFLAGS   := -std=c11 $(OPT) -g $(WARN) -pthread -fno-strict-aliasing -MMD -MP $(EXTRA_CFLAGS)
 LDLIBS   := -liniparser -lopenblas -lm -pthread
 LDFLAGS  := $(EXTRA_LDFLAGS)
@@ -107,13 +150,22 @@ ifeq ($(WITH_MPI),1)
   LDLIBS   += $(MPI_LIBS)
 endif
 
-NVCCFLAGS := -std=c++17 -O3 -g -Iinclude -DLCM_WITH_CUDA=1 -I$(NCCL_HOME)/include \
+NVCCFLAGS := -std=c++17 -O3 -g -Iinclude -DLCM_WITH_CUDA=1 -DLCM_WITH_CUDNN=$(WITH_CUDNN) -I$(NCCL_HOME)/include \
              --expt-relaxed-constexpr -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror,-Wno-unused-parameter \
              $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) -MMD -MP
 ifeq ($(WITH_CUDA),1)
   CPPFLAGS += -isystem $(CUDA_HOME)/include -isystem $(NCCL_HOME)/include
   LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(NCCL_HOME)/lib -Wl,-rpath,$(CUDA_HOME)/lib64 \
               -lcublasLt -lcublas -lcudart -lnccl -lstdc++
+endif
+# The one C++ file (src/backend/cuda/cuda_cudnn.cpp): the frontend's headers as system headers, so that
+# -Werror applies to our code only. It opens libcudnn.so.9 (and NVRTC) at run time, not at link time, so
+# that the binary starts where cuDNN is missing; the rpath lets it find the toolkit's copy.
+CXXFLAGS := -std=c++17 $(OPT) -g -Wall -Wextra -Werror -Wno-unused-parameter -pthread -MMD -MP $(EXTRA_CXXFLAGS)
+ifeq ($(WITH_CUDNN),1)
+  CXXFLAGS += -isystem $(CUDNN_HOME)/include -isystem $(CUDNN_FRONTEND)
+  LDLIBS   := $(filter-out -lstdc++,$(LDLIBS)) -L$(CUDNN_HOME)/lib64 -L$(CUDNN_HOME)/lib \
+              -Wl,-rpath,$(CUDNN_HOME)/lib64 -ldl -lstdc++
 endif
 
 # ---- sources: each directory of src/ is one concern (see docs/architecture.md) -----------------
@@ -130,8 +182,13 @@ else
   LIB_C  := $(filter-out $(CUDA_C),$(ALL_C))
   LIB_CU :=
 endif
+ifeq ($(WITH_CUDNN),1)
+  LIB_CPP := $(shell find src -name '*.cpp' | sort)
+else
+  LIB_CPP :=
+endif
 LIB_C    := $(sort $(LIB_C))
-LIB_OBJ  := $(LIB_C:%.c=$(BUILD)/%.o) $(LIB_CU:%.cu=$(BUILD)/%.cu.o)
+LIB_OBJ  := $(LIB_C:%.c=$(BUILD)/%.o) $(LIB_CU:%.cu=$(BUILD)/%.cu.o) $(LIB_CPP:%.cpp=$(BUILD)/%.cpp.o)
 TEST_C   := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_C:tests/%.c=$(BUILD)/tests/%)
 TEST_CU_C   := $(sort $(wildcard tests/gpu/test_*.c))
@@ -161,6 +218,24 @@ $(BUILD)/%.o: %.c | $(BUILD)/.deps-ok
 $(BUILD)/%.cu.o: %.cu $(BUILD)/.nvcc-flags
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
+
+# The cuDNN file depends on whether cuDNN is built in (the same stamp idea: the flags it is built with).
+# (Not $(CPPFLAGS): its git revision would rebuild this slow file at every commit.)
+CXX_CPPFLAGS := -Iinclude -D_GNU_SOURCE -DLCM_WITH_CUDA=$(WITH_CUDA) -DLCM_WITH_CUDNN=$(WITH_CUDNN) \
+                -isystem $(CUDA_HOME)/include
+$(BUILD)/%.cpp.o: %.cpp $(BUILD)/.cxx-flags
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXX_CPPFLAGS) $(CXXFLAGS) -c -o $@ $<
+
+$(BUILD)/.cxx-flags: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(CXX) $(CXX_CPPFLAGS) $(CXXFLAGS)' | cmp -s - $@ || echo '$(CXX) $(CXX_CPPFLAGS) $(CXXFLAGS)' > $@
+
+# traits.c sizes the cuDNN workspace only when cuDNN is built in: rebuilt when that changes.
+$(BUILD)/src/backend/traits.o: $(BUILD)/.cudnn-flag
+$(BUILD)/.cudnn-flag: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(WITH_CUDNN)' | cmp -s - $@ || echo '$(WITH_CUDNN)' > $@
 
 $(BUILD)/.nvcc-flags: FORCE
 	@mkdir -p $(BUILD)

@@ -54,9 +54,9 @@ static lcm_error err;
 /* ---- the schema ------------------------------------------------------------------------------- */
 
 TEST(schema_has_one_key_per_field) {
-    /* lcm_config has 76 configurable fields: base, model 11, data 10, synth 13, trainer 21, optim 10,
+    /* lcm_config has 77 configurable fields: base, model 12, data 10, synth 13, trainer 21, optim 10,
      * bench 3, generate 7 (count them in include/lcm/config.h). */
-    CHECKF(lcm_num_keys == 76, "%d keys", lcm_num_keys);
+    CHECKF(lcm_num_keys == 77, "%d keys", lcm_num_keys);
     struct { const char *name; size_t begin, size; } sections[] = {
         {"config", offsetof(lcm_config, base), sizeof cfg.base},
         {"model", offsetof(lcm_config, model), sizeof cfg.model},
@@ -198,6 +198,23 @@ TEST(three_override_spellings) {
     CHECK(cfg.model.num_layers == 10);
 }
 
+/* model.attention (issue 11 item 4): auto by default, each documented word lands as its enum. */
+TEST(attention_key_values) {
+    lcm_config_defaults(&cfg);
+    lcm_error_clear(&err);
+    CHECK(cfg.model.attention == LCM_ATTENTION_AUTO);
+    CHECK_OK(lcm_config_set(&cfg, "model.attention=cudnn", "command line", &err), &err);
+    CHECK(cfg.model.attention == LCM_ATTENTION_CUDNN);
+    CHECK_OK(lcm_config_set(&cfg, "model.attention=native", "command line", &err), &err);
+    CHECK(cfg.model.attention == LCM_ATTENTION_NATIVE);
+    CHECK_OK(lcm_config_set(&cfg, "model.attention=auto", "command line", &err), &err);
+    CHECK(cfg.model.attention == LCM_ATTENTION_AUTO);
+    /* the old environment knob's words are not values of the key */
+    CHECK_FAILS(lcm_config_set(&cfg, "model.attention=simple", "command line", &err), &err, LCM_ERR_CONFIG,
+                "model.attention = 'simple': expected one of auto, cudnn, native");
+    CHECK(cfg.model.attention == LCM_ATTENTION_AUTO);
+}
+
 TEST(unknown_key_in_file_suggests_the_closest) {
     new_dir();
     const char *p = put("x.ini", "# comment\n[trainer]\nmax_step = 5\n");
@@ -251,6 +268,8 @@ TEST(bad_values_name_file_line_key_and_what_is_allowed) {
         {"[synth]\ndtype = fp16\n", ":2: synth.dtype = 'fp16': expected one of f32, f16, bf16"},
         {"[optim]\nschedule = linear\n", "optim.schedule = 'linear': expected one of cosine, constant"},
         {"[trainer]\ngrad_reduce_dtype = f16\n", "trainer.grad_reduce_dtype = 'f16': expected one of f32, bf16"},
+        {"[model]\nattention = flash\n", ":2: model.attention = 'flash': expected one of auto, cudnn, native"},
+        {"[model]\nattention =\n", "model.attention = '': expected one of auto, cudnn, native"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *p = put("bad.ini", cases[i].text);
@@ -653,6 +672,16 @@ TEST(model_hash_follows_the_model_keys_only) {
     CHECK(lcm_config_model_hash(&cfg2) != h);
     cfg2 = cfg, strcpy(cfg2.model.normalizer, "none");
     CHECK(lcm_config_model_hash(&cfg2) != h);
+    /* how attention is computed is not the model: a run can resume with another implementation */
+    cfg2 = cfg, cfg2.model.attention = LCM_ATTENTION_CUDNN;
+    CHECK(lcm_config_model_hash(&cfg2) == h);
+    cfg2.model.attention = LCM_ATTENTION_NATIVE;
+    CHECK(lcm_config_model_hash(&cfg2) == h);
+    CHECK(!lcm_config_key_in_model_hash(lcm_config_find_key("model", "attention")));
+    CHECK(lcm_config_key_in_model_hash(lcm_config_find_key("model", "num_heads")));
+    CHECK(lcm_config_key_in_model_hash(lcm_config_find_key("data", "append_eot")));
+    CHECK(!lcm_config_key_in_model_hash(lcm_config_find_key("model", "ffn_inner_dim")));
+    CHECK(!lcm_config_key_in_model_hash(lcm_config_find_key("data", "max_tokens")));
 }
 
 /* ---- the built-in and repository configs ------------------------------------------------------ */

@@ -120,6 +120,18 @@ TEST(failed_op_is_reported_by_sync_and_query) {
     lcm_backend_destroy(be);
 }
 
+/* model.attention on the CPU: native is its only attention, so auto and native are accepted and cudnn is
+ * a config error naming the key and what to set instead (never a silent substitute). */
+TEST(attention_choice_on_the_cpu) {
+    lcm_error err = {0};
+    lcm_backend *be = new_backend(0);
+    CHECK_OK(be->ops->set_attention(be, LCM_ATTENTION_AUTO, 64, &err), &err);
+    CHECK_OK(be->ops->set_attention(be, LCM_ATTENTION_NATIVE, 64, &err), &err);
+    CHECK_FAILS(be->ops->set_attention(be, LCM_ATTENTION_CUDNN, 64, &err), &err, LCM_ERR_CONFIG,
+                "model.attention = cudnn, but the CPU backend has only the native attention: set model.attention=auto");
+    lcm_backend_destroy(be);
+}
+
 TEST(copies_zero_and_conversions) {
     lcm_error err = {0};
     lcm_backend *be = new_backend(0);

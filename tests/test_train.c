@@ -326,6 +326,50 @@ TEST(memory_plan_is_what_the_cpu_workers_allocate) {
     CHECK(totals[1] < totals[0]);
 }
 
+/* Issue 11 item 4: cuDNN's attention workspace is in the plan's workspaces, at the largest any micro-batch
+ * shape asks (here a stand-in size, B T^2 + 1000 H + hd, whose maximum over rows of T <= 128 concepts
+ * with B = 7168 / T rows is at T = 128: 56 x 128^2 + 16000 + 128 = 933632, by hand), and not with
+ * model.attention = native. */
+static size_t fake_attention_workspace(int B, int T, int H, int hd) {
+    return (size_t)B * T * T + 1000 * (size_t)H + (size_t)hd;
+}
+
+static size_t fake_rows(int B, int T, int H, int hd) { return (size_t)B; }
+
+TEST(memory_plan_counts_the_fused_attention_workspace) {
+    static lcm_config cfg;
+    lcm_error err = {0};
+    lcm_config_defaults(&cfg); /* base_lcm_1_6b: H 16, hd 128; data.max_tokens 7168, data.max_seq_len 128 */
+    lcm_backend_traits bt = lcm_cuda_traits;
+    bt.attention_workspace_bytes = fake_attention_workspace;
+    lcm_memplan_input in = {&cfg, &bt, 1, 0, 0, 0};
+    lcm_memplan p;
+    CHECK_OK(lcm_memplan_compute(&in, &p, &err), &err);
+    const size_t fixed = bt.workspace_bytes(cfg.data.max_seq_len);
+    CHECKF(p.bytes[LCM_MEM_WORKSPACE] == fixed + 933632, "workspaces %zu", p.bytes[LCM_MEM_WORKSPACE]);
+    cfg.model.attention = LCM_ATTENTION_NATIVE;
+    CHECK_OK(lcm_memplan_compute(&in, &p, &err), &err);
+    CHECK(p.bytes[LCM_MEM_WORKSPACE] == fixed);
+    /* auto leaves rows shorter than 64 to the native kernels, cudnn takes every row: with a stand-in of
+     * one byte per row, the most rows are 7168 / 64 = 112 under auto and 7168 (rows of 1) under cudnn */
+    bt.attention_workspace_bytes = fake_rows;
+    cfg.model.attention = LCM_ATTENTION_AUTO;
+    CHECK_OK(lcm_memplan_compute(&in, &p, &err), &err);
+    CHECK(p.bytes[LCM_MEM_WORKSPACE] == fixed + 112);
+    cfg.model.attention = LCM_ATTENTION_CUDNN;
+    CHECK_OK(lcm_memplan_compute(&in, &p, &err), &err);
+    CHECK(p.bytes[LCM_MEM_WORKSPACE] == fixed + 7168);
+    /* the real sizes: none on the CPU or without cuDNN; with it, the deterministic backward's bf16 dP
+     * (896 x 128 x 128 x 2), fp32 sums (896 x 128 x 4) and 16 MiB, for 56 rows of 128, 16 heads of 64;
+     * rows of 100 pad to 128; none for a head dim cuDNN is not used for */
+    CHECK(lcm_cpu_traits.attention_workspace_bytes(56, 128, 16, 64) == 0);
+    CHECK(lcm_cuda_traits.attention_workspace_bytes(56, 128, 16, 64) ==
+          (LCM_WITH_CUDNN ? (size_t)29360128 + 458752 + 16777216 : 0));
+    CHECK(lcm_cuda_traits.attention_workspace_bytes(56, 100, 16, 64) ==
+          lcm_cuda_traits.attention_workspace_bytes(56, 128, 16, 64));
+    CHECK(lcm_cuda_traits.attention_workspace_bytes(56, 128, 2, 160) == 0);
+}
+
 TEST(damaged_checkpoint_is_a_clear_error) {
     lcm_log_set_quiet(1);
     const char *root = harness_tmpdir();

@@ -116,6 +116,24 @@ bad_input_is_one_line_and_non_zero() {
     one_line_error 2 "only one config file is accepted, got 'a.ini' and 'b.ini'; to combine them, .*\[config\] base = a.ini" -- train a.ini b.ini
 }
 
+# model.attention: native is the CPU's only attention; cudnn asked of the CPU is a config error (exit 2,
+# its one line last, after the run's start-up lines) naming the key, before any step; auto and native train.
+attention_key_on_the_cpu() {
+  # shellcheck disable=SC2086
+  "$LCM" train $tiny trainer.max_steps=3 trainer.output_dir="$tmp/attn_cudnn" model.attention=cudnn \
+    >/dev/null 2>"$tmp/err"
+  rc=$?
+  [ "$rc" -eq 2 ] && tail -n 1 "$tmp/err" | grep -q "^lcm: config error: model.attention = cudnn, but the CPU backend has \
+only the native attention: set model.attention=auto (or native)" && [ "$(grep -c error "$tmp/err")" -eq 1 ] ||
+    { echo "  status $rc, stderr:" >&2; cat "$tmp/err" >&2; return 1; }
+  [ -z "$(newest_checkpoint "$tmp/attn_cudnn")" ] &&
+    one_line_error 2 "model.attention = 'flash': expected one of auto, cudnn, native" -- train model.attention=flash &&
+    # shellcheck disable=SC2086
+    "$LCM" train $tiny trainer.max_steps=3 trainer.output_dir="$tmp/attn_native" model.attention=native \
+      >"$tmp/attn.log" 2>&1 && [ -d "$(newest_checkpoint "$tmp/attn_native")" ] ||
+    { cat "$tmp/attn.log" >&2; return 1; }
+}
+
 corrupt_checkpoint_is_reported_by_train_and_eval() {
   run="$tmp/term"
   ckpt=$(newest_checkpoint "$run")
@@ -131,4 +149,5 @@ corrupt_checkpoint_is_reported_by_train_and_eval() {
 check sigterm_checkpoints_and_resume_continues sigterm_checkpoints_and_resume_continues
 check sigkill_during_checkpoint_writes_keeps_the_newest_loadable sigkill_during_checkpoint_writes_keeps_the_newest_loadable
 check bad_input_is_one_line_and_non_zero bad_input_is_one_line_and_non_zero
+check attention_key_on_the_cpu attention_key_on_the_cpu
 check corrupt_checkpoint_is_reported_by_train_and_eval corrupt_checkpoint_is_reported_by_train_and_eval

@@ -8,11 +8,38 @@
 #                                    and a .venv (over the system packages) with pyarrow<26, safetensors
 #                                    and tensorboard from PyPI. An existing .venv is never changed.
 #                                    Without root, prints the one command that does it; never fails.
+#   tools/install-deps.sh --cudnn-frontend
+#                                    the cuDNN frontend's headers (NVIDIA's header-only C++ API over cuDNN,
+#                                    used by src/backend/cuda/cuda_cudnn.cpp for fused attention) from
+#                                    the PyPI wheel nvidia-cudnn-frontend, unpacked into
+#                                    build/cudnn-frontend/include, where the Makefile looks. Needs pip.
 #
 # Build needs: a C compiler, make, iniparser (configuration), OpenBLAS (CPU matmuls).
 # The CUDA toolkit is not installed here: it comes from NVIDIA, and the CUDA backend is built only
 # when the Makefile finds it.
 set -u
+# The frontend version cuda_cudnn.cpp is written and compiled against.
+CUDNN_FRONTEND_VERSION=1.32.0
+if [ "${1:-}" = "--cudnn-frontend" ]; then
+  cd "$(dirname "$0")/.." || exit 1
+  dest=build/cudnn-frontend
+  [ -f "$dest/include/cudnn_frontend.h" ] && exit 0
+  py=python3
+  [ -x .venv/bin/python ] && py=.venv/bin/python
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/lcm-cudnn-fe-XXXXXX")
+  trap 'rm -rf "$tmp"' EXIT
+  echo "fetching the cuDNN frontend headers (nvidia-cudnn-frontend==$CUDNN_FRONTEND_VERSION) into $dest" >&2
+  "$py" -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "nvidia-cudnn-frontend==$CUDNN_FRONTEND_VERSION" ||
+    { echo "pip download nvidia-cudnn-frontend failed: the build goes without cuDNN (make CUDNN=0)" >&2; exit 1; }
+  # only the headers: the wheel's Python module is not used
+  "$py" - "$tmp" "$dest" <<'PY' || { echo "unpacking the cuDNN frontend wheel failed" >&2; exit 1; }
+import glob, os, sys, zipfile
+wheel = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+with zipfile.ZipFile(wheel) as z:
+    z.extractall(sys.argv[2], [n for n in z.namelist() if n.startswith("include/")])
+PY
+  exit 0
+fi
 if [ "${1:-}" = "--python" ]; then
   cd "$(dirname "$0")/.." || exit 0
   py_packages=(python3-torch python3-numpy python3-matplotlib python3-venv)

@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include "lcm/config.h"
 #include "lcm/error.h"
 #include "lcm/philox.h"
 
@@ -95,6 +96,11 @@ typedef struct lcm_backend_ops {
     /* In place on the q and k parts of qkv[B, T, 3C]; backward applies the inverse rotation to dqkv. */
     void (*rope_forward)(lcm_backend *be, void *qkv, const float *rope, int B, int T, int C, int H);
     void (*rope_backward)(lcm_backend *be, void *dqkv, const float *rope, int B, int T, int C, int H);
+    /* Which implementation attention_forward/backward use (model.attention), for heads of head_dim;
+     * called once after the backend is made (until then: the native one). A choice the backend cannot
+     * honour (cudnn on the CPU, or in a build, library or GPU without it) is an LCM_ERR_CONFIG error
+     * naming the key; auto picks cudnn where it can and says which it picked (lcm_info). */
+    int (*set_attention)(lcm_backend *be, lcm_attention choice, int head_dim, lcm_error *err);
     /* fp32 values attention_forward saves for its backward (probabilities on CPU, log-sum-exp on CUDA). */
     size_t (*attention_saved_floats)(lcm_backend *be, int B, int T, int H);
     /* out[B, T, C] = softmax(q k^T / sqrt(hd), masked) v per head; saves into `saved`. lens: device int32[B]. */
@@ -177,6 +183,9 @@ int lcm_cpu_count(void);
 
 /* ---- the CUDA backend (these return an error in a build without CUDA) ---- */
 int lcm_cuda_backend_create(lcm_backend **out, int gpu, lcm_error *err);
+/* Tests: the slow reference attention kernels ("simple", one block per query) instead of the native fast
+ * ones, to check the fast ones against (tests/gpu/test_cuda_ops.c). */
+int lcm_cuda_use_reference_attention(lcm_backend *be, lcm_error *err);
 /* Number of visible GPUs (0 with no driver or no GPU; err set only for real failures). */
 int lcm_cuda_device_count(int *n, lcm_error *err);
 /* Device name, for MFU tables and messages. */

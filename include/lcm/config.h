@@ -22,6 +22,10 @@
 #define LCM_INI_LINE_MAX 1022
 #define LCM_ORIGIN_MAX 160       /* "default", "command line" or "<file>:<line>" (long paths keep their tail) */
 
+/* model.attention: the implementation of the attention ops. auto = cuDNN's fused attention where this
+ * build, the library and the GPU support it, else the native kernels; the CPU backend has only native. */
+typedef enum { LCM_ATTENTION_AUTO, LCM_ATTENTION_CUDNN, LCM_ATTENTION_NATIVE } lcm_attention;
+
 typedef struct lcm_model_config {
     int sonar_dim;          /* D: concept embedding size */
     int model_dim;          /* C */
@@ -34,6 +38,7 @@ typedef struct lcm_model_config {
     float rope_theta;
     float norm_eps;
     char normalizer[LCM_STR_MAX]; /* "none", "dataset" (normalizer.safetensors beside data.train), or a path */
+    lcm_attention attention;  /* auto | cudnn | native: how attention is computed (not which model) */
 } lcm_model_config;
 
 typedef struct lcm_data_config {
@@ -214,6 +219,9 @@ void lcm_config_print_keys(FILE *f, int markdown);
 /* A hash of the keys that define the model and its data layout (resuming a run with a different
  * model is refused). */
 uint64_t lcm_config_model_hash(const lcm_config *cfg);
+/* 1 when key k enters lcm_config_model_hash (the model.* keys but model.attention, data.max_seq_len and
+ * data.append_eot); the FFN keys enter through the derived FFN size instead. */
+int lcm_config_key_in_model_hash(const lcm_key *k);
 
 /* Derived sizes. */
 int lcm_model_ffn_dim(const lcm_model_config *m);

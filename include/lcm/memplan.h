@@ -22,6 +22,10 @@ typedef struct lcm_backend_traits {
     size_t (*attention_saved_floats)(int B, int T, int H);
     /* workspaces the backend allocates for itself, for rows of at most max_T positions */
     size_t (*workspace_bytes)(int max_T);
+    /* the most workspace the fused (cuDNN) attention may take for one call on B rows of T positions, H
+     * heads of hd; 0 where there is none (the CPU, a build without cuDNN). The CUDA backend refuses a
+     * cuDNN plan that asks for more, so that the memory plan stays an upper bound. */
+    size_t (*attention_workspace_bytes)(int B, int T, int H, int hd);
 } lcm_backend_traits;
 
 extern const lcm_backend_traits lcm_cpu_traits, lcm_cuda_traits;
@@ -30,6 +34,13 @@ extern const lcm_backend_traits lcm_cpu_traits, lcm_cuda_traits;
  * reductions' partial sums. */
 #define LCM_CUDA_LT_WORKSPACE_BYTES ((size_t)32 << 20)
 #define LCM_CUDA_SCRATCH_BYTES ((size_t)16 << 20)
+
+/* Head dims the fused (cuDNN) attention is used for: multiples of 8 up to 128, what its flash kernels
+ * take on every GPU from sm_80 on; other head dims run the native kernels. */
+#define LCM_CUDNN_HEAD_DIM_OK(hd) ((hd) > 0 && (hd) % 8 == 0 && (hd) <= 128)
+/* Under model.attention = auto, rows shorter than this run the native kernels: cuDNN pads a row to its
+ * 64-position tiles (compute, and the backward's workspace), so for short rows it is waste, not speed. */
+#define LCM_CUDNN_AUTO_MIN_T 64
 
 typedef enum lcm_mem_class {
     LCM_MEM_MASTER,        /* fp32 master weights */

@@ -14,5 +14,21 @@ static size_t cuda_saved(int B, int T, int H) { return 2 * (size_t)B * H * T; }
 
 static size_t cuda_workspace(int max_T) { return LCM_CUDA_LT_WORKSPACE_BYTES + LCM_CUDA_SCRATCH_BYTES; }
 
-const lcm_backend_traits lcm_cpu_traits = {"cpu", sizeof(float), cpu_saved, cpu_workspace};
-const lcm_backend_traits lcm_cuda_traits = {"cuda", 2, cuda_saved, cuda_workspace};
+static size_t no_attention_workspace(int B, int T, int H, int hd) { return 0; }
+
+#ifndef LCM_WITH_CUDNN
+#define LCM_WITH_CUDNN 0
+#endif
+
+/* cuDNN's fused attention with the deterministic backward (src/backend/cuda/cuda_cudnn.cpp), which the
+ * frontend serves with its dP-workspace path: a bf16 dP matrix of B x H x T x T with T padded to 64, fp32
+ * softmax sums (B x H x T, padded), and a margin of 16 MiB for the engines' own scratch. A bound written
+ * from the frontend's sizes, not measured: the backend checks each plan against it (docs/performance.md). */
+static size_t cudnn_attention_workspace(int B, int T, int H, int hd) {
+    if (!LCM_WITH_CUDNN || !LCM_CUDNN_HEAD_DIM_OK(hd)) return 0;
+    const size_t P = ((size_t)T + 63) / 64 * 64, rows = (size_t)B * H;
+    return rows * P * P * 2 + rows * P * sizeof(float) + ((size_t)16 << 20);
+}
+
+const lcm_backend_traits lcm_cpu_traits = {"cpu", sizeof(float), cpu_saved, cpu_workspace, no_attention_workspace};
+const lcm_backend_traits lcm_cuda_traits = {"cuda", 2, cuda_saved, cuda_workspace, cudnn_attention_workspace};

@@ -41,6 +41,10 @@ const lcm_key lcm_keys[] = {
     {"model", "norm_eps", R, FIELD(model.norm_eps), "1e-5", 1e-12, 1, NULL, "RMSNorm epsilon"},
     {"model", "normalizer", S, FIELD(model.normalizer), "dataset", 0, 0, NULL,
      "embedding normalizer: none, dataset (normalizer.safetensors beside data.train) or a path"},
+    {"model", "attention", E, FIELD(model.attention), "auto", LCM_ATTENTION_AUTO, 0, "auto|cudnn|native",
+     "attention on GPUs: cudnn (cuDNN's fused attention), native (lcm's kernels) or auto (cudnn where this build, "
+     "the library and the GPU support it, else native); on the CPU only native (cudnn there is an error); same "
+     "model either way"},
 
     {"data", "train", S, FIELD(data.train), "", 0, 0, NULL,
      "training dataset (.lcmd); \"\" = <trainer.output_dir>/data/train.lcmd (with data.synthesize)"},

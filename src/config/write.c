@@ -89,26 +89,30 @@ static uint64_t fnv1a(uint64_t h, const char *s) {
     return h;
 }
 
-/* FNV-1a 64 over "section.key=value\n" lines, in schema order, of every model.* key and of
- * data.max_seq_len and data.append_eot (they decide what a row is). The FFN size enters as the derived
- * model.ffn_dim, so an explicit ffn_inner_dim equal to the derived one gives the same hash. */
+int lcm_config_key_in_model_hash(const lcm_key *k) {
+    if (strcmp(k->section, "data") == 0) return !strcmp(k->name, "max_seq_len") || !strcmp(k->name, "append_eot");
+    return strcmp(k->section, "model") == 0 && strncmp(k->name, "ffn_", 4) != 0 && strcmp(k->name, "attention") != 0;
+}
+
+/* FNV-1a 64 over "section.key=value\n" lines: the model.* keys lcm_config_key_in_model_hash takes, in schema
+ * order, then the derived model.ffn_dim (so an explicit ffn_inner_dim equal to the derived one gives the same
+ * hash), then data.max_seq_len and data.append_eot (they decide what a row is). */
 uint64_t lcm_config_model_hash(const lcm_config *cfg) {
-    static const char *const data_keys[] = {"max_seq_len", "append_eot"};
     uint64_t h = 14695981039346656037ULL;
     char line[LCM_STR_MAX + 160], value[LCM_STR_MAX + 8];
-    for (int i = 0; i < lcm_num_keys; i++) {
-        const lcm_key *k = &lcm_keys[i];
-        if (strcmp(k->section, "model") != 0 || strncmp(k->name, "ffn_", 4) == 0) continue;
-        lcm_config_format(cfg, k, value, sizeof value);
-        snprintf(line, sizeof line, "model.%s=%s\n", k->name, value);
-        h = fnv1a(h, line);
-    }
-    snprintf(line, sizeof line, "model.ffn_dim=%d\n", lcm_model_ffn_dim(&cfg->model));
-    h = fnv1a(h, line);
-    for (int i = 0; i < 2; i++) {
-        lcm_config_format(cfg, lcm_config_find_key("data", data_keys[i]), value, sizeof value);
-        snprintf(line, sizeof line, "data.%s=%s\n", data_keys[i], value);
-        h = fnv1a(h, line);
+    for (int pass = 0; pass < 2; pass++) {
+        const char *section = pass ? "data" : "model";
+        for (int i = 0; i < lcm_num_keys; i++) {
+            const lcm_key *k = &lcm_keys[i];
+            if (strcmp(k->section, section) != 0 || !lcm_config_key_in_model_hash(k)) continue;
+            lcm_config_format(cfg, k, value, sizeof value);
+            snprintf(line, sizeof line, "%s.%s=%s\n", section, k->name, value);
+            h = fnv1a(h, line);
+        }
+        if (!pass) {
+            snprintf(line, sizeof line, "model.ffn_dim=%d\n", lcm_model_ffn_dim(&cfg->model));
+            h = fnv1a(h, line);
+        }
     }
     return h;
 }

@@ -17,6 +17,10 @@ int lcm_cuda_backend_create(lcm_backend **out, int gpu, lcm_error *err) {
     return lcm_fail(err, LCM_ERR_DEVICE, "cannot use GPU %d: %s", gpu, why);
 }
 
+int lcm_cuda_use_reference_attention(lcm_backend *be, lcm_error *err) {
+    return lcm_fail(err, LCM_ERR_DEVICE, "no reference CUDA attention: %s", why);
+}
+
 int lcm_cuda_device_count(int *n, lcm_error *err) {
     *n = 0;
     return 0;

@@ -101,6 +101,7 @@ static int evaluate(eval_state *s, const char *checkpoint, const char *dataset, 
     int n_dev = 0;
     LCM_TRY(lcm_resolve_devices(cfg->trainer.devices, dev, &n_dev, err));
     LCM_TRY(lcm_backend_for_device(&s->be, dev[0], err));
+    LCM_TRY(s->be->ops->set_attention(s->be, cfg->model.attention, d.C / d.H, err));
     const int max_rows = lcm_plan_max_rows(s->split.plan);
     LCM_TRY(lcm_model_create(&s->model, s->be, &d, cfg->data.max_tokens, max_rows, cfg->data.max_seq_len, 0, err));
     s->have_model = 1;

@@ -75,6 +75,21 @@ int lcm_step_accum(const lcm_config *cfg, int devices, int *accum, lcm_error *er
 
 /* ---- the plan --------------------------------------------------------------------------------- */
 
+/* The fused attention's workspace (the backend grows it to the largest call's plan): the most any
+ * micro-batch shape it runs can ask, B rows of T positions with B x T <= max_tokens, T >= min_T. */
+static size_t attention_workspace(const lcm_backend_traits *bt, int64_t max_tokens, int max_rows, int min_T,
+                                  int max_T, int H, int hd) {
+    size_t best = 0;
+    for (int T = min_T; T <= max_T; T++) {
+        int64_t B = max_tokens / T;
+        if (B > max_rows) B = max_rows;
+        if (B < 1) break;
+        size_t s = bt->attention_workspace_bytes((int)B, T, H, hd);
+        if (s > best) best = s;
+    }
+    return best;
+}
+
 int lcm_memplan_compute(const lcm_memplan_input *in, lcm_memplan *out, lcm_error *err) {
     const lcm_config *cfg = in->cfg;
     memset(out, 0, sizeof *out);
@@ -103,6 +118,10 @@ int lcm_memplan_compute(const lcm_memplan_input *in, lcm_memplan *out, lcm_error
     b[LCM_MEM_ATT_SAVED] = mb.att_saved;
     b[LCM_MEM_STAGING] = lcm_staging_bytes(out->accum, in->validation, mt, max_rows, d.D);
     b[LCM_MEM_WORKSPACE] = in->bt->workspace_bytes(cfg->data.max_seq_len);
+    if (cfg->model.attention != LCM_ATTENTION_NATIVE) {
+        const int min_T = cfg->model.attention == LCM_ATTENTION_AUTO ? LCM_CUDNN_AUTO_MIN_T : 1;
+        b[LCM_MEM_WORKSPACE] += attention_workspace(in->bt, mt, max_rows, min_T, cfg->data.max_seq_len, d.H, d.C / d.H);
+    }
     /* the bf16 copy of what is reduced (worker.c): the gradient window and slice, or all gradients */
     if (in->devices > 1 && cfg->trainer.grad_reduce_dtype == LCM_GRAD_REDUCE_BF16)
         b[LCM_MEM_COMM] = mb.grads / sizeof(float) * sizeof(uint16_t);

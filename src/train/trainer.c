@@ -198,9 +198,7 @@ static int check_same_model(const lcm_run *run, const char *ckpt, int force, lcm
         if (ffn_was != ffn_now) snprintf(diff, sizeof diff, "FFN inner size %d there, %d now", ffn_was, ffn_now);
         for (int i = 0; i < lcm_num_keys; i++) {
             const lcm_key *k = &lcm_keys[i];
-            int in_hash = (strcmp(k->section, "model") == 0 && strncmp(k->name, "ffn_", 4) != 0) ||
-                          (strcmp(k->section, "data") == 0 && (!strcmp(k->name, "max_seq_len") || !strcmp(k->name, "append_eot")));
-            if (!in_hash) continue;
+            if (!lcm_config_key_in_model_hash(k)) continue;
             stored_value(text, k->section, k->name, was, sizeof was);
             stored_value(run->config_text, k->section, k->name, now, sizeof now);
             size_t len = strlen(diff);

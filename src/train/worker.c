@@ -362,6 +362,7 @@ static int setup(lcm_worker *w, lcm_error *err) {
     lcm_run *run = w->run;
     LCM_TRY(lcm_backend_for_device(&w->be, w->dev, err));
     lcm_backend *be = w->be;
+    LCM_TRY(be->ops->set_attention(be, run->cfg->model.attention, run->d.C / run->d.H, err));
     /* Shard 2 with one micro-batch keeps one bucket of gradients plus its slice; with more, the full
      * gradient accumulates the micro-batches (see the header comment). */
     const int shard = run->cfg->trainer.shard;

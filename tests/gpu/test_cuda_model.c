@@ -1,7 +1,8 @@
 /* test_cuda_model.c: the CUDA backend through the whole model and the whole trainer, against the CPU
  * backend: one model step (loss and every parameter gradient), a short training run (the loss curve
- * and the final validation loss), determinism (two GPU runs give identical losses), and, with two or
- * more GPUs, data parallelism through NCCL. Without a GPU every test SKIPs.
+ * and the final validation loss), determinism (two GPU runs give identical losses; cuDNN's attention in
+ * a build with cuDNN, and the native kernels against the CPU once more),
+ * and, with two or more GPUs, data parallelism through NCCL. Without a GPU every test SKIPs.
  *
  * Tolerances. The CUDA backend stores activations and the compute copy of the weights in bf16 (8
  * significant bits, unit roundoff 2^-9); the CPU backend is fp32. Both start from the same
@@ -133,9 +134,12 @@ static const char *data_dir(void) {
     return dir;
 }
 
-static int run(const char *out, const char *devices, const char *accum, lcm_train_summary *sum, lcm_error *err) {
+/* attention: model.attention (auto: cuDNN's fused attention in a build with cuDNN, else native). */
+static int run_with(const char *out, const char *devices, const char *accum, const char *attention,
+                    lcm_train_summary *sum, lcm_error *err) {
     static lcm_config cfg;
-    char o[600], tr[600], va[600], dv[64], ac[64];
+    char o[600], tr[600], va[600], dv[64], ac[64], at[64];
+    snprintf(at, sizeof at, "model.attention=%s", attention);
     snprintf(o, sizeof o, "trainer.output_dir=%s", out);
     snprintf(tr, sizeof tr, "data.train=%s/train.lcmd", data_dir());
     snprintf(va, sizeof va, "data.valid=%s/valid.lcmd", data_dir());
@@ -145,9 +149,15 @@ static int run(const char *out, const char *devices, const char *accum, lcm_trai
                     "model.ffn_inner_dim=256", "data.max_seq_len=32", "data.max_tokens=512",
                     "trainer.max_steps=30", "trainer.log_every=1", "trainer.validate_every=0",
                     "trainer.checkpoint_every=0", "trainer.plot=false", "optim.warmup_steps=5", "optim.lr=2e-3",
-                    o, tr, va, dv, ac};
+                    o, tr, va, dv, ac, at};
     LCM_TRY(lcm_config_load(&cfg, NULL, (int)(sizeof args / sizeof args[0]), args, err));
     return lcm_train(&cfg, sum, err);
+}
+
+/* cuDNN's attention where this lcm is built with it (explicitly: auto would leave these rows of at most 32
+ * positions to the native kernels), else auto (native). */
+static int run(const char *out, const char *devices, const char *accum, lcm_train_summary *sum, lcm_error *err) {
+    return run_with(out, devices, accum, LCM_WITH_CUDNN ? "cudnn" : "auto", sum, err);
 }
 
 /* The training losses of steps 1..n from metrics.jsonl. */
@@ -191,6 +201,15 @@ TEST(training_follows_cpu_and_is_deterministic) {
         CHECKF(l1[i] == l2[i], "step %d: two GPU runs differ (%.9g vs %.9g)", i + 1, l1[i], l2[i]);
     }
     CHECKF(lc[29] < 0.9 * lc[0], "the loss should fall (%.4g -> %.4g)", lc[0], lc[29]);
+    /* the native kernels follow the CPU too (the runs above used cuDNN where it is built) */
+    char d[600];
+    snprintf(d, sizeof d, "%s/gpu_native", root);
+    lcm_train_summary sn;
+    double ln[30];
+    CHECK_OK(run_with(d, "0", "1", "native", &sn, &err), &err);
+    CHECK(read_losses(d, ln, 30) == 30);
+    for (int i = 0; i < 30; i++)
+        CHECKF(fabs(ln[i] - lc[i]) <= 5e-2 * lc[i], "step %d: native gpu loss %.6g, cpu %.6g", i + 1, ln[i], lc[i]);
     CHECK(s1.have_valid && sc.have_valid);
     CHECKF(fabs(s1.valid.loss - sc.valid.loss) <= 3e-2 * sc.valid.loss, "validation loss: gpu %.6g, cpu %.6g",
            s1.valid.loss, sc.valid.loss);

@@ -21,6 +21,7 @@
 #include "gpu_gate.h"
 #include "lcm/backend.h"
 #include "lcm/half.h"
+#include "lcm/log.h"
 #include "lcm/philox.h"
 #include "lcm/rope.h"
 
@@ -659,12 +660,11 @@ static void check_attention(lcm_backend *simple, int B, int T, int C, int H, con
 TEST(cuda_attention_matches_cpu) {
     NEED_GPU();
     seed(61);
-    /* The reference kernels, on a second backend made with LCM_ATTENTION=simple. */
+    /* The reference kernels, on a second backend. */
     lcm_backend *simple = NULL;
     lcm_error err = {0};
-    setenv("LCM_ATTENTION", "simple", 1);
     CHECK_OK(lcm_cuda_backend_create(&simple, 0, &err), &err);
-    unsetenv("LCM_ATTENTION");
+    if (simple) CHECK_OK(lcm_cuda_use_reference_attention(simple, &err), &err);
     int32_t lens_a[3] = {37, 20, 1}; /* a full row, a padded row, a row of one concept */
     check_attention(simple, 3, 37, 64, 4, lens_a);   /* hd 16; T not a multiple of 8 or 32 */
     int32_t lens_b[2] = {1, 1};
@@ -679,6 +679,113 @@ TEST(cuda_attention_matches_cpu) {
     check_attention(simple, 2, 64, 64, 1, lens_f);   /* hd 64, T a multiple of the tiles */
     release_all();
     lcm_backend_destroy(simple);
+}
+
+/* ---- cuDNN's fused attention (model.attention = cudnn) ------------------------------------------ */
+
+/* A CUDA backend with cuDNN's attention for head dim hd; NULL with a SKIP/failure recorded otherwise. In a
+ * build without cuDNN the request must be refused as a config error naming the key. */
+static lcm_backend *cudnn_backend(int hd) {
+    lcm_error err = {0};
+    lcm_backend *be = NULL;
+    CHECK_OK(lcm_cuda_backend_create(&be, 0, &err), &err);
+    if (!be) return NULL;
+    int rc = be->ops->set_attention(be, LCM_ATTENTION_CUDNN, hd, &err);
+    if (!LCM_WITH_CUDNN) {
+        CHECKF(rc == LCM_ERR_CONFIG && strstr(err.msg, "model.attention = cudnn") && strstr(err.msg, "built without cuDNN"),
+               "cudnn asked of a build without it: %d: %s", rc, err.msg);
+        lcm_backend_destroy(be);
+        return NULL;
+    }
+    CHECK_OK(rc, &err);
+    if (rc) {
+        lcm_backend_destroy(be);
+        return NULL;
+    }
+    return be;
+}
+
+/* cuDNN against the CPU (out, dqkv), its saved log-sum-exp against the double-precision reference, and
+ * the backward's bits: twice on one backend (run_attention) and once more on a second backend with plans
+ * built afresh (`again`), which must all be identical, since the backward is asked to be deterministic. */
+static void check_cudnn_attention(lcm_backend *cud, lcm_backend *again, int B, int T, int C, int H,
+                                  const int32_t *lens) {
+    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, ns = (size_t)B * H * T;
+    float *qkv = uniform_bf16(nq, -1.5f, 1.5f), *dout = uniform_bf16(no, -1, 1);
+    float *out[3], *dqkv[3], *lse[3];
+    lcm_backend *bes[3] = {cpu, cud, again};
+    for (int k = 0; k < 3; k++) {
+        out[k] = host(no);
+        dqkv[k] = host(nq);
+        lse[k] = k ? host(ns) : NULL;
+        run_attention(bes[k], out[k], dqkv[k], lse[k], qkv, dout, lens, B, T, C, H);
+    }
+    double *ref = malloc(ns * sizeof(double));
+    reference_lse(ref, qkv, lens, B, T, C, H);
+    float *ref_f = host(ns);
+    for (size_t i = 0; i < ns; i++) ref_f[i] = (float)ref[i];
+    free(ref);
+    char what[96];
+    snprintf(what, sizeof what, "cudnn attention B=%d T=%d C=%d H=%d", B, T, C, H);
+    CHECK_CLOSE(what, out[1], out[0], no, TOL_BF16);
+    CHECK_CLOSE(what, dqkv[1], dqkv[0], nq, TOL_BF16);
+    CHECK_CLOSE(what, lse[1], ref_f, ns, TOL_F32_SUM);
+    snprintf(what, sizeof what, "cudnn attention, second backend, B=%d T=%d C=%d H=%d", B, T, C, H);
+    CHECK_SAME_BITS(what, out[2], out[1], no);
+    CHECK_SAME_BITS(what, dqkv[2], dqkv[1], nq);
+}
+
+TEST(cuda_cudnn_attention_matches_cpu_and_is_deterministic) {
+    NEED_GPU();
+    seed(62);
+    /* the plans' real workspace against the memory plan's bound, one line per shape (on stderr) */
+    lcm_log_set_level(LCM_LOG_DEBUG);
+    lcm_backend *cud = cudnn_backend(16), *again = cud ? cudnn_backend(16) : NULL;
+    if (!cud || !again) {
+        if (cud) lcm_backend_destroy(cud);
+        lcm_log_set_level(LCM_LOG_INFO);
+        return; /* refused as it must be (no cuDNN in this build), or the failure is recorded */
+    }
+    /* set_attention's head dim only decides the choice; each call's shape gets its own plans */
+    int32_t lens_a[3] = {37, 20, 1}; /* a full row, a padded row, a row of one concept */
+    check_cudnn_attention(cud, again, 3, 37, 64, 4, lens_a);   /* hd 16; T not a multiple of the tiles */
+    int32_t lens_b[2] = {1, 1};
+    check_cudnn_attention(cud, again, 2, 1, 32, 2, lens_b);    /* T = 1 */
+    int32_t lens_c[2] = {300, 123};
+    check_cudnn_attention(cud, again, 2, 300, 256, 2, lens_c); /* hd 128, several tiles, padding */
+    int32_t lens_d[2] = {45, 33};
+    check_cudnn_attention(cud, again, 2, 45, 96, 2, lens_d);   /* hd 48 */
+    int32_t lens_e[4] = {128, 128, 97, 5};
+    check_cudnn_attention(cud, again, 4, 128, 1024, 16, lens_e); /* base_lcm_1_6b's heads: hd 64, H 16 */
+    release_all();
+    lcm_backend_destroy(cud);
+    lcm_backend_destroy(again);
+    lcm_log_set_level(LCM_LOG_INFO);
+}
+
+/* A head dim cuDNN does not take: cudnn is refused up front naming the key; auto keeps the native kernels
+ * and still matches the CPU. */
+TEST(cuda_cudnn_attention_head_dim_it_cannot_take) {
+    NEED_GPU();
+    seed(63);
+    lcm_error err = {0};
+    lcm_backend *be = NULL;
+    CHECK_OK(lcm_cuda_backend_create(&be, 0, &err), &err);
+    if (!be) return;
+    CHECK_FAILS(be->ops->set_attention(be, LCM_ATTENTION_CUDNN, 160, &err), &err, LCM_ERR_CONFIG,
+                "model.attention=auto or native");
+    CHECK_OK(be->ops->set_attention(be, LCM_ATTENTION_AUTO, 160, &err), &err);
+    int B = 1, T = 70, C = 320, H = 2;
+    int32_t lens[1] = {70};
+    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
+    float *qkv = uniform_bf16(nq, -1.5f, 1.5f), *dout = uniform_bf16(no, -1, 1);
+    float *out[2] = {host(no), host(no)}, *dqkv[2] = {host(nq), host(nq)};
+    run_attention(cpu, out[0], dqkv[0], NULL, qkv, dout, lens, B, T, C, H);
+    run_attention(be, out[1], dqkv[1], NULL, qkv, dout, lens, B, T, C, H);
+    CHECK_CLOSE("attention hd 160 under auto", out[1], out[0], no, TOL_BF16);
+    CHECK_CLOSE("attention hd 160 under auto", dqkv[1], dqkv[0], nq, TOL_BF16);
+    release_all();
+    lcm_backend_destroy(be);
 }
 
 /* ---- swiglu, dropout ---------------------------------------------------------------------------- */

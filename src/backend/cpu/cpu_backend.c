@@ -187,6 +187,15 @@ static void cpu_op_rope_backward(lcm_backend *be, void *dqkv, const float *rope,
     cpu_rope_backward(dqkv, rope, B, T, C, H);
 }
 
+/* The native attention is the CPU's only one: auto means it, and asking for cuDNN is a config error rather
+ * than a silent substitute (a run that names cudnn expects a GPU). */
+static int cpu_set_attention(lcm_backend *be, lcm_attention choice, int head_dim, lcm_error *err) {
+    if (choice != LCM_ATTENTION_CUDNN) return 0;
+    return lcm_fail(err, LCM_ERR_CONFIG,
+                    "model.attention = cudnn, but the CPU backend has only the native attention: set "
+                    "model.attention=auto (or native) to run on the CPU, or train on a GPU");
+}
+
 static size_t cpu_op_attention_saved_floats(lcm_backend *be, int B, int T, int H) {
     return lcm_cpu_traits.attention_saved_floats(B, T, H);
 }
@@ -317,6 +326,7 @@ static const lcm_backend_ops cpu_backend_ops = {
     .rmsnorm_backward = cpu_op_rmsnorm_backward,
     .rope_forward = cpu_op_rope_forward,
     .rope_backward = cpu_op_rope_backward,
+    .set_attention = cpu_set_attention,
     .attention_saved_floats = cpu_op_attention_saved_floats,
     .attention_forward = cpu_op_attention_forward,
     .attention_backward = cpu_op_attention_backward,

@@ -10,18 +10,28 @@
  * dQ and dK/dV come from separate kernels, each output element owned by one thread that adds in a fixed
  * order: no atomics, the same bits every run.
  *
- * Two implementations of the same math:
- *  - "flash" (the default, head dim <= 128): a block of 8 warps handles 8 queries (or 8 keys in the
+ * Three implementations of the same math, chosen by set_attention (model.attention):
+ *  - cuDNN's fused attention (cuda_cudnn.cpp), in builds with cuDNN, for model.attention = cudnn, and
+ *    for auto where the library, the GPU and the shape allow; it saves the same log-sum-exp in the same
+ *    place, and a shape it cannot take under auto runs on the native kernels below (said once).
+ *  - "flash" (native, head dim <= 128): a block of 8 warps handles 8 queries (or 8 keys in the
  *    dK/dV kernel), one per warp; tiles of 32 keys (queries) are staged in shared memory once for all
  *    8 warps; the softmax runs online over the tiles. Lane j scores key j of a tile; lane j then
  *    accumulates output dimensions j, j+32, ...
- *  - "simple" (LCM_ATTENTION=simple, and any head dim): one block per query (per key in the dK/dV
- *    kernel), reading keys straight from global memory in tiles of 32, the softmax bookkeeping done by
- *    one thread. Slow and obviously right: the reference the flash kernels are tested against. */
+ *  - "simple" (native, any head dim; lcm_cuda_use_reference_attention for the tests): one block per
+ *    query (per key in the dK/dV kernel), reading keys straight from global memory in tiles of 32, the
+ *    softmax bookkeeping done by one thread. Slow and obviously right: the reference the flash kernels
+ *    are tested against. */
 #include <math.h>
 
 #include "cuda_backend.cuh"
 #include "cuda_kernels.cuh"
+#if LCM_WITH_CUDNN
+#include "cuda_cudnn.h"
+#endif
+extern "C" {
+#include "lcm/log.h"
+}
 
 #define TILE 32 /* keys (queries) per tile: one per lane */
 
@@ -414,6 +424,84 @@ attention_dkv_flash_kernel(bf16 *dqkv, const bf16 *dout, const bf16 *qkv, const 
 
 #define SHARED_LIMIT (48 * 1024) /* what any block may use without opting in */
 
+extern "C" int lcm_cuda_use_reference_attention(lcm_backend *be, lcm_error *err) {
+    cuda_of(be)->attention = CUDA_ATTENTION_SIMPLE;
+    return 0;
+}
+
+int cuda_set_attention(lcm_backend *be, lcm_attention choice, int head_dim, lcm_error *err) {
+    cuda_backend *cb = cuda_of(be);
+    cb->attention = CUDA_ATTENTION_FLASH;
+    cb->attention_auto = 0;
+    if (choice == LCM_ATTENTION_NATIVE) return 0;
+    const int asked = choice == LCM_ATTENTION_CUDNN;
+    char why[600] = "";
+#if LCM_WITH_CUDNN
+    const char *remedy = "";
+    if (!LCM_CUDNN_HEAD_DIM_OK(head_dim)) {
+        snprintf(why, sizeof why, "its fused attention takes head dims that are multiples of 8 up to 128, not %d",
+                 head_dim);
+    } else if (!cb->cudnn) {
+        cuda_enter(cb, "set_attention");
+        if (lcm_cudnn_create(&cb->cudnn, cb->gpu, cb->compute, why, sizeof why) != LCM_CUDNN_OK) cb->cudnn = NULL;
+    }
+    if (cb->cudnn && !why[0]) {
+        char version[32];
+        lcm_cudnn_version(version, sizeof version);
+        cb->attention = CUDA_ATTENTION_CUDNN;
+        cb->attention_auto = !asked;
+        cb->attention_fallback_said = 0;
+        lcm_info("GPU %d: attention by cuDNN %s (model.attention = %s)", cb->gpu, version, asked ? "cudnn" : "auto");
+        return 0;
+    }
+#else
+    const char *remedy = ", or rebuild lcm with cuDNN (tools/install-deps.sh --cudnn-frontend, then make)";
+    snprintf(why, sizeof why, "this lcm was built without cuDNN (make says why: \"cuDNN attention off\")");
+#endif
+    if (asked)
+        return lcm_fail(err, LCM_ERR_CONFIG, "model.attention = cudnn, but GPU %d cannot use cuDNN: %s; set "
+                        "model.attention=auto or native%s", cb->gpu, why, remedy);
+    lcm_info("GPU %d: attention by lcm's native kernels (model.attention = auto; no cuDNN: %s)", cb->gpu, why);
+    return 0;
+}
+
+void cuda_attention_release(cuda_backend *cb) {
+#if LCM_WITH_CUDNN
+    lcm_cudnn_destroy(cb->cudnn);
+    cb->cudnn = NULL;
+#endif
+}
+
+#if LCM_WITH_CUDNN
+/* cuDNN for rows of T positions: always under cudnn; under auto from LCM_CUDNN_AUTO_MIN_T on (the
+ * memory plan counts the same shapes). */
+static int cudnn_for(const cuda_backend *cb, int T) {
+    return cb->attention == CUDA_ATTENTION_CUDNN && (!cb->attention_auto || T >= LCM_CUDNN_AUTO_MIN_T);
+}
+
+/* After a cuDNN call: 1 when it is done (it ran, or its failure is recorded), 0 when this shape must run on
+ * the native kernels (auto, and cuDNN cannot take it; said once per backend). */
+static int cudnn_done(cuda_backend *cb, const char *op, int rc, const char *why, int B, int T) {
+    char msg[900];
+    if (rc == LCM_CUDNN_OK) return 1;
+    if (rc == LCM_CUDNN_UNSUPPORTED && cb->attention_auto) {
+        if (!cb->attention_fallback_said)
+            lcm_warn("GPU %d: cuDNN's fused attention cannot take %d rows of %d positions (%s): such shapes run on "
+                     "the native kernels", cb->gpu, B, T, why);
+        cb->attention_fallback_said = 1;
+        return 0;
+    }
+    if (rc == LCM_CUDNN_UNSUPPORTED) {
+        snprintf(msg, sizeof msg, "model.attention = cudnn, but cuDNN cannot take %d rows of %d positions (%s); set "
+                 "model.attention=auto (native kernels for such shapes) or native", B, T, why);
+        cuda_note_msg(cb, LCM_ERR_CONFIG, op, msg);
+    } else {
+        cuda_note_msg(cb, LCM_ERR_DEVICE, op, why);
+    }
+    return 1;
+}
+#endif
+
 size_t cuda_attention_saved_floats(lcm_backend *be, int B, int T, int H) {
     return lcm_cuda_traits.attention_saved_floats(B, T, H);
 }
@@ -441,7 +529,7 @@ static int attention_shape(cuda_backend *cb, const char *op, attn_shape *s, int 
 
 /* Dims per lane of the flash kernels for this head dim; 0 when only the simple kernels handle it. */
 static int flash_dpl(const cuda_backend *cb, int hd) {
-    if (cb->attention_simple || hd % 2 != 0) return 0;
+    if (cb->attention == CUDA_ATTENTION_SIMPLE || hd % 2 != 0) return 0;
     if (hd <= 32) return 1;
     if (hd <= 64) return 2;
     if (hd <= 128) return 4;
@@ -457,6 +545,13 @@ void cuda_attention_forward(lcm_backend *be, void *out, float *saved, const void
     cuda_enter(cb, op);
     attn_shape s;
     if (!attention_shape(cb, op, &s, B, T, C, H)) return;
+#if LCM_WITH_CUDNN
+    if (cudnn_for(cb, T)) {
+        char why[600] = "";
+        int rc = lcm_cudnn_attention_forward(cb->cudnn, out, saved, qkv, lens, B, T, C, H, why, sizeof why);
+        if (cudnn_done(cb, op, rc, why, B, T)) return;
+    }
+#endif
     int dpl = flash_dpl(cb, s.hd);
     bf16 *o = (bf16 *)out;
     const bf16 *x = (const bf16 *)qkv;
@@ -484,6 +579,14 @@ void cuda_attention_backward(lcm_backend *be, void *dqkv, const void *dout, cons
     cuda_enter(cb, op);
     attn_shape s;
     if (!attention_shape(cb, op, &s, B, T, C, H)) return;
+#if LCM_WITH_CUDNN
+    if (cudnn_for(cb, T)) {
+        char why[600] = "";
+        int rc = lcm_cudnn_attention_backward(cb->cudnn, dqkv, dout, qkv, out, saved, lens, B, T, C, H, why,
+                                              sizeof why);
+        if (cudnn_done(cb, op, rc, why, B, T)) return;
+    }
+#endif
     const float *lse = saved;
     /* The second half of the saved buffer is the backward's own: the forward leaves it alone. */
     float *delta = (float *)saved + (size_t)B * H * T;

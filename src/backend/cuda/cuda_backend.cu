@@ -221,6 +221,7 @@ static void cuda_destroy(lcm_backend *be) {
     if (cb->compute) cudaStreamSynchronize(cb->compute);
     if (cb->comm) cudaStreamSynchronize(cb->comm);
     cuda_matmul_cache_clear(cb);
+    cuda_attention_release(cb);
     if (cb->lt) cublasLtDestroy(cb->lt);
     cudaFree(cb->lt_workspace);
     cudaFree(cb->scratch);
@@ -259,6 +260,7 @@ static void fill_ops(lcm_backend_ops *o) {
     o->rmsnorm_backward = cuda_rmsnorm_backward;
     o->rope_forward = cuda_rope_forward;
     o->rope_backward = cuda_rope_backward;
+    o->set_attention = cuda_set_attention;
     o->attention_saved_floats = cuda_attention_saved_floats;
     o->attention_forward = cuda_attention_forward;
     o->attention_backward = cuda_attention_backward;
@@ -292,10 +294,6 @@ extern "C" int lcm_cuda_backend_create(lcm_backend **out, int gpu, lcm_error *er
     if (gpu < 0 || gpu >= count)
         return lcm_fail(err, LCM_ERR_DEVICE, "GPU %d does not exist: %d GPU(s) visible%s", gpu, count,
                         count ? " (numbered from 0; CUDA_VISIBLE_DEVICES may hide some)" : "");
-    const char *attn = getenv("LCM_ATTENTION");
-    if (attn && *attn && strcmp(attn, "simple") != 0 && strcmp(attn, "flash") != 0)
-        return lcm_fail(err, LCM_ERR_USAGE, "LCM_ATTENTION=%s: expected 'flash' (the default) or 'simple'", attn);
-
     cuda_backend *cb = (cuda_backend *)calloc(1, sizeof *cb);
     if (!cb) return lcm_fail(err, LCM_ERR_NOMEM, "GPU %d: out of host memory for the backend state", gpu);
     cb->gpu = gpu;
@@ -306,7 +304,6 @@ extern "C" int lcm_cuda_backend_create(lcm_backend **out, int gpu, lcm_error *er
     cb->base.traits = &lcm_cuda_traits;
     cb->base.device = gpu;
     cb->base.impl = cb;
-    cb->attention_simple = attn && strcmp(attn, "simple") == 0;
 
     cudaError_t e;
     if ((e = cudaSetDevice(gpu)) != cudaSuccess) return setup_failed(cb, "cudaSetDevice", cudaGetErrorString(e), err);

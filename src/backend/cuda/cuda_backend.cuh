@@ -51,6 +51,10 @@ typedef struct matmul_plan {
 
 #define MATMUL_CACHE_SIZE 64
 
+/* The attention kernels in use: the native fast ("flash") ones, the native reference ("simple") ones
+ * the tests check the fast ones against, or cuDNN's fused attention (cuda_cudnn.cpp). */
+typedef enum { CUDA_ATTENTION_FLASH, CUDA_ATTENTION_SIMPLE, CUDA_ATTENTION_CUDNN } cuda_attention_impl;
+
 typedef struct cuda_backend {
     lcm_backend base;
     lcm_backend_ops ops;
@@ -67,7 +71,10 @@ typedef struct cuda_backend {
     void *scratch;              /* partial sums of the deterministic reductions */
     size_t scratch_bytes;
     double *host_result;        /* pinned, for sumsq's result */
-    int attention_simple;       /* LCM_ATTENTION=simple: the reference attention kernels */
+    cuda_attention_impl attention; /* native until set_attention says otherwise */
+    int attention_auto;         /* model.attention = auto: a shape cuDNN cannot take runs native (said once) */
+    int attention_fallback_said;
+    struct lcm_cudnn *cudnn;    /* cuDNN's handle, plans and workspace when attention is cuDNN */
     const char *last_op;        /* the last op enqueued, named when a later sync finds a failure */
     lcm_error sticky;           /* the first asynchronous failure */
 } cuda_backend;
@@ -130,6 +137,8 @@ void cuda_rope_backward(lcm_backend *be, void *dqkv, const float *table, int B, 
 void cuda_rope_forward_at(lcm_backend *be, void *qkv, const float *table, int B, int S, int C, int H, int pos0);
 
 /* cuda_attention.cu */
+int cuda_set_attention(lcm_backend *be, lcm_attention choice, int head_dim, lcm_error *err);
+void cuda_attention_release(cuda_backend *cb); /* cuDNN's state, at destroy */
 size_t cuda_attention_saved_floats(lcm_backend *be, int B, int T, int H);
 void cuda_attention_forward(lcm_backend *be, void *out, float *saved, const void *qkv, const int32_t *lens,
                             int B, int T, int C, int H);
