@@ -137,9 +137,10 @@ if [ ! -x "$BUILD/lcm" ]; then
 fi
 libdir=$(mktemp -d /tmp/lcm-gpu-libs.XXXXXX)
 for gz in "$BUILD"/lib/*.gz; do [ -f "$gz" ] && gunzip -c "$gz" >"$libdir/$(basename "$gz" .gz)"; done
-# CUDA 13 libraries: the toolkit's, or those of the NVIDIA wheels in any Python environment.
+# CUDA 13 libraries: the toolkit's, or those of the NVIDIA wheels in any Python environment. cuDNN and
+# NVRTC are opened at run time (model.attention), so ldd below does not see them: they are looked for too.
 cuda_dirs=""
-for lib in libcublasLt.so.13 libcudart.so.13 libnccl.so.2; do
+for lib in libcublasLt.so.13 libcudart.so.13 libnccl.so.2 libcudnn.so.9 libnvrtc.so.13; do
   dir=$(find /usr/local/cuda/lib64 /usr/local/cuda/targets /usr/lib/x86_64-linux-gnu /opt /usr/local/lib \
     -name "$lib*" -print 2>/dev/null | head -n 1 | xargs -r dirname)
   [ -n "$dir" ] && cuda_dirs="$cuda_dirs:$dir"
