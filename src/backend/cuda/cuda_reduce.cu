@@ -90,15 +90,28 @@ __global__ void sum_partials_kernel(double *out, const double *partial, int np) 
     if (threadIdx.x == 0) *out = s;
 }
 
-int cuda_sumsq(lcm_backend *be, double *out, const float *x, size_t n, lcm_error *err) {
-    cuda_backend *cb = cuda_of(be);
-    const char *op = "sumsq";
-    cuda_enter(cb, op);
-    *out = 0.0;
+/* The bf16 gradient reduction's conversion back to fp32 and the clipping norm's sum of squares in one
+ * pass over the gradients instead of two. Each thread visits the elements sumsq_partials_kernel's
+ * thread visits, in the same order, and bf16 -> fp32 is exact, so the result has the bits of
+ * bf16_to_f32 followed by sumsq. */
+__global__ void bf16_to_f32_sumsq_partials_kernel(double *partial, float *dst, const bf16 *src, size_t n) {
+    __shared__ double shared[32];
+    double s = 0.0;
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        float f = load1(src + i);
+        dst[i] = f;
+        double v = f;
+        s += v * v;
+    }
+    s = block_sum(s, shared);
+    if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+/* The partials' sum, on the host. */
+static int sumsq_finish(cuda_backend *cb, const char *op, double *out, lcm_error *err) {
     double *partial = (double *)cb->scratch;
     double *total = partial + SUMSQ_BLOCKS;
-    sumsq_partials_kernel<<<SUMSQ_BLOCKS, SUMSQ_THREADS, 0, cb->compute>>>(partial, x, n);
-    cuda_check_launch(cb, op);
     sum_partials_kernel<<<1, 1024, 0, cb->compute>>>(total, partial, SUMSQ_BLOCKS);
     cuda_check_launch(cb, op);
     CUDA_NOTE(cb, op, cudaMemcpyAsync(cb->host_result, total, sizeof(double), cudaMemcpyDeviceToHost, cb->compute));
@@ -106,6 +119,27 @@ int cuda_sumsq(lcm_backend *be, double *out, const float *x, size_t n, lcm_error
     if (cb->sticky.code != LCM_OK) return lcm_fail(err, cb->sticky.code, "%s", cb->sticky.msg);
     *out = *cb->host_result;
     return 0;
+}
+
+int cuda_sumsq(lcm_backend *be, double *out, const float *x, size_t n, lcm_error *err) {
+    cuda_backend *cb = cuda_of(be);
+    const char *op = "sumsq";
+    cuda_enter(cb, op);
+    *out = 0.0;
+    sumsq_partials_kernel<<<SUMSQ_BLOCKS, SUMSQ_THREADS, 0, cb->compute>>>((double *)cb->scratch, x, n);
+    cuda_check_launch(cb, op);
+    return sumsq_finish(cb, op, out, err);
+}
+
+int cuda_bf16_to_f32_sumsq(lcm_backend *be, float *dst, const uint16_t *src, size_t n, double *out, lcm_error *err) {
+    cuda_backend *cb = cuda_of(be);
+    const char *op = "bf16_to_f32_sumsq";
+    cuda_enter(cb, op);
+    *out = 0.0;
+    bf16_to_f32_sumsq_partials_kernel<<<SUMSQ_BLOCKS, SUMSQ_THREADS, 0, cb->compute>>>((double *)cb->scratch, dst,
+                                                                                       (const bf16 *)src, n);
+    cuda_check_launch(cb, op);
+    return sumsq_finish(cb, op, out, err);
 }
 
 /* ---- masked next-concept MSE ---------------------------------------------------------------- */
