@@ -4,7 +4,8 @@
 # (docs/performance.md, "Measured on CPU workers"). One `lcm train` per cell under /usr/bin/time; the
 # plan's process total (`lcm plan`: devices x per-device total + host memory) is what the peak is held
 # to. Step time: the mean of the metrics' elapsed_s differences over steps 2 and 4 (step 1 warms up;
-# steps 3 and 5 follow a checkpoint). Usage: tools/mem_check.sh [path/to/lcm] [workdir] [devices]
+# steps 3 and 5 follow a checkpoint). Usage: tools/mem_check.sh [path/to/lcm] [workdir] [devices];
+# PLAN_ONLY=1 reuses the runs already in workdir and recomputes the plan columns only.
 set -eu
 LCM=${1:-./lcm}
 WORK=${2:-/tmp/lcm_mem_check}
@@ -21,10 +22,13 @@ echo "|---:|---|---:|---:|---:|---:|---:|"
 for S in 0 1 2; do
   for R in none layer; do
     run="$WORK/run_s${S}_$R"
-    rm -rf "$run"
-    # shellcheck disable=SC2086
-    /usr/bin/time -f "peak_rss_kb %M" -o "$WORK/time_s${S}_$R" "$LCM" train "$CFG" data.train="$WORK/data/train.lcmd" \
-      $COMMON trainer.shard="$S" trainer.recompute="$R" trainer.output_dir="$run" >"$WORK/log_s${S}_$R" 2>&1
+    if [ "${PLAN_ONLY:-0}" != 1 ]; then
+      rm -rf "$run"
+      # shellcheck disable=SC2086
+      /usr/bin/time -f "peak_rss_kb %M" -o "$WORK/time_s${S}_$R" "$LCM" train "$CFG" \
+        data.train="$WORK/data/train.lcmd" $COMMON trainer.shard="$S" trainer.recompute="$R" \
+        trainer.output_dir="$run" >"$WORK/log_s${S}_$R" 2>&1
+    fi
     # shellcheck disable=SC2086
     "$LCM" plan "$CFG" data.train="$WORK/data/train.lcmd" $COMMON trainer.shard="$S" trainer.recompute="$R" \
       --backend cpu --devices "$N" >"$WORK/plan_s${S}_$R"
