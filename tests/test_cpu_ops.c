@@ -620,6 +620,36 @@ TEST(sumsq_value_and_determinism) {
     lcm_backend_destroy(be);
 }
 
+/* The reduced bf16 gradients' conversion with the clipping norm's sum of squares in the same pass:
+ * the converted values are the bf16 values exactly, and the sum the bits of sumsq over them (the worker
+ * takes it instead of the two ops, so the norm must not move). The values sum(k^2 / 4) for k < n are
+ * exact in bf16 (k <= 256 has at most 8 significant bits) and their sum exact in double. */
+TEST(bf16_to_f32_sumsq_is_the_conversion_then_sumsq) {
+    lcm_error err = {0};
+    lcm_backend *be = new_backend(0);
+    const size_t n = 257;
+    uint16_t *src = calloc(n, sizeof *src);
+    float *dst = fbuf(n), *two = fbuf(n);
+    for (size_t i = 0; i < n; i++) src[i] = lcm_f32_to_bf16(0.5f * (float)i * (i % 2 ? 1 : -1));
+    double got = -1, expect = (double)(n - 1) * n * (2 * n - 1) / 24.0;
+    CHECK_OK(be->ops->bf16_to_f32_sumsq(be, dst, src, n, &got, &err), &err);
+    CHECK(got == expect);
+    for (size_t i = 0; i < n; i++) CHECK(dst[i] == 0.5f * (float)i * (i % 2 ? 1 : -1));
+    lcm_rng r;
+    lcm_rng_init(&r, 11, 1);
+    for (size_t i = 0; i < n; i++) src[i] = lcm_f32_to_bf16(lcm_rng_uniform(&r) * 2 - 1);
+    double ref = 0;
+    CHECK_OK(be->ops->bf16_to_f32_sumsq(be, dst, src, n, &got, &err), &err);
+    be->ops->bf16_to_f32(be, two, src, n);
+    CHECK_OK(be->ops->sumsq(be, &ref, two, n, &err), &err);
+    CHECK(memcmp(&got, &ref, sizeof got) == 0 && got > 0);
+    CHECK(memcmp(dst, two, n * sizeof *dst) == 0);
+    free(src);
+    free(dst);
+    free(two);
+    lcm_backend_destroy(be);
+}
+
 /* PyTorch's AdamW written out in double for one scalar parameter. */
 typedef struct adamw_ref { double p, m, v; } adamw_ref;
 

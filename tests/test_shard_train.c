@@ -267,3 +267,32 @@ TEST(sharded_models_allocate_their_slice) {
     lcm_model_destroy(&s2);
     lcm_backend_destroy(be);
 }
+
+/* The CUDA backend's bf16 compute copy carries every weight, so a sharded model there holds the fp32
+ * master weights of its slice only (its AdamW updates nothing else); the CPU backend computes on the
+ * master copy, which stays whole. The plan is the model's own carve (lcm_model_plan), so this is
+ * also what `lcm plan --backend cuda` shows. */
+TEST(sharded_cuda_models_hold_the_master_slice_only) {
+    lcm_error err = {0};
+    lcm_dims d = {.D = 16, .C = 16, .L = 2, .H = 2, .F = 32, .max_seq_len = 16, .rope_theta = 10000, .eps = 1e-5f};
+    const size_t f = sizeof(float);
+    for (int n = 2; n <= 4; n++) {
+        for (int rank = 0; rank < n; rank++) {
+            lcm_model_shape s = {d, 96, 8, 16, 1, LCM_RECOMPUTE_NONE, n, rank, 0};
+            lcm_model_bytes cuda, cpu;
+            CHECK_OK(lcm_model_plan(&s, &lcm_cuda_traits, &cuda, &err), &err);
+            CHECK_OK(lcm_model_plan(&s, &lcm_cpu_traits, &cpu, &err), &err);
+            const size_t P = cuda.params;
+            lcm_shard sh = lcm_shard_of(P, n, rank, LCM_SHARD_ALIGN);
+            CHECKF(cuda.master == (sh.end - sh.begin) * f, "n %d rank %d: master %zu, slice %zu", n, rank, cuda.master,
+                   sh.end - sh.begin);
+            CHECK(cuda.master == cuda.moments / 2 && cuda.compute == P * 2);
+            CHECK(cpu.master == P * f && cpu.compute == 0);
+        }
+    }
+    /* unsharded: whole on both */
+    lcm_model_shape s = {d, 96, 8, 16, 1, LCM_RECOMPUTE_NONE, 0, 0, 0};
+    lcm_model_bytes cuda;
+    CHECK_OK(lcm_model_plan(&s, &lcm_cuda_traits, &cuda, &err), &err);
+    CHECK(cuda.master == cuda.params * f);
+}

@@ -149,6 +149,9 @@ typedef struct lcm_backend_ops {
     /* For the bf16 all-reduce option: fp32 <-> bf16 on device. */
     void (*f32_to_bf16)(lcm_backend *be, uint16_t *dst, const float *src, size_t n);
     void (*bf16_to_f32)(lcm_backend *be, float *dst, const uint16_t *src, size_t n);
+    /* bf16_to_f32, then sumsq of dst, in one pass where the backend can (the same bits as the two ops):
+     * the reduced bf16 gradients' conversion carries the clipping norm's sum of squares. */
+    int (*bf16_to_f32_sumsq)(lcm_backend *be, float *dst, const uint16_t *src, size_t n, double *out, lcm_error *err);
 
     void (*destroy)(lcm_backend *be);
 } lcm_backend_ops;

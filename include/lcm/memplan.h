@@ -74,6 +74,9 @@ typedef struct lcm_memplan {
     size_t params;         /* P: elements of the flat parameter vector, padding included */
     size_t slice;          /* elements of it each device owns (P when not sharded) */
     int accum;             /* micro-batches per device per step */
+    size_t host;           /* host memory once per process, not in total: the initial weights (P fp32),
+                            * rank 0's checkpoint staging (3 P fp32) and the mapped read-back of the
+                            * checkpoint it wrote (3 P fp32) */
 } lcm_memplan;
 
 /* Micro-batches per device per step on `devices` devices: data.global_batch_tokens / (devices x
@@ -87,6 +90,12 @@ size_t lcm_staging_bytes(int accum, int validation, int64_t max_tokens, int max_
 
 int lcm_memplan_compute(const lcm_memplan_input *in, lcm_memplan *out, lcm_error *err);
 void lcm_memplan_print(const lcm_memplan *p, const lcm_memplan_input *in, FILE *f);
+/* What the process holds with CPU workers, whose devices are the host: devices x total + host. */
+size_t lcm_memplan_process(const lcm_memplan *p, const lcm_memplan_input *in);
+
+/* With trainer.recompute = layer: a one-line notice in out when the same run without recomputation
+ * fits in `avail` bytes (per device on GPUs, the process's on CPU workers), else out empty. */
+int lcm_memplan_recompute_note(const lcm_memplan_input *in, size_t avail, char *out, size_t cap, lcm_error *err);
 
 /* The cheapest change that makes the plan fit in `avail` bytes per device: "trainer.recompute=layer
  * needs 11.4 GB", "data.max_tokens=2048 with trainer.grad_accum=4 needs ...". 0 and *out empty when

@@ -105,6 +105,7 @@ typedef struct lcm_model_shape {
 /* Bytes of each of the model's allocations, by memory class (the model's share of a memory plan). */
 typedef struct lcm_model_bytes {
     size_t master, compute, grads, moments, acts, att_saved;
+    size_t params;         /* elements of the flat parameter vector (P), padding included */
 } lcm_model_bytes;
 
 /* The sizes lcm_model_create_shape allocates, from the same carve tables, without a device. */
@@ -121,7 +122,10 @@ typedef struct lcm_model {
 
     /* parameters: one block each, carved by t */
     void *params;          /* compute copy (act dtype); == master when act_bytes == 4 */
-    float *master;         /* fp32 */
+    float *master;         /* fp32: every element, or (master_sliced) [opt_begin, opt_end) only:
+                            * element i at lcm_model_master_at(m, i) */
+    int master_sliced;     /* sharded with a separate compute copy (CUDA): the compute copy holds the
+                            * weights, the master copy only what this device's AdamW updates */
     float *grads;          /* fp32 (training): element i at grads[i - grad_base] */
     size_t grad_base;      /* 0, or with a window: the first element of the bucket it holds */
     size_t grad_window;    /* 0: grads holds every element; else it holds one bucket at a time, this
@@ -168,9 +172,13 @@ int lcm_model_create_shard(lcm_model *m, lcm_backend *be, const lcm_dims *d, int
 void lcm_model_destroy(lcm_model *m);
 size_t lcm_model_device_bytes(const lcm_model *m);
 
-/* Host fp32 [t.total] <-> the model's master weights (and compute copy). */
+/* Host fp32 [t.total] <-> the model's master weights (and compute copy). A sliced master copy takes
+ * its slice of host (the compute copy all of it); get_params fails on one: the caller gathers the
+ * slices from lcm_model_master_at. */
 int lcm_model_set_params(lcm_model *m, const float *host, lcm_error *err);
 int lcm_model_get_params(lcm_model *m, float *host, lcm_error *err);
+/* Element i of the master weights (i in [opt_begin, opt_end) when they are sliced). */
+float *lcm_model_master_at(const lcm_model *m, size_t i);
 int lcm_model_set_normalizer(lcm_model *m, const lcm_normalizer *n, lcm_error *err);
 
 /* Upload a micro-batch (host x[B*T*D], lens[B]). The host buffers must stay unchanged until the

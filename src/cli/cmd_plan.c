@@ -119,6 +119,9 @@ int lcm_cmd_plan(int argc, char **argv) {
     if (!avail) return 0;
     if (p.total <= avail) {
         printf("  device memory: %s: fits\n", where);
+        char note[384];
+        if (lcm_memplan_recompute_note(&in, avail, note, sizeof note, &err) != 0) return lcm_cli_report(&err);
+        if (note[0]) printf("  note: %s\n", note);
         return 0;
     }
     char advice[256];

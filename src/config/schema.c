@@ -119,8 +119,8 @@ const lcm_key lcm_keys[] = {
      "activations: none keeps every layer's; layer keeps each layer's input and recomputes its forward just before "
      "its backward (same gradients, less memory, about one more forward of compute)"},
     {"trainer", "shard", I, FIELD(trainer.shard), "0", 0, 2, NULL,
-     "0: every device keeps the whole training state; 1: each device keeps the AdamW moments of its slice of the "
-     "flat parameter vector only and updates only that slice of the fp32 master weights, gradients are "
+     "0: every device keeps the whole training state; 1: each device keeps the AdamW moments (on GPUs also the fp32 "
+     "master weights) of its slice of the flat parameter vector only and updates only that slice, gradients are "
      "all-reduced, the updated compute weights all-gathered; 2: as 1, gradients reduce-scattered into each "
      "device's slice (with grad_accum 1 no full gradient is kept); 1 and 2 need 2 or more devices"},
     {"trainer", "cpu_threads", I, FIELD(trainer.cpu_threads), "0", 0, 4096, NULL,

@@ -139,7 +139,7 @@ static int upload_rope_table(lcm_backend *be, float *dst, const lcm_dims *d, int
 }
 
 /* The shape's fields of m, and the checks both planning and creating make. */
-static int set_shape(lcm_model *m, const lcm_model_shape *s, lcm_error *err) {
+static int set_shape(lcm_model *m, const lcm_model_shape *s, const lcm_backend_traits *bt, lcm_error *err) {
     memset(m, 0, sizeof *m);
     m->d = s->d;
     m->training = s->training;
@@ -159,6 +159,9 @@ static int set_shape(lcm_model *m, const lcm_model_shape *s, lcm_error *err) {
         lcm_shard sh = lcm_shard_of(m->t.total, s->shard_n, s->shard_rank, LCM_SHARD_ALIGN);
         m->opt_begin = sh.begin;
         m->opt_end = sh.end;
+        /* A separate compute copy holds every weight the forward needs, so the fp32 master copy is only
+         * what AdamW updates: the slice. (An fp32 backend computes on the master copy: it stays whole.) */
+        m->master_sliced = bt->act_bytes != sizeof(float);
     }
     m->grad_window = m->training && s->grad_window ? largest_bucket(&m->t, s->d.L) : 0;
     return 0;
@@ -170,7 +173,8 @@ static size_t opt_elems(const lcm_model *m) { return m->opt_end > m->opt_begin ?
 
 static void model_bytes(const lcm_model *m, const lcm_backend_traits *bt, const model_layout *lay, lcm_model_bytes *b) {
     const size_t P = m->t.total;
-    b->master = P * sizeof(float);
+    b->params = P;
+    b->master = (m->master_sliced ? opt_elems(m) : P) * sizeof(float);
     b->compute = bt->act_bytes == sizeof(float) ? 0 : P * bt->act_bytes; /* fp32 compute aliases the master */
     /* gradients: all of them, or (trainer.shard 2, one micro-batch) a window of one bucket and the slice */
     b->grads = !m->training ? 0 : (m->grad_window ? m->grad_window + opt_elems(m) : P) * sizeof(float);
@@ -181,7 +185,7 @@ static void model_bytes(const lcm_model *m, const lcm_backend_traits *bt, const 
 
 int lcm_model_plan(const lcm_model_shape *s, const lcm_backend_traits *bt, lcm_model_bytes *out, lcm_error *err) {
     lcm_model m;
-    LCM_TRY(set_shape(&m, s, err));
+    LCM_TRY(set_shape(&m, s, bt, err));
     model_layout lay;
     layout(&m, bt, NULL, NULL, &lay);
     model_bytes(&m, bt, &lay, out);
@@ -196,9 +200,9 @@ int lcm_model_create(lcm_model *m, lcm_backend *be, const lcm_dims *d, int64_t m
 }
 
 int lcm_model_create_shape(lcm_model *m, lcm_backend *be, const lcm_model_shape *s, lcm_error *err) {
-    LCM_TRY(set_shape(m, s, err));
-    m->be = be;
     const lcm_backend_traits *bt = be->traits;
+    LCM_TRY(set_shape(m, s, bt, err));
+    m->be = be;
     model_layout lay;
     layout(m, bt, NULL, NULL, &lay);
     lcm_model_bytes b;
@@ -259,14 +263,34 @@ size_t lcm_model_device_bytes(const lcm_model *m) {
     return b.master + b.compute + b.grads + b.moments;
 }
 
+float *lcm_model_master_at(const lcm_model *m, size_t i) {
+    return m->master_sliced ? m->master + (i - m->opt_begin) : m->master + i;
+}
+
 int lcm_model_set_params(lcm_model *m, const float *host, lcm_error *err) {
     lcm_backend *be = m->be;
-    LCM_TRY(be->ops->upload(be, m->master, host, m->t.total * sizeof(float), err));
-    if (m->params != m->master) be->ops->f32_to_act(be, m->params, m->master, m->t.total);
+    const size_t P = m->t.total;
+    if (!m->master_sliced) {
+        LCM_TRY(be->ops->upload(be, m->master, host, P * sizeof(float), err));
+        if (m->params != m->master) be->ops->f32_to_act(be, m->params, m->master, P);
+        return be->ops->sync(be, err);
+    }
+    /* The compute copy of every weight passes through the slice's buffer, a slice at a time (uploads
+     * and conversions are ordered on one stream), then the buffer takes the slice's own values. */
+    const size_t chunk = opt_elems(m);
+    for (size_t off = 0; off < P; off += chunk) {
+        const size_t n = P - off < chunk ? P - off : chunk;
+        LCM_TRY(be->ops->upload(be, m->master, host + off, n * sizeof(float), err));
+        be->ops->f32_to_act(be, lcm_act_at(be, m->params, off), m->master, n);
+    }
+    LCM_TRY(be->ops->upload(be, m->master, host + m->opt_begin, (m->opt_end - m->opt_begin) * sizeof(float), err));
     return be->ops->sync(be, err);
 }
 
 int lcm_model_get_params(lcm_model *m, float *host, lcm_error *err) {
+    if (m->master_sliced)
+        return lcm_fail(err, LCM_ERR_INTERNAL, "this device holds the master weights of [%zu, %zu) only: gather the "
+                        "slices (lcm_model_master_at)", m->opt_begin, m->opt_end);
     return m->be->ops->download(m->be, host, m->master, m->t.total * sizeof(float), err);
 }
 

@@ -106,8 +106,15 @@ int lcm_memplan_compute(const lcm_memplan_input *in, lcm_memplan *out, lcm_error
                              sharded ? in->devices : 0, 0, window};
     lcm_model_bytes mb;
     LCM_TRY(lcm_model_plan(&shape, in->bt, &mb, err));
-    const size_t P = mb.master / sizeof(float);
+    const size_t P = mb.params;
     out->params = P;
+    /* The process's own host memory, P fp32 each: the initial weights every worker reads (trainer.c);
+     * rank 0's checkpoint staging of weights and both moments (worker.c), which sharded ranks fill with
+     * their slices while every model is alive (a replicated run: at every checkpoint but the last); and
+     * the read-back of the checkpoint just written (checkpoint.c verifies both files through mmap, so
+     * their pages are resident until it unmaps them: clean page cache the kernel could drop, but
+     * resident, and so in the peak a user sees). */
+    out->host = 7 * P * sizeof(float);
     out->slice = sharded ? lcm_shard_of(P, in->devices, 0, LCM_SHARD_ALIGN).slice : P;
     size_t *b = out->bytes;
     b[LCM_MEM_MASTER] = mb.master;
@@ -141,6 +148,40 @@ void lcm_memplan_print(const lcm_memplan *p, const lcm_memplan_input *in, FILE *
     for (int c = 0; c < LCM_MEM_NCLASSES; c++)
         fprintf(f, "    %-24s %15zu bytes  %8.3f GB\n", lcm_mem_class_name((lcm_mem_class)c), p->bytes[c], gb(p->bytes[c]));
     fprintf(f, "    %-24s %15zu bytes  %8.3f GB\n", "total", p->total, gb(p->total));
+    fprintf(f, "  host, once per process (initial weights, checkpoint staging and read-back): %.3f GB\n", gb(p->host));
+    if (in->bt->act_bytes == sizeof(float)) /* CPU workers: the devices are the host */
+        fprintf(f, "  process total (%d CPU worker%s and the host buffers) %15zu bytes  %8.3f GB\n", in->devices,
+                in->devices > 1 ? "s" : "", lcm_memplan_process(p, in), gb(lcm_memplan_process(p, in)));
+}
+
+size_t lcm_memplan_process(const lcm_memplan *p, const lcm_memplan_input *in) {
+    return p->total * (size_t)in->devices + p->host;
+}
+
+/* ---- recomputation that buys nothing ----------------------------------------------------------- */
+
+/* trainer.recompute = layer only trades time (one more forward of every layer per step) for memory, so
+ * a run needs it exactly when the same run without it does not fit. That is a fact of the plan and
+ * the memory free, not of the model: the same model needs it at 7168 tokens on a 24 GB card and not
+ * at 2048 on an 80 GB one. A notice, never a refusal: the run is valid, only slower. */
+int lcm_memplan_recompute_note(const lcm_memplan_input *in, size_t avail, char *out, size_t cap, lcm_error *err) {
+    out[0] = '\0';
+    if (in->cfg->trainer.recompute != LCM_RECOMPUTE_LAYER || avail == 0) return 0;
+    lcm_config c = *in->cfg;
+    c.trainer.recompute = LCM_RECOMPUTE_NONE;
+    lcm_memplan_input ni = *in;
+    ni.cfg = &c;
+    lcm_memplan with, without;
+    LCM_TRY(lcm_memplan_compute(in, &with, err));
+    LCM_TRY(lcm_memplan_compute(&ni, &without, err));
+    const int host = in->bt->act_bytes == sizeof(float); /* CPU workers: the process holds it all */
+    const size_t need = host ? lcm_memplan_process(&without, &ni) : without.total;
+    if (need > avail) return 0;
+    snprintf(out, cap, "trainer.recompute=layer is not needed here: without it this run needs %.2f GB%s and %.2f GB "
+             "are available; recomputation saves %.2f GB per device at the cost of one more forward of every layer "
+             "per step (trainer.recompute=none is faster)", gb(need), host ? " on the host" : " per device",
+             gb(avail), gb(without.total - with.total));
+    return 0;
 }
 
 /* ---- advice ----------------------------------------------------------------------------------- */

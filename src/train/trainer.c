@@ -343,9 +343,12 @@ static int check_memory(lcm_run *run, lcm_error *err) {
         }
     } else {
         lcm_cpu_mem_info(&free_b, &total_b);
-        need = p.total * (size_t)run->local_n;
+        need = p.total * (size_t)run->local_n + p.host; /* this process: its own workers and host buffers */
         snprintf(who, sizeof who, "the host (%d CPU worker%s)", run->local_n, run->local_n > 1 ? "s" : "");
     }
+    char note[384];
+    LCM_TRY(lcm_memplan_recompute_note(&in, free_b, note, sizeof note, err));
+    if (note[0]) lcm_info("note: %s", note);
     if (free_b == 0 || need <= free_b) return 0;
     char advice[256];
     LCM_TRY(lcm_memplan_advice(&in, gpu ? free_b : free_b / (size_t)run->local_n, advice, sizeof advice, err));

@@ -4,7 +4,8 @@
  * norm and clipping, AdamW, and on rank 0 the metrics, validation and checkpoints.
  *
  * Sharded (trainer.shard >= 1, include/lcm/shard.h): each rank holds the AdamW moments of its slice
- * only and updates only that slice of the master weights; the buckets are all-reduced (shard 1) or
+ * only and updates only that slice of the master weights (which, where a separate compute copy carries
+ * the weights, i.e. on CUDA, is all of the master copy it holds: lcm_model_master_at); the buckets are all-reduced (shard 1) or
  * reduce-scattered so that only the owner's elements are summed (shard 2); the gradient norm is the
  * rank-order sum of the slices' sums of squares (in the host all-reduce the step does anyway); after
  * AdamW the compute weights are all-gathered. The step's numbers are those of the replicated run: the
@@ -142,16 +143,17 @@ int lcm_worker_step(lcm_worker *w, lcm_slot **slots, lcm_step_result *res, lcm_e
         local[0] += loss;
         local[1] += (double)slot_targets(s);
     }
-    if (run->n > 1) {
-        be->ops->compute_wait_comm(be);
-        if (w->grad_bf16 && hi > lo)
-            be->ops->bf16_to_f32(be, gs, windowed ? w->grad_bf16 + m->grad_window : w->grad_bf16 + lo, hi - lo);
-    }
+    if (run->n > 1) be->ops->compute_wait_comm(be);
     LCM_TRY(wait_device(w, err));
     /* Sharded: the slices' sums of squares travel in the host all-reduce below, summed in rank order,
-     * so every rank gets the same norm. */
+     * so every rank gets the same norm. The bf16 reduction's conversion back to fp32 computes the sum
+     * of squares in the same pass. */
     double sumsq = 0;
-    if (hi > lo) LCM_TRY(be->ops->sumsq(be, &sumsq, gs, hi - lo, err));
+    if (hi > lo && run->n > 1 && w->grad_bf16)
+        LCM_TRY(be->ops->bf16_to_f32_sumsq(be, gs, windowed ? w->grad_bf16 + m->grad_window : w->grad_bf16 + lo,
+                                           hi - lo, &sumsq, err));
+    else if (hi > lo)
+        LCM_TRY(be->ops->sumsq(be, &sumsq, gs, hi - lo, err));
     /* A signal to any process (each has its own flag) stops every rank after this step. */
     local[2] = lcm_stop_requested() ? 1 : 0;
     if (cfg->trainer.stop_at_step > 0 && step >= cfg->trainer.stop_at_step) local[2] = 1; /* every rank: same */
@@ -193,7 +195,7 @@ int lcm_worker_step(lcm_worker *w, lcm_slot **slots, lcm_step_result *res, lcm_e
         };
         lcm_worker_beat(w, LCM_PHASE_OPTIMIZER);
         if (hi > lo)
-            be->ops->adamw(be, m->master + lo, lcm_act_at(be, m->params, lo), gs, m->m, m->v, hi - lo, &args);
+            be->ops->adamw(be, lcm_model_master_at(m, lo), lcm_act_at(be, m->params, lo), gs, m->m, m->v, hi - lo, &args);
         if (sharded) {
             be->ops->comm_wait_compute(be);
             lcm_worker_beat(w, LCM_PHASE_COLLECTIVE);
@@ -251,7 +253,7 @@ static int save_checkpoint(lcm_worker *w, lcm_error *err) {
         const lcm_worker *w0 = &run->workers[0];
         const size_t lo = w->shard.begin, n = (w->shard.end - lo) * sizeof(float);
         if (n > 0) {
-            LCM_TRY(be->ops->download(be, w0->host_master + lo, w->model.master + lo, n, err));
+            LCM_TRY(be->ops->download(be, w0->host_master + lo, lcm_model_master_at(&w->model, lo), n, err));
             LCM_TRY(be->ops->download(be, w0->host_m + lo, w->model.m, n, err));
             LCM_TRY(be->ops->download(be, w0->host_v + lo, w->model.v, n, err));
         }

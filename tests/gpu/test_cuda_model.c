@@ -181,6 +181,48 @@ static int read_losses(const char *out, double *loss, int n) {
     return found;
 }
 
+/* A sharded model on one GPU (rank r of 3; the collectives are not needed to set weights): the fp32
+ * master copy holds rank r's slice only, and lcm_model_set_params passes every weight through that
+ * slice-sized buffer into the bf16 compute copy: the compute copy is the whole vector rounded to bf16,
+ * the master slice the host's values exactly. */
+TEST(sharded_model_keeps_the_master_slice_and_the_whole_compute_copy) {
+    NEED_GPUS(1);
+    lcm_error err = {0};
+    const lcm_dims d = {.D = 64, .C = 128, .L = 2, .H = 4, .F = 256, .max_seq_len = 64,
+                        .dropout = 0.1f, .rope_theta = 10000.0f, .eps = 1e-5f};
+    lcm_backend *be = NULL;
+    CHECK_OK(lcm_cuda_backend_create(&be, 0, &err), &err);
+    if (err.code) return;
+    for (int rank = 0; rank < 3; rank++) {
+        lcm_model m;
+        CHECK_OK(lcm_model_create_shard(&m, be, &d, 64, 4, 16, 3, rank, 0, &err), &err);
+        if (err.code) break;
+        const size_t P = m.t.total, n = m.opt_end - m.opt_begin;
+        CHECK(m.master_sliced && n > 0 && n < P);
+        float *w = malloc(P * sizeof(float)), *slice = malloc(n * sizeof(float));
+        uint16_t *act = malloc(P * sizeof(uint16_t));
+        if (!w || !slice || !act) exit(2);
+        lcm_rng r;
+        lcm_rng_init(&r, 7, (uint64_t)rank);
+        for (size_t i = 0; i < P; i++) w[i] = uniform(&r, 0.5f);
+        CHECK_OK(lcm_model_set_params(&m, w, &err), &err);
+        CHECK_OK(be->ops->download(be, act, m.params, P * sizeof(uint16_t), &err), &err);
+        CHECK_OK(be->ops->download(be, slice, lcm_model_master_at(&m, m.opt_begin), n * sizeof(float), &err), &err);
+        int same = 1;
+        for (size_t i = 0; i < P; i++) same &= act[i] == lcm_f32_to_bf16(w[i]);
+        CHECKF(same, "rank %d: the compute copy is not the weights rounded to bf16", rank);
+        CHECK(memcmp(slice, w + m.opt_begin, n * sizeof(float)) == 0);
+        float *whole = malloc(P * sizeof(float));
+        CHECK(lcm_model_get_params(&m, whole, &err) == LCM_ERR_INTERNAL); /* a slice cannot give the whole */
+        free(whole);
+        free(w);
+        free(slice);
+        free(act);
+        lcm_model_destroy(&m);
+    }
+    lcm_backend_destroy(be);
+}
+
 TEST(training_follows_cpu_and_is_deterministic) {
     NEED_GPUS(1);
     lcm_log_set_quiet(1);

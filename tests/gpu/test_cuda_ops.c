@@ -952,6 +952,41 @@ TEST(cuda_sumsq_is_accurate_and_deterministic) {
     release_all();
 }
 
+/* The bf16 reduction's conversion with the sum of squares in the same pass (the worker's path with
+ * trainer.grad_reduce_dtype = bf16): the same fp32 values as bf16_to_f32 and the same bits as sumsq
+ * over them (each thread visits the same elements in the same order), and the CPU's value to the
+ * double-summation bound of the test above. */
+TEST(cuda_bf16_to_f32_sumsq_is_the_two_ops) {
+    NEED_GPU();
+    seed(103);
+    size_t n = 1000003;
+    float *x = uniform(n, -3, 3);
+    uint16_t *h16 = malloc(n * sizeof *h16);
+    if (!h16) exit(2);
+    track(NULL, h16);
+    for (size_t i = 0; i < n; i++) h16[i] = lcm_f32_to_bf16(x[i]);
+    lcm_error err = {0};
+    uint16_t *d16 = dev(gpu, n * sizeof *h16);
+    upload(gpu, d16, h16, n * sizeof *h16);
+    float *fused = dev(gpu, n * 4), *two = dev(gpu, n * 4);
+    double a = -1, b = -1, c = -1;
+    CHECK_OK(gpu->ops->bf16_to_f32_sumsq(gpu, fused, d16, n, &a, &err), &err);
+    gpu->ops->bf16_to_f32(gpu, two, d16, n);
+    CHECK_OK(gpu->ops->sumsq(gpu, &b, two, n, &err), &err);
+    CHECK(memcmp(&a, &b, sizeof a) == 0 && a > 0);
+    float *hf = host(n), *ht = host(n);
+    download(gpu, hf, fused, n * 4);
+    download(gpu, ht, two, n * 4);
+    CHECK(memcmp(hf, ht, n * 4) == 0);
+    int exact = 1;
+    for (size_t i = 0; i < n; i++) exact &= hf[i] == lcm_bf16_to_f32(h16[i]);
+    CHECK(exact);
+    float *cf = dev(cpu, n * 4);
+    CHECK_OK(cpu->ops->bf16_to_f32_sumsq(cpu, cf, h16, n, &c, &err), &err);
+    CHECK_NEAR(a, c, 1e-10 * c);
+    release_all();
+}
+
 TEST(cuda_adamw_matches_cpu) {
     NEED_GPU();
     seed(111);

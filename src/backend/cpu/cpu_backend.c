@@ -296,6 +296,18 @@ static void cpu_op_bf16_to_f32(lcm_backend *be, float *dst, const uint16_t *src,
     for (size_t i = 0; i < n; i++) dst[i] = lcm_bf16_to_f32(src[i]);
 }
 
+/* One loop, as on CUDA; cpu_sumsq's order, so the same bits as the two ops. */
+static int cpu_op_bf16_to_f32_sumsq(lcm_backend *be, float *dst, const uint16_t *src, size_t n, double *out,
+                                    lcm_error *err) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        dst[i] = lcm_bf16_to_f32(src[i]);
+        s += (double)dst[i] * dst[i];
+    }
+    *out = s;
+    return 0;
+}
+
 static void cpu_destroy(lcm_backend *be) {
     cpu_backend *cb = cpu_of(be);
     free(cb->scratch);
@@ -343,6 +355,7 @@ static const lcm_backend_ops cpu_backend_ops = {
     .adamw = cpu_op_adamw,
     .f32_to_bf16 = cpu_op_f32_to_bf16,
     .bf16_to_f32 = cpu_op_bf16_to_f32,
+    .bf16_to_f32_sumsq = cpu_op_bf16_to_f32_sumsq,
     .destroy = cpu_destroy,
 };
 

@@ -277,6 +277,7 @@ static void fill_ops(lcm_backend_ops *o) {
     o->adamw = cuda_adamw;
     o->f32_to_bf16 = cuda_f32_to_bf16;
     o->bf16_to_f32 = cuda_bf16_to_f32;
+    o->bf16_to_f32_sumsq = cuda_bf16_to_f32_sumsq;
     o->destroy = cuda_destroy;
 }
 

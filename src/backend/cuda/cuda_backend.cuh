@@ -119,6 +119,7 @@ void cuda_matmul_cache_clear(cuda_backend *cb);
 void cuda_column_sums(cuda_backend *cb, const char *op, float *dst, const bf16 *dout, const bf16 *inp,
                       const float *rstd, int N, int C, int accumulate);
 int cuda_sumsq(lcm_backend *be, double *out, const float *x, size_t n, lcm_error *err);
+int cuda_bf16_to_f32_sumsq(lcm_backend *be, float *dst, const uint16_t *src, size_t n, double *out, lcm_error *err);
 void cuda_mse_loss(lcm_backend *be, void *dy, float *loss_sum, const float *y, const float *x,
                    const float *center, const float *scale, const int32_t *lens, int B, int T, int D,
                    float grad_scale);

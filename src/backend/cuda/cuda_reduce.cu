@@ -77,15 +77,34 @@ void cuda_column_sums(cuda_backend *cb, const char *op, float *dst, const bf16 *
 /* fp32 only (fp64 runs at 1/64 rate on consumer GPUs). A thread's long strided sum (6,000 terms for
  * base_lcm) is compensated (Kahan), so it errs by about 2 roundings instead of thousands; the block
  * and partial trees add 18 levels: a relative error near 1e-6, plenty for a clipping norm. */
+__device__ __forceinline__ void kahan_add(float &s, float &comp, float v) {
+    float y = v * v - comp;
+    float t = s + y;
+    comp = (t - s) - y;
+    s = t;
+}
+
 __global__ void sumsq_partials_kernel(float *partial, const float *x, size_t n) {
     __shared__ float shared[32];
     float s = 0.0f, comp = 0.0f;
     size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) kahan_add(s, comp, x[i]);
+    s = block_sum(s, shared);
+    if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+/* The bf16 gradient reduction's conversion back to fp32 and the clipping norm's sum of squares in one
+ * pass over the gradients instead of two. Each thread visits the elements sumsq_partials_kernel's
+ * thread visits, in the same order, and bf16 -> fp32 is exact, so the result has the bits of
+ * bf16_to_f32 followed by sumsq. */
+__global__ void bf16_to_f32_sumsq_partials_kernel(float *partial, float *dst, const bf16 *src, size_t n) {
+    __shared__ float shared[32];
+    float s = 0.0f, comp = 0.0f;
+    size_t stride = (size_t)gridDim.x * blockDim.x;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        float y = x[i] * x[i] - comp;
-        float t = s + y;
-        comp = (t - s) - y;
-        s = t;
+        float f = load1(src + i);
+        dst[i] = f;
+        kahan_add(s, comp, f);
     }
     s = block_sum(s, shared);
     if (threadIdx.x == 0) partial[blockIdx.x] = s;
@@ -100,15 +119,10 @@ __global__ void sum_partials_kernel(float *out, const float *partial, int np) {
     if (threadIdx.x == 0) *out = s;
 }
 
-int cuda_sumsq(lcm_backend *be, double *out, const float *x, size_t n, lcm_error *err) {
-    cuda_backend *cb = cuda_of(be);
-    const char *op = "sumsq";
-    cuda_enter(cb, op);
-    *out = 0.0;
+/* The partials' sum, on the host. */
+static int sumsq_finish(cuda_backend *cb, const char *op, double *out, lcm_error *err) {
     float *partial = (float *)cb->scratch;
     float *total = partial + SUMSQ_BLOCKS;
-    sumsq_partials_kernel<<<SUMSQ_BLOCKS, SUMSQ_THREADS, 0, cb->compute>>>(partial, x, n);
-    cuda_check_launch(cb, op);
     sum_partials_kernel<<<1, 1024, 0, cb->compute>>>(total, partial, SUMSQ_BLOCKS);
     cuda_check_launch(cb, op);
     /* host_result is pinned and holds a double, so a float fits */
@@ -119,6 +133,27 @@ int cuda_sumsq(lcm_backend *be, double *out, const float *x, size_t n, lcm_error
     memcpy(&total_h, cb->host_result, sizeof total_h);
     *out = total_h;
     return 0;
+}
+
+int cuda_sumsq(lcm_backend *be, double *out, const float *x, size_t n, lcm_error *err) {
+    cuda_backend *cb = cuda_of(be);
+    const char *op = "sumsq";
+    cuda_enter(cb, op);
+    *out = 0.0;
+    sumsq_partials_kernel<<<SUMSQ_BLOCKS, SUMSQ_THREADS, 0, cb->compute>>>((float *)cb->scratch, x, n);
+    cuda_check_launch(cb, op);
+    return sumsq_finish(cb, op, out, err);
+}
+
+int cuda_bf16_to_f32_sumsq(lcm_backend *be, float *dst, const uint16_t *src, size_t n, double *out, lcm_error *err) {
+    cuda_backend *cb = cuda_of(be);
+    const char *op = "bf16_to_f32_sumsq";
+    cuda_enter(cb, op);
+    *out = 0.0;
+    bf16_to_f32_sumsq_partials_kernel<<<SUMSQ_BLOCKS, SUMSQ_THREADS, 0, cb->compute>>>((float *)cb->scratch, dst,
+                                                                                       (const bf16 *)src, n);
+    cuda_check_launch(cb, op);
+    return sumsq_finish(cb, op, out, err);
 }
 
 /* ---- masked next-concept MSE ---------------------------------------------------------------- */
