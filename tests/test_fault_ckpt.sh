@@ -41,32 +41,7 @@ train() { # train RUN_DIR [key=value ...]: stdout/stderr to RUN_DIR.out/.err
   "$LCM" train $tiny trainer.output_dir="$run" "$@" >"$run.out" 2>"$run.err"
 }
 
-newest_checkpoint() { ls -d "$1"/checkpoints/step_* 2>/dev/null | grep -v '\.tmp$\|\.old$' | sort | tail -n 1; }
-
-# The data section of a safetensors file (everything after the 8-byte length and the header): the
-# tensors' bytes, without the metadata (which holds the run directory and timings).
-payload() {
-  n=$(od -An -tu8 -N8 "$1" | tr -d ' ')
-  tail -c +$((8 + n + 1)) "$1"
-}
-
-# Weights, moments and per-step losses of two runs at step $STEPS are identical.
-same_result() {
-  a=$(newest_checkpoint "$1") b=$(newest_checkpoint "$2")
-  [ "$(basename "$a")" = "$(basename "$b")" ] && [ "$(basename "$a")" = "$(printf 'step_%09d' "$STEPS")" ] ||
-    { echo "  newest checkpoints: $a vs $b" >&2; return 1; }
-  for f in model.safetensors train_state.safetensors; do
-    payload "$a/$f" >"$tmp/a.bin" && payload "$b/$f" >"$tmp/b.bin"
-    cmp -s "$tmp/a.bin" "$tmp/b.bin" || { echo "  $f differs between $1 and $2" >&2; return 1; }
-  done
-  # the last loss logged for each step (a killed run logs some steps twice)
-  for r in "$1" "$2"; do
-    grep '"loss"' "$r/metrics.jsonl" | grep -v '"split"' | sed 's/^{"step":\([0-9]*\),"loss":\([^,]*\),.*/\1 \2/' |
-      sort -s -n -k1,1 | awk '{last[$1] = $2} END {for (s in last) print s, last[s]}' | sort -n >"$r.losses"
-  done
-  [ "$(wc -l <"$1.losses")" -eq "$STEPS" ] && cmp -s "$1.losses" "$2.losses" ||
-    { echo "  losses differ:" >&2; diff "$1.losses" "$2.losses" | head -5 >&2; return 1; }
-}
+. "$(dirname "$0")/run_compare.sh"
 
 t0=$(date +%s%N)
 train "$tmp/ref" || { cat "$tmp/ref.err"; exit 1; }

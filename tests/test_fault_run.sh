@@ -34,18 +34,8 @@ asan_opts="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
-# wait_for FILE LINES SECONDS: until FILE has LINES lines (or the time is up)
-wait_for() {
-  i=0
-  while [ "$i" -lt $(($3 * 50)) ]; do
-    [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ] && return 0
-    sleep 0.02
-    i=$((i + 1))
-  done
-  return 1
-}
+. "$(dirname "$0")/run_compare.sh"
 
-newest_checkpoint() { ls -d "$1"/checkpoints/step_* 2>/dev/null | grep -v '\.tmp$\|\.old$' | sort | tail -n 1; }
 step_of() { basename "$1" | sed 's/^step_0*//'; }
 loads() { "$LCM" eval "$1" "$tmp/data/valid.lcmd" >"$tmp/eval.out" 2>&1 || { cat "$tmp/eval.out" >&2; return 1; }; }
 

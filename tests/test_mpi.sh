@@ -56,31 +56,7 @@ data.max_seq_len=16 data.max_tokens=96 data.train=$tmp/data/train.lcmd data.vali
 trainer.log_every=1 trainer.validate_every=4 trainer.plot=false optim.warmup_steps=2 trainer.hang_timeout_s=5"
 STEPS=8
 
-newest_checkpoint() { ls -d "$1"/checkpoints/step_* 2>/dev/null | grep -v '\.tmp$\|\.old$' | sort | tail -n 1; }
-
-# The data section of a safetensors file (everything after the 8-byte length and the header): the
-# tensors' bytes, without the metadata (which holds the run directory and timings).
-payload() {
-  n=$(od -An -tu8 -N8 "$1" | tr -d ' ')
-  tail -c +$((8 + n + 1)) "$1"
-}
-
-# Weights, moments and per-step losses (the last logged for each step) of two runs are identical.
-same_result() {
-  a=$(newest_checkpoint "$1") b=$(newest_checkpoint "$2")
-  [ "$(basename "$a")" = "$(basename "$b")" ] && [ "$(basename "$a")" = "$(printf 'step_%09d' "$STEPS")" ] ||
-    { echo "  newest checkpoints: $a vs $b" >&2; return 1; }
-  for f in model.safetensors train_state.safetensors; do
-    payload "$a/$f" >"$tmp/a.bin" && payload "$b/$f" >"$tmp/b.bin"
-    cmp -s "$tmp/a.bin" "$tmp/b.bin" || { echo "  $f differs between $1 and $2" >&2; return 1; }
-  done
-  for r in "$1" "$2"; do
-    grep '"loss"' "$r/metrics.jsonl" | grep -v '"split"' | sed 's/^{"step":\([0-9]*\),"loss":\([^,]*\),"lr":[^,]*,"grad_norm":\([^,]*\),.*/\1 \2 \3/' |
-      sort -s -n -k1,1 | awk '{last[$1] = $2 " " $3} END {for (s in last) print s, last[s]}' | sort -n >"$r.losses"
-  done
-  [ "$(wc -l <"$1.losses")" -eq "$STEPS" ] && cmp -s "$1.losses" "$2.losses" ||
-    { echo "  losses or gradient norms differ:" >&2; diff "$1.losses" "$2.losses" | head -5 >&2; return 1; }
-}
+. "$(dirname "$0")/run_compare.sh"
 
 # train RUN_DIR DEVICES [key=value ...]: one process
 train() {
@@ -132,25 +108,22 @@ rank_pid() {
   return 1
 }
 
-# wait_for FILE LINES SECONDS: until FILE has LINES lines
-wait_for() {
-  i=0
-  while [ "$i" -lt $(($3 * 50)) ]; do
-    [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ] && return 0
-    sleep 0.02
-    i=$((i + 1))
-  done
-  return 1
+# start_long_run RUN LINES [key=value ...]: a long two-process run of cpu:2 each in the background (its
+# mpirun's pid in $mp) until RUN/metrics.jsonl has LINES lines; rank 1's process in $p1.
+start_long_run() {
+  run=$1 lines=$2
+  shift 2
+  # shellcheck disable=SC2086
+  $MPIRUN -np 2 "$LCM" train $tiny trainer.max_steps=100000 trainer.devices=cpu:2 trainer.cpu_threads=2 \
+    trainer.output_dir="$run" "$@" >"$run.out" 2>"$run.err" &
+  mp=$!
+  wait_for "$run/metrics.jsonl" "$lines" 60 || { echo "  $run: no $lines lines of metrics in 60 s" >&2; kill "$mp"; return 1; }
+  p1=$(rank_pid "$mp" 1) || { echo "  no process of rank 1 under mpirun $mp" >&2; kill "$mp"; return 1; }
 }
 
 signal_to_one_process_stops_all() {
   run="$tmp/sig"
-  # shellcheck disable=SC2086
-  $MPIRUN -np 2 "$LCM" train $tiny trainer.max_steps=100000 trainer.devices=cpu:2 trainer.cpu_threads=2 \
-    trainer.output_dir="$run" >"$run.out" 2>"$run.err" &
-  mp=$!
-  wait_for "$run/metrics.jsonl" 6 60 || { kill "$mp"; return 1; }
-  p1=$(rank_pid "$mp" 1) || { echo "  no process of rank 1 under mpirun $mp" >&2; kill "$mp"; return 1; }
+  start_long_run "$run" 6 || return 1
   kill -TERM "$p1"
   wait "$mp"
   rc=$?
@@ -172,12 +145,7 @@ loads() {
 
 killed_process_stops_the_run() {
   run="$tmp/kill"
-  # shellcheck disable=SC2086
-  $MPIRUN -np 2 "$LCM" train $tiny trainer.max_steps=100000 trainer.checkpoint_every=3 trainer.devices=cpu:2 \
-    trainer.cpu_threads=2 trainer.output_dir="$run" >"$run.out" 2>"$run.err" &
-  mp=$!
-  wait_for "$run/metrics.jsonl" 8 60 || { kill "$mp"; return 1; }
-  p1=$(rank_pid "$mp" 1) || { kill "$mp"; return 1; }
+  start_long_run "$run" 8 trainer.checkpoint_every=3 || return 1
   t0=$(date +%s)
   kill -KILL "$p1"
   wait "$mp"
@@ -192,12 +160,7 @@ killed_process_stops_the_run() {
 
 hung_process_is_named_by_the_watchdog() {
   run="$tmp/hang"
-  # shellcheck disable=SC2086
-  $MPIRUN -np 2 "$LCM" train $tiny trainer.max_steps=100000 trainer.checkpoint_every=3 trainer.devices=cpu:2 \
-    trainer.cpu_threads=2 trainer.output_dir="$run" >"$run.out" 2>"$run.err" &
-  mp=$!
-  wait_for "$run/metrics.jsonl" 8 60 || { kill "$mp"; return 1; }
-  p1=$(rank_pid "$mp" 1) || { kill "$mp"; return 1; }
+  start_long_run "$run" 8 trainer.checkpoint_every=3 || return 1
   t0=$(date +%s)
   kill -STOP "$p1"
   i=0
