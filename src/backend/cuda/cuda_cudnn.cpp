@@ -355,16 +355,29 @@ extern "C" void lcm_cudnn_version(char *out, size_t cap) {
     snprintf(out, cap, "%zu.%zu.%zu", v / 10000, v / 100 % 100, v % 100);
 }
 
+/* plans_for's plans when cuDNN supports this shape; else NULL with *rc LCM_CUDNN_FAILED (why says) or
+ * LCM_CUDNN_UNSUPPORTED (why says what cuDNN lacks). */
+static shape_plans *usable_plans(lcm_cudnn *c, int B, int T, int H, int hd, char *why, size_t cap, int *rc) {
+    shape_plans *p = plans_for(c, B, T, H, hd, why, cap);
+    if (!p) {
+        *rc = LCM_CUDNN_FAILED;
+        return NULL;
+    }
+    if (!p->unsupported.empty()) {
+        put(why, cap, p->unsupported);
+        *rc = LCM_CUDNN_UNSUPPORTED;
+        return NULL;
+    }
+    return p;
+}
+
 extern "C" int lcm_cudnn_attention_forward(lcm_cudnn *c, void *out, float *stats, const void *qkv,
                                            const int32_t *lens, int B, int T, int C, int H, char *why, size_t cap) {
     GUARD_BEGIN
     const int hd = C / H;
-    shape_plans *p = plans_for(c, B, T, H, hd, why, cap);
-    if (!p) return LCM_CUDNN_FAILED;
-    if (!p->unsupported.empty()) {
-        put(why, cap, p->unsupported);
-        return LCM_CUDNN_UNSUPPORTED;
-    }
+    int rc = LCM_CUDNN_FAILED;
+    shape_plans *p = usable_plans(c, B, T, H, hd, why, cap, &rc);
+    if (!p) return rc;
     char *x = (char *)const_cast<void *>(qkv);
     const size_t part = (size_t)C * 2; /* bytes of C bf16 values: Q | K | V within a row */
     std::unordered_map<int64_t, void *> pack = {
@@ -379,12 +392,9 @@ extern "C" int lcm_cudnn_attention_backward(lcm_cudnn *c, void *dqkv, const void
                                             int C, int H, char *why, size_t cap) {
     GUARD_BEGIN
     const int hd = C / H;
-    shape_plans *p = plans_for(c, B, T, H, hd, why, cap);
-    if (!p) return LCM_CUDNN_FAILED;
-    if (!p->unsupported.empty()) {
-        put(why, cap, p->unsupported);
-        return LCM_CUDNN_UNSUPPORTED;
-    }
+    int rc = LCM_CUDNN_FAILED;
+    shape_plans *p = usable_plans(c, B, T, H, hd, why, cap, &rc);
+    if (!p) return rc;
     /* Keys past lens[b] get zero gradients from the native kernels; cuDNN may skip those rows instead of
      * writing zeros, so the whole of dqkv starts at zero (one memset, small beside the attention). */
     cudaError_t ce = cudaMemsetAsync(dqkv, 0, (size_t)B * T * 3 * C * 2, c->stream);

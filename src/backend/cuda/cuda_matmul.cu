@@ -139,6 +139,18 @@ static int build_plan(cuda_backend *cb, const char *op, matmul_plan *p, const vo
     return 0;
 }
 
+/* Frees what slot p holds and gives it this key (the cache's lookup compares these fields). */
+static void reset_plan(matmul_plan *p, matmul_kind kind, int m, int n, int k, const uint32_t align[4],
+                       uint32_t bias_align) {
+    destroy_plan(p);
+    p->kind = kind;
+    p->m = m;
+    p->n = n;
+    p->k = k;
+    memcpy(p->align, align, sizeof p->align);
+    p->bias_align = bias_align;
+}
+
 /* The cached plan for this shape and these pointer alignments (built on first use); NULL on failure.
  * bias: the epilogue's (gradient) pointer for MATMUL_FORWARD_BIAS and MATMUL_DW_BGRADB, else NULL. A
  * MATMUL_DW_BGRADB plan may come back `unsupported`. */
@@ -154,24 +166,12 @@ static matmul_plan *get_plan(cuda_backend *cb, const char *op, matmul_kind kind,
     }
     matmul_plan *p = &cb->plans[cb->next_plan];
     cb->next_plan = (cb->next_plan + 1) % MATMUL_CACHE_SIZE;
-    destroy_plan(p);
-    p->kind = kind;
-    p->m = m;
-    p->n = n;
-    p->k = k;
-    memcpy(p->align, align, sizeof align);
-    p->bias_align = bias_align;
+    reset_plan(p, kind, m, n, k, align, bias_align);
     int rc = build_plan(cb, op, p, bias);
     if (rc == 2) {
         lcm_info("cuda %d: cuBLASLt has no BGRADB epilogue for the %d x %d x %d dw matmul; its bias gradient "
                  "uses the column-sum kernel", cb->gpu, m, n, k);
-        destroy_plan(p);
-        p->kind = kind;
-        p->m = m;
-        p->n = n;
-        p->k = k;
-        memcpy(p->align, align, sizeof align);
-        p->bias_align = bias_align;
+        reset_plan(p, kind, m, n, k, align, bias_align);
         p->unsupported = 1; /* cached, so the heuristic is asked once per shape */
     } else if (rc) {
         destroy_plan(p);
