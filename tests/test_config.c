@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "lcm/config.h"
@@ -494,12 +495,52 @@ TEST(nul_byte_in_config_is_named) {
     CHECK_FAILS(lcm_config_load(&cfg, p, 0, NULL, &err), &err, LCM_ERR_CONFIG, "nul.ini:3: a NUL byte (byte 23 of the file): a config file is text");
 }
 
-/* A base that never ends (/dev/zero) or a huge file is an error, not a read until memory runs out. */
-TEST(endless_base_is_refused) {
+/* A file given on the command line that never ends (/dev/zero) or a huge file is an error, not a read
+ * until memory runs out. */
+TEST(endless_config_is_refused) {
     new_dir();
+    CHECK_FAILS(lcm_config_load(&cfg, "/dev/zero", 0, NULL, &err), &err, LCM_ERR_CONFIG,
+                "/dev/zero: more than 1048576 bytes; a config file is a short text file");
+}
+
+/* A base must be a regular file: /dev/zero, a FIFO, /dev/stdin or an inherited pipe (/proc/self/fd/N,
+ * found by fuzz_config: the loader read its own pipe forever) is refused at once, never read or waited
+ * on. alarm(): the code before the fix waited on the FIFO forever; the alarm ends this test as a failure. */
+TEST(base_that_is_not_a_regular_file_is_refused) {
+    new_dir();
+    alarm(60);
     const char *p = put("zero.ini", "[config]\nbase = /dev/zero\n");
     CHECK_FAILS(lcm_config_load(&cfg, p, 0, NULL, &err), &err, LCM_ERR_CONFIG,
-                "/dev/zero: more than 1048576 bytes; a config file is a short text file");
+                "base /dev/zero is not a regular file (a character device): a base names a config file");
+    char fifo[1024];
+    snprintf(fifo, sizeof fifo, "%s/fifo.ini", test_dir);
+    CHECK(mkfifo(fifo, 0600) == 0);
+    p = put("fifo_base.ini", "[config]\nbase = fifo.ini\n");
+    CHECK_FAILS(lcm_config_load(&cfg, p, 0, NULL, &err), &err, LCM_ERR_CONFIG, "fifo.ini is not a regular file (a pipe)");
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    char text[128];
+    snprintf(text, sizeof text, "[config]\nbase = /proc/self/fd/%d\n", fds[0]);
+    p = put("pipe_base.ini", text);
+    CHECK_FAILS(lcm_config_load(&cfg, p, 0, NULL, &err), &err, LCM_ERR_CONFIG, "is not a regular file (a pipe)");
+    close(fds[0]);
+    close(fds[1]);
+    alarm(0);
+}
+
+/* The file on the command line may be a pipe (`lcm train <(...)`): it is read to its end. */
+TEST(config_from_a_pipe_loads) {
+    new_dir();
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    const char text[] = "[model]\nnum_layers = 3\n";
+    CHECK(write(fds[1], text, sizeof text - 1) == (ssize_t)(sizeof text - 1));
+    close(fds[1]);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fds[0]);
+    CHECK_OK(lcm_config_load(&cfg, path, 0, NULL, &err), &err);
+    CHECK(cfg.model.num_layers == 3);
+    close(fds[0]);
 }
 
 /* Issue 9 item 14: a UTF-8 byte order mark (written by some editors) is skipped, lines still count. */

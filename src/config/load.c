@@ -14,6 +14,7 @@
  * Not thread-safe: iniparser's error callback is process-wide. Configs are loaded on the main thread. */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <iniparser/iniparser.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -21,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config_internal.h"
@@ -373,11 +375,38 @@ static int enter_file(base_chain *chain, const conf_file *cf, lcm_error *err) {
     return 0;
 }
 
-/* The whole file, at most MAX_CONFIG_BYTES (read, not stat'ed: a pipe such as <(...) is fine). */
-static int read_config_file(const conf_file *cf, char **out, size_t *size, lcm_error *err) {
+/* The whole file, at most MAX_CONFIG_BYTES (read, not stat'ed: a pipe such as <(...) is fine for the
+ * file given on the command line). A base must be a regular file: one that names a pipe, a terminal or
+ * /dev/stdin would wait for input forever (found by fuzz_config: `base = /proc/self/fd/N`). A base is
+ * opened with O_NONBLOCK, so that a FIFO is refused, not waited on; the command line's file is opened as
+ * a stream would be (a named FIFO waits for its writer). */
+static int read_config_file(const conf_file *cf, int is_base, char **out, size_t *size, lcm_error *err) {
     *out = NULL;
-    FILE *f = fopen(cf->path, "rb");
-    if (!f) return lcm_fail(err, LCM_ERR_IO, "cannot open %s: %s", cf->name, strerror(errno));
+    int fd = open(cf->path, O_RDONLY | O_CLOEXEC | (is_base ? O_NONBLOCK : 0));
+    if (fd < 0) return lcm_fail(err, LCM_ERR_IO, "cannot open %s: %s", cf->name, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return lcm_fail(err, LCM_ERR_IO, "cannot open %s: %s", cf->name, strerror(e));
+    }
+    if (S_ISDIR(st.st_mode)) {
+        close(fd);
+        return lcm_fail(err, LCM_ERR_CONFIG, "config file %s is a directory", cf->name);
+    }
+    if (is_base && !S_ISREG(st.st_mode)) {
+        close(fd);
+        return lcm_fail(err, LCM_ERR_CONFIG, "base %s is not a regular file (a %s): a base names a config file", cf->name,
+                        S_ISFIFO(st.st_mode) ? "pipe" : S_ISCHR(st.st_mode) ? "character device" :
+                        S_ISSOCK(st.st_mode) ? "socket" : "special file");
+    }
+    int fl = fcntl(fd, F_GETFL);
+    FILE *f = fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0 ? NULL : fdopen(fd, "rb");
+    if (!f) {
+        int e = errno;
+        close(fd);
+        return lcm_fail(err, LCM_ERR_IO, "cannot open %s: %s", cf->name, strerror(e));
+    }
     size_t cap = 4096, len = 0;
     char *buf = malloc(cap + 1);
     while (buf && len <= MAX_CONFIG_BYTES) {
@@ -412,7 +441,7 @@ static int load_file(lcm_config *cfg, const conf_file *cf, base_chain *chain, lc
         text = cf->embedded->data;
         size = cf->embedded->size;
     } else {
-        int rc = read_config_file(cf, &owned, &size, err);
+        int rc = read_config_file(cf, chain->depth > 1, &owned, &size, err);
         if (rc != 0) {
             chain->depth--;
             return rc;

@@ -33,7 +33,9 @@ for t in "$@"; do
   mkdir -p "$dir/corpus/$t" "$dir/artifacts/$t"
   log=$dir/fuzz_$t.log
   # -rss_limit_mb: more than any input should need (a few MB), far below the machine.
-  "$bin" -max_total_time="$secs" -timeout="$tmo" -rss_limit_mb=2048 -print_final_stats=1 \
+  # timeout: libFuzzer's own -timeout did not end an input blocked in read() (a config base naming a
+  # pipe, issue 9); a harness still running well past its time is stopped and fails.
+  timeout -k 10 $((secs + 120)) "$bin" -max_total_time="$secs" -timeout="$tmo" -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$dir/artifacts/$t/" "$dir/corpus/$t" "$dir/seeds/$t" $(ls -d "$here/seeds/$t" 2>/dev/null) \
     >"$log" 2>&1
   rc=$?
@@ -42,6 +44,9 @@ for t in "$@"; do
   if [ "$rc" -eq 0 ]; then
     echo "PASS fuzz_$t: ${runs:-?} executions in ${secs}s (${rate:-?}/s), corpus $(ls "$dir/corpus/$t" | wc -l) inputs"
     pass=$((pass + 1))
+  elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    echo "FAIL fuzz_$t: still running $((secs + 120))s after its start (an input that blocks?); log: $log"
+    fail=$((fail + 1))
   else
     art=$(ls -t "$dir/artifacts/$t" 2>/dev/null | head -n 1)
     echo "FAIL fuzz_$t: exit $rc after ${runs:-?} executions; input: $dir/artifacts/$t/$art; log: $log"
