@@ -1,6 +1,7 @@
 /* test_core.c: error values, escaping, atomic files, mappings, JSON numbers, fp16/bf16 conversion, Philox. */
 #include <errno.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "lcm/escape.h"
@@ -89,6 +90,21 @@ TEST(map_missing_file_is_an_error) {
     lcm_error err = {0};
     lcm_mapping m;
     CHECK_FAILS(lcm_map_file(&m, "/nonexistent/x.lcmd", &err), &err, LCM_ERR_IO, "/nonexistent/x.lcmd");
+}
+
+/* A FIFO, a device or a directory is refused at once; before O_NONBLOCK a FIFO without a writer
+ * blocked open() forever (alarm() ends such a run as a failure). */
+TEST(map_refuses_what_is_not_a_regular_file) {
+    lcm_error err = {0};
+    lcm_mapping m;
+    char fifo[512];
+    snprintf(fifo, sizeof fifo, "%s/data.lcmd", harness_tmpdir());
+    CHECK(mkfifo(fifo, 0600) == 0);
+    alarm(60);
+    CHECK_FAILS(lcm_map_file(&m, fifo, &err), &err, LCM_ERR_IO, "data.lcmd is not a regular file");
+    CHECK_FAILS(lcm_map_file(&m, "/dev/null", &err), &err, LCM_ERR_IO, "/dev/null is not a regular file");
+    CHECK_FAILS(lcm_map_file(&m, harness_tmpdir(), &err), &err, LCM_ERR_IO, "is not a regular file");
+    alarm(0);
 }
 
 TEST(mkdir_p_and_paths) {

@@ -248,7 +248,9 @@ int lcm_rm_rf(const char *path, lcm_error *err) {
 int lcm_map_file(lcm_mapping *m, const char *path, lcm_error *err) {
     m->data = NULL;
     m->size = 0;
-    int fd = open(path, O_RDONLY);
+    /* O_NONBLOCK: a FIFO (a dataset, checkpoint or normalizer path that names one) is refused below
+     * instead of waiting in open() for a writer; it changes nothing for a regular file. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return lcm_fail(err, LCM_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
