@@ -9,6 +9,8 @@
 #   - a process killed (SIGKILL) or stopped (SIGSTOP, a hung node) ends the whole run within the
 #     watchdog's timeout, with one line naming the process, node and ranks (the hang) or mpirun's
 #     line naming the rank (the death); the last checkpoint still loads;
+#   - a process stuck at start-up (an open() that never returns: tests/shim/hang_open.c) is named by
+#     the others after trainer.hang_timeout_s, and the run ends;
 #   - processes that disagree on the config or on the dataset stop with a message naming process 1.
 # SKIP when this lcm was built without MPI or mpirun is missing. Prints PASS/FAIL/SKIP lines; needs
 # $LCM_BIN.
@@ -26,7 +28,7 @@ check() {
 
 names="bitwise_equal_to_one_process bitwise_equal_sharded only_process_0_writes resume_across_processes
 signal_to_one_process_stops_all killed_process_stops_the_run hung_process_is_named_by_the_watchdog
-config_disagreement_names_the_process dataset_disagreement_names_the_process"
+process_stuck_at_start_up_is_named config_disagreement_names_the_process dataset_disagreement_names_the_process"
 if ! "$LCM" config keys >/dev/null 2>&1; then echo "FAIL test_mpi: $LCM does not run"; exit 1; fi
 if ! command -v mpirun >/dev/null 2>&1; then
   for n in $names; do echo "SKIP $n: no mpirun in PATH (apt-get install openmpi-bin libopenmpi-dev)"; done
@@ -50,6 +52,11 @@ if ldd "$LCM" 2>/dev/null | grep -q libtsan; then export OMPI_MCA_btl=${OMPI_MCA
 
 "$LCM" data synth model.sonar_dim=16 synth.dim=16 synth.latent_dim=8 synth.train_docs=200 synth.valid_docs=20 \
   synth.max_len=40 synth.mean_len=12 -o "$tmp/data" >"$tmp/synth.log" 2>&1 || { cat "$tmp/synth.log"; exit 1; }
+# The open() shim, built here (it needs only a C compiler).
+hang_shim=""
+if cc -shared -fPIC -O1 -o "$tmp/hang_open.so" tests/shim/hang_open.c -ldl 2>"$tmp/shim.err"; then
+  hang_shim=$tmp/hang_open.so
+fi
 # BLAS threads per worker fixed at 1 (trainer.cpu_threads = workers per process), so both sides compute alike.
 tiny="model.sonar_dim=16 model.model_dim=16 model.num_layers=2 model.num_heads=2 model.ffn_inner_dim=32 \
 data.max_seq_len=16 data.max_tokens=96 data.train=$tmp/data/train.lcmd data.valid=$tmp/data/valid.lcmd \
@@ -210,6 +217,37 @@ dataset_disagreement_names_the_process() {
     { echo "  rc $rc:" >&2; head -n 5 "$run.err" >&2; return 1; }
 }
 
+# Process 1 hangs in open() of its dataset (before the agreements on the config and the data); process 0
+# waits there, names it after hang_timeout_s=5, and the run ends. Before the start-up waits had a
+# deadline, process 0 waited for ever (the loop below gives up after 60 s).
+process_stuck_at_start_up_is_named() {
+  [ -n "$hang_shim" ] || { echo "  cannot build tests/shim/hang_open.c:" >&2; cat "$tmp/shim.err" >&2; return 1; }
+  run="$tmp/boot"
+  t0=$(date +%s)
+  # shellcheck disable=SC2086
+  $MPIRUN -np 1 "$LCM" train $tiny trainer.devices=cpu:2 trainer.cpu_threads=2 trainer.output_dir="$run" : \
+    -np 1 env LD_PRELOAD="$hang_shim" LCM_TEST_HANG_OPEN=train.lcmd \
+    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0:verify_asan_link_order=0" \
+    "$LCM" train $tiny trainer.devices=cpu:2 trainer.cpu_threads=2 trainer.output_dir="$run" \
+    >"$run.out" 2>"$run.err" &
+  mp=$!
+  i=0
+  while kill -0 "$mp" 2>/dev/null && [ "$i" -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+  took=$(($(date +%s) - t0))
+  if kill -0 "$mp" 2>/dev/null; then
+    kill -KILL "$mp"
+    echo "  mpirun still runs after ${took}s:" >&2
+    tail -n 5 "$run.err" >&2
+    return 1
+  fi
+  wait "$mp"
+  rc=$?
+  [ "$rc" -ne 0 ] || { echo "  mpirun exited 0" >&2; return 1; }
+  echo "  process 1 stuck in open(): mpirun ended ${took}s after its start, status $rc" >&2
+  grep -q 'start-up: process 1 (node [^)]*) did not reach the effective config within 5 s (trainer.hang_timeout_s)' \
+    "$run.err" || { echo "  no line naming process 1:" >&2; tail -n 12 "$run.err" >&2; return 1; }
+}
+
 check bitwise_equal_to_one_process bitwise_equal_to_one_process
 check bitwise_equal_sharded bitwise_equal_sharded
 check only_process_0_writes only_process_0_writes
@@ -217,5 +255,6 @@ check resume_across_processes resume_across_processes
 check signal_to_one_process_stops_all signal_to_one_process_stops_all
 check killed_process_stops_the_run killed_process_stops_the_run
 check hung_process_is_named_by_the_watchdog hung_process_is_named_by_the_watchdog
+check process_stuck_at_start_up_is_named process_stuck_at_start_up_is_named
 check config_disagreement_names_the_process config_disagreement_names_the_process
 check dataset_disagreement_names_the_process dataset_disagreement_names_the_process

@@ -24,10 +24,14 @@ int lcm_mpi_size(void);
 const char *lcm_mpi_host(void);
 /* "process 1 (node b)": who a message is about. */
 void lcm_mpi_describe(int process, char *out, size_t cap);
-/* Every process's `n` bytes of mine, in process order, into all[n * size]. */
-int lcm_mpi_allgather(const void *mine, void *all, size_t n, lcm_error *err);
+/* How long an agreement below waits for the other processes before it fails, naming the one that did
+ * not arrive (trainer.hang_timeout_s; 0: no limit, the default). Set before lcm_mpi_start. */
+void lcm_mpi_set_timeout(double seconds);
+/* Every process's `n` bytes of mine, in process order, into all[n * size]. `what`: the agreement, for
+ * messages ("the effective config"). */
+int lcm_mpi_allgather(const void *mine, void *all, size_t n, const char *what, lcm_error *err);
 /* Process `root`'s n bytes into every process's buf. */
-int lcm_mpi_broadcast(void *buf, size_t n, int root, lcm_error *err);
+int lcm_mpi_broadcast(void *buf, size_t n, int root, const char *what, lcm_error *err);
 /* The global ranks of this process's devices: local_n devices here; rank0 = the devices of the
  * processes before this one, world = all of them. */
 int lcm_mpi_layout(int local_n, int *rank0, int *world, lcm_error *err);

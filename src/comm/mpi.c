@@ -30,6 +30,9 @@
 #include "lcm/half.h"
 #include "lcm/mpi.h"
 
+/* The main thread's agreements carry a few bytes a process (digests, counts, node names, NCCL's id). */
+#define MSG_MAX_BOOT (1 << 24)
+
 /* A launcher's environment: Open MPI's mpirun, Hydra (MPICH) and Slurm's PMI2, PMIx. The size, when
  * the launcher says it, is only for the "built without MPI" message. */
 static int launched(long *size) {
@@ -46,9 +49,10 @@ static int launched(long *size) {
 
 static struct {
     int started, rank, size;
+    int seq; /* agreements so far: the tag of the next one's messages */
     char host[MPI_MAX_PROCESSOR_NAME];
     char (*hosts)[64]; /* every process's node name, for messages */
-} proc = {0, 0, 1, "", NULL};
+} proc = {0, 0, 1, 0, "", NULL};
 
 int lcm_mpi_built(void) { return 1; }
 
@@ -80,9 +84,12 @@ int lcm_mpi_start(lcm_error *err) {
     if (!proc.hosts) return lcm_fail(err, LCM_ERR_NOMEM, "out of memory");
     char mine[64];
     snprintf(mine, sizeof mine, "%.63s", proc.host);
-    rc = MPI_Allgather(mine, sizeof mine, MPI_CHAR, proc.hosts, sizeof mine, MPI_CHAR, MPI_COMM_WORLD);
-    if (rc != MPI_SUCCESS) return mpi_fail(rc, err, "exchanging node names (MPI_Allgather)");
-    return 0;
+    char (*all)[64] = calloc((size_t)proc.size, sizeof *all);
+    if (!all) return lcm_fail(err, LCM_ERR_NOMEM, "out of memory");
+    rc = lcm_mpi_allgather(mine, all, sizeof mine, "the exchange of node names", err);
+    if (!rc) memcpy(proc.hosts, all, (size_t)proc.size * sizeof *all);
+    free(all);
+    return rc;
 }
 
 int lcm_mpi_rank(void) { return proc.rank; }
@@ -93,19 +100,114 @@ void lcm_mpi_describe(int p, char *out, size_t cap) {
     snprintf(out, cap, "process %d (node %s)", p, proc.hosts && p >= 0 && p < proc.size ? proc.hosts[p] : "?");
 }
 
-int lcm_mpi_allgather(const void *mine, void *all, size_t n, lcm_error *err) {
-    if (!proc.started) {
-        memcpy(all, mine, n);
-        return 0;
-    }
-    int rc = MPI_Allgather(mine, (int)n, MPI_BYTE, all, (int)n, MPI_BYTE, MPI_COMM_WORLD);
-    return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, err, "MPI_Allgather");
+/* ---- the main thread's agreements, with a deadline ----------------------------------------------
+ * Point-to-point messages on MPI_COMM_WORLD, tagged with the agreement's sequence number (the comm
+ * groups' messages go on communicators of their own): process 0 collects every process's part and
+ * sends the whole back. Waits are polled, so that a process that never arrives (hung, or stuck before
+ * the agreement) is named after trainer.hang_timeout_s instead of holding the others for ever. */
+
+static double boot_timeout_s; /* 0: wait as long as it takes */
+
+void lcm_mpi_set_timeout(double seconds) { boot_timeout_s = seconds > 0 ? seconds : 0; }
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-int lcm_mpi_broadcast(void *buf, size_t n, int root, lcm_error *err) {
-    if (!proc.started) return 0;
-    int rc = MPI_Bcast(buf, (int)n, MPI_BYTE, root, MPI_COMM_WORLD);
-    return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, err, "MPI_Bcast");
+/* Wait for n requests; peer[i] is request i's process. After the deadline: an error naming the first
+ * process whose request is outstanding, as one who did not reach (or answer) `what`. */
+static int boot_wait(MPI_Request *req, const int *peer, int n, const char *what, lcm_error *err) {
+    const double t0 = now_s();
+    for (;;) {
+        int done = 0;
+        int rc = MPI_Testall(n, req, &done, MPI_STATUSES_IGNORE);
+        if (rc != MPI_SUCCESS) return mpi_fail(rc, err, what);
+        if (done) return 0;
+        if (boot_timeout_s > 0 && now_s() - t0 > boot_timeout_s) {
+            for (int i = 0; i < n; i++) {
+                int one = 0;
+                if (req[i] != MPI_REQUEST_NULL) MPI_Test(&req[i], &one, MPI_STATUS_IGNORE);
+                if (req[i] == MPI_REQUEST_NULL || one) continue;
+                char who[160];
+                lcm_mpi_describe(peer[i], who, sizeof who);
+                return lcm_fail(err, LCM_ERR_IO, "start-up: %s did not reach %s within %.0f s (trainer.hang_timeout_s), "
+                                "waited for by process %d (node %s); the run is stopped", who, what, boot_timeout_s,
+                                proc.rank, proc.host);
+            }
+        }
+        struct timespec pause = {0, 1000000}; /* 1 ms: start-up waits, no hurry */
+        nanosleep(&pause, NULL);
+    }
+}
+
+int lcm_mpi_allgather(const void *mine, void *all, size_t n, const char *what, lcm_error *err) {
+    memcpy((char *)all + (size_t)proc.rank * n, mine, n);
+    if (!proc.started || proc.size == 1) return 0;
+    const int P = proc.size, tag = 1 + proc.seq++ % 30000;
+    if ((size_t)P * n > (size_t)MSG_MAX_BOOT)
+        return lcm_fail(err, LCM_ERR_INTERNAL, "%s: %zu bytes from each of %d processes is too much", what, n, P);
+    MPI_Request *req = calloc((size_t)P, sizeof *req);
+    int *peer = calloc((size_t)P, sizeof *peer);
+    if (!req || !peer) {
+        free(req);
+        free(peer);
+        return lcm_fail(err, LCM_ERR_NOMEM, "out of memory");
+    }
+    int rc = 0, k = 0;
+    if (proc.rank == 0) {
+        for (int p = 1; p < P && !rc; p++, k++) {
+            peer[k] = p;
+            int e = MPI_Irecv((char *)all + (size_t)p * n, (int)n, MPI_BYTE, p, tag, MPI_COMM_WORLD, &req[k]);
+            if (e != MPI_SUCCESS) rc = mpi_fail(e, err, what);
+        }
+        if (!rc) rc = boot_wait(req, peer, k, what, err);
+        for (k = 0; !rc && k < P - 1; k++) {
+            peer[k] = k + 1;
+            int e = MPI_Isend(all, (int)((size_t)P * n), MPI_BYTE, k + 1, tag, MPI_COMM_WORLD, &req[k]);
+            if (e != MPI_SUCCESS) rc = mpi_fail(e, err, what);
+        }
+        if (!rc) rc = boot_wait(req, peer, k, what, err);
+    } else {
+        peer[0] = peer[1] = 0;
+        int e = MPI_Isend(mine, (int)n, MPI_BYTE, 0, tag, MPI_COMM_WORLD, &req[0]);
+        if (e == MPI_SUCCESS) e = MPI_Irecv(all, (int)((size_t)P * n), MPI_BYTE, 0, tag, MPI_COMM_WORLD, &req[1]);
+        rc = e != MPI_SUCCESS ? mpi_fail(e, err, what) : boot_wait(req, peer, 2, what, err);
+    }
+    free(req);
+    free(peer);
+    return rc;
+}
+
+int lcm_mpi_broadcast(void *buf, size_t n, int root, const char *what, lcm_error *err) {
+    if (!proc.started || proc.size == 1) return 0;
+    const int P = proc.size, tag = 1 + proc.seq++ % 30000;
+    if (n > (size_t)MSG_MAX_BOOT) return lcm_fail(err, LCM_ERR_INTERNAL, "%s: %zu bytes is too much", what, n);
+    MPI_Request *req = calloc((size_t)P, sizeof *req);
+    int *peer = calloc((size_t)P, sizeof *peer);
+    if (!req || !peer) {
+        free(req);
+        free(peer);
+        return lcm_fail(err, LCM_ERR_NOMEM, "out of memory");
+    }
+    int rc = 0, k = 0;
+    if (proc.rank == root) {
+        for (int p = 0; p < P && !rc; p++) {
+            if (p == root) continue;
+            peer[k] = p;
+            int e = MPI_Isend(buf, (int)n, MPI_BYTE, p, tag, MPI_COMM_WORLD, &req[k++]);
+            if (e != MPI_SUCCESS) rc = mpi_fail(e, err, what);
+        }
+    } else {
+        peer[k] = root;
+        int e = MPI_Irecv(buf, (int)n, MPI_BYTE, root, tag, MPI_COMM_WORLD, &req[k++]);
+        if (e != MPI_SUCCESS) rc = mpi_fail(e, err, what);
+    }
+    if (!rc) rc = boot_wait(req, peer, k, what, err);
+    free(req);
+    free(peer);
+    return rc;
 }
 
 void lcm_mpi_finish(int rc) {
@@ -139,12 +241,14 @@ int lcm_mpi_size(void) { return 1; }
 const char *lcm_mpi_host(void) { return "localhost"; }
 void lcm_mpi_describe(int p, char *out, size_t cap) { snprintf(out, cap, "process %d", p); }
 
-int lcm_mpi_allgather(const void *mine, void *all, size_t n, lcm_error *err) {
+void lcm_mpi_set_timeout(double seconds) {}
+
+int lcm_mpi_allgather(const void *mine, void *all, size_t n, const char *what, lcm_error *err) {
     memcpy(all, mine, n);
     return 0;
 }
 
-int lcm_mpi_broadcast(void *buf, size_t n, int root, lcm_error *err) { return 0; }
+int lcm_mpi_broadcast(void *buf, size_t n, int root, const char *what, lcm_error *err) { return 0; }
 void lcm_mpi_finish(int rc) {}
 
 #endif
@@ -153,7 +257,7 @@ int lcm_mpi_layout(int local_n, int *rank0, int *world, lcm_error *err) {
     const int P = lcm_mpi_size(), me = lcm_mpi_rank();
     int *counts = calloc((size_t)P, sizeof *counts);
     if (!counts) return lcm_fail(err, LCM_ERR_NOMEM, "out of memory");
-    int rc = lcm_mpi_allgather(&local_n, counts, sizeof local_n, err);
+    int rc = lcm_mpi_allgather(&local_n, counts, sizeof local_n, "the device layout (devices per process)", err);
     *rank0 = *world = 0;
     for (int p = 0; !rc && p < P; p++) {
         if (p == me) *rank0 = *world;
@@ -168,7 +272,7 @@ int lcm_mpi_agree(uint64_t digest, const char *what, const char *fix, lcm_error 
     if (P == 1) return 0;
     uint64_t *all = calloc((size_t)P, sizeof *all);
     if (!all) return lcm_fail(err, LCM_ERR_NOMEM, "out of memory");
-    int rc = lcm_mpi_allgather(&digest, all, sizeof digest, err);
+    int rc = lcm_mpi_allgather(&digest, all, sizeof digest, what, err);
     for (int p = 1; !rc && p < P; p++) {
         if (all[p] == all[0]) continue;
         char who[160];
@@ -632,7 +736,7 @@ int lcm_group_span(lcm_group *g, lcm_error *err) {
     x->src = calloc((size_t)world, sizeof *x->src);
     int rc = 0;
     if (!x->first || !x->count || !x->pending || !x->hdr || !x->src) rc = lcm_fail(err, LCM_ERR_NOMEM, "out of memory");
-    if (!rc) rc = lcm_mpi_allgather(&g->size, x->count, sizeof g->size, err);
+    if (!rc) rc = lcm_mpi_allgather(&g->size, x->count, sizeof g->size, "the comm group's layout", err);
     for (int q = 1; !rc && q < P; q++) x->first[q] = x->first[q - 1] + x->count[q - 1];
     if (!rc) {
         int e = MPI_Comm_dup(MPI_COMM_WORLD, &x->comm);

@@ -612,6 +612,7 @@ int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err) {
     snprintf(run->run_dir, sizeof run->run_dir, "%s", cfg->trainer.output_dir);
     /* Under an MPI launcher (mpi.h) process 0 alone writes the run directory (lock, log, config,
      * metrics, checkpoints); the others read it and say only warnings and errors. */
+    lcm_mpi_set_timeout((double)cfg->trainer.hang_timeout_s);
     int rc = lcm_mpi_start(err);
     const int writer = lcm_mpi_rank() == 0;
     if (!writer) lcm_log_set_level(LCM_LOG_WARN);
@@ -635,7 +636,7 @@ int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err) {
     /* Synthesized data: process 0 writes it first; the others then find it (shared run directory) or,
      * on a node of their own, synthesize the same bytes from the same seed. */
     if (!rc && writer) rc = resolve_data(cfg, run->run_dir, train, valid, sizeof train, err);
-    if (!rc && lcm_mpi_size() > 1) rc = lcm_mpi_broadcast(&rc, sizeof rc, 0, err);
+    if (!rc && lcm_mpi_size() > 1) rc = lcm_mpi_broadcast(&rc, sizeof rc, 0, "process 0's data set-up", err);
     if (!rc && !writer) rc = resolve_data(cfg, run->run_dir, train, valid, sizeof train, err);
     if (!rc) rc = open_data(run, train, valid, err);
     if (!rc) rc = lcm_run_agree(run, ckpt, err);

@@ -294,7 +294,7 @@ int lcm_group_create_nccl(lcm_group **out, int n, const int *gpus, lcm_error *er
         if (!rc && lcm_mpi_rank() == 0) u = ncclGetUniqueId(&id);
         /* Broadcast even after a failed ncclGetUniqueId (an id of zeros), so no process waits forever;
          * process 0 then reports the failure. */
-        if (!rc) rc = lcm_mpi_broadcast(&id, sizeof id, 0, err);
+        if (!rc) rc = lcm_mpi_broadcast(&id, sizeof id, 0, "the NCCL unique id from process 0", err);
         if (!rc && u != ncclSuccess)
             rc = lcm_fail(err, LCM_ERR_DEVICE, "ncclGetUniqueId failed on process 0: %s", ncclGetErrorString(u));
         if (rc) {
