@@ -110,7 +110,8 @@ const lcm_key lcm_keys[] = {
      "nothing; 0 = off"},
     {"trainer", "hang_timeout_s", I, FIELD(trainer.hang_timeout_s), "1800", 0, BIG, NULL,
      "seconds a worker may make no progress (in one phase: loading, forward, backward, collective, optimizer, "
-     "validation, checkpoint) before the watchdog aborts the run; 0 = off"},
+     "validation, checkpoint) before the watchdog aborts the run, and the longest wait for another process at "
+     "start-up under mpirun; 0 = off"},
     {"trainer", "max_bad_steps", I, FIELD(trainer.max_bad_steps), "20", 1, 1000000, NULL,
      "NaN/Inf steps in a row (skipped) before the run stops"},
     {"trainer", "grad_reduce_dtype", E, FIELD(trainer.grad_reduce_dtype), "f32", LCM_GRAD_REDUCE_F32, 0, "f32|bf16",
