@@ -142,19 +142,25 @@ static int boot_wait(MPI_Request *req, const int *peer, int n, const char *what,
     }
 }
 
+/* Room for one agreement's requests and their processes, n of each. */
+static int boot_requests(int n, MPI_Request **req, int **peer, lcm_error *err) {
+    *req = calloc((size_t)n, sizeof **req);
+    *peer = calloc((size_t)n, sizeof **peer);
+    if (*req && *peer) return 0;
+    free(*req);
+    free(*peer);
+    return lcm_fail(err, LCM_ERR_NOMEM, "out of memory");
+}
+
 int lcm_mpi_allgather(const void *mine, void *all, size_t n, const char *what, lcm_error *err) {
     memcpy((char *)all + (size_t)proc.rank * n, mine, n);
     if (!proc.started || proc.size == 1) return 0;
     const int P = proc.size, tag = 1 + proc.seq++ % 30000;
     if ((size_t)P * n > (size_t)MSG_MAX_BOOT)
         return lcm_fail(err, LCM_ERR_INTERNAL, "%s: %zu bytes from each of %d processes is too much", what, n, P);
-    MPI_Request *req = calloc((size_t)P, sizeof *req);
-    int *peer = calloc((size_t)P, sizeof *peer);
-    if (!req || !peer) {
-        free(req);
-        free(peer);
-        return lcm_fail(err, LCM_ERR_NOMEM, "out of memory");
-    }
+    MPI_Request *req;
+    int *peer;
+    LCM_TRY(boot_requests(P, &req, &peer, err));
     int rc = 0, k = 0;
     if (proc.rank == 0) {
         for (int p = 1; p < P && !rc; p++, k++) {
@@ -184,13 +190,9 @@ int lcm_mpi_broadcast(void *buf, size_t n, int root, const char *what, lcm_error
     if (!proc.started || proc.size == 1) return 0;
     const int P = proc.size, tag = 1 + proc.seq++ % 30000;
     if (n > (size_t)MSG_MAX_BOOT) return lcm_fail(err, LCM_ERR_INTERNAL, "%s: %zu bytes is too much", what, n);
-    MPI_Request *req = calloc((size_t)P, sizeof *req);
-    int *peer = calloc((size_t)P, sizeof *peer);
-    if (!req || !peer) {
-        free(req);
-        free(peer);
-        return lcm_fail(err, LCM_ERR_NOMEM, "out of memory");
-    }
+    MPI_Request *req;
+    int *peer;
+    LCM_TRY(boot_requests(P, &req, &peer, err));
     int rc = 0, k = 0;
     if (proc.rank == root) {
         for (int p = 0; p < P && !rc; p++) {
