@@ -261,7 +261,9 @@ $(BUILD)/tests/%: tests/%.c tests/harness.h $(BUILD)/liblcm.a
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/liblcm.a $(LDFLAGS) $(LDLIBS)
 
 # ./lcm points at the normal build only: after `make asan` or `make tsan` it stays the fast binary.
-test: $(BUILD)/lcm $(TEST_BIN)
+# With the CUDA backend the GPU test binaries are built too (not run: make test-gpu), so that a change
+# that breaks them fails every build, CI's included.
+test: $(BUILD)/lcm $(TEST_BIN) $(if $(filter 1,$(WITH_CUDA)),$(TEST_GPU_BIN))
 	@tools/install-deps.sh --python
 	@$(if $(filter build,$(BUILD)),ln -sf $(BUILD)/lcm lcm,true)
 	@$(TEST_ENV) LCM_BIN=$(BUILD)/lcm sh tests/run.sh $(TEST_BIN)
