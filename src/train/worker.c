@@ -239,7 +239,7 @@ static int save_checkpoint(lcm_worker *w, lcm_error *err) {
         /* Across processes: each rank's slices through its staging into rank 0's, by a gather. */
         const size_t lo = w->shard.begin, n = (w->shard.end - lo) * sizeof(float);
         float *stage[3] = {w->host_master, w->host_m, w->host_v};
-        const float *dev[3] = {w->model.master + lo, w->model.m, w->model.v};
+        const float *dev[3] = {lcm_model_master_at(&w->model, lo), w->model.m, w->model.v};
         for (int k = 0; k < 3; k++) {
             float *mine = w->rank == 0 ? stage[k] + lo : stage[k];
             if (n > 0) LCM_TRY(be->ops->download(be, mine, dev[k], n, err));
