@@ -489,8 +489,13 @@ int lcm_model_backward(lcm_model *m, int B, int T, float p, lcm_dropout_key key,
         if (ready) LCM_TRY(ready(ctx, t->layers[l].begin, t->layers[l].end, err));
     }
     grad_window_at(m, 0, t->layers[0].begin);
-    op->f32_to_act(be, m->dbranch, m->dh, nC); /* the matmul reads act */
-    op->linear_backward(be, NULL, grad_at(m, t->pre_w), grad_at(m, t->pre_b), m->dbranch, m->xn,
+    /* The matmul reads activations: dh as is on an fp32 backend, else converted. */
+    void *dh_act = m->dh;
+    if (be->act_bytes != sizeof(float)) {
+        op->f32_to_act(be, m->dbranch, m->dh, nC);
+        dh_act = m->dbranch;
+    }
+    op->linear_backward(be, NULL, grad_at(m, t->pre_w), grad_at(m, t->pre_b), dh_act, m->xn,
                         lcm_act_at(be, m->params, t->pre_w), N, D, C, acc);
     if (ready) LCM_TRY(ready(ctx, 0, t->layers[0].begin, err));
     return 0;
