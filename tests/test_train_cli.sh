@@ -43,7 +43,7 @@ sigterm_checkpoints_and_resume_continues() {
   kill -TERM "$pid"
   wait "$pid"
   rc=$?
-  [ "$rc" -eq 0 ] || { echo "  exit status $rc after SIGTERM" >&2; return 1; }
+  [ "$rc" -eq 0 ] || { echo "  exit status $rc after SIGTERM; its stderr ends:" >&2; tail -n 30 "$tmp/term.err" >&2; return 1; }
   grep -q 'stopped at step' "$tmp/term.out" || return 1
   ckpt=$(newest_checkpoint "$run")
   [ -n "$ckpt" ] || return 1

@@ -55,7 +55,8 @@ static void timed_wait(lcm_loader *ld) {
     pthread_cond_timedwait(&ld->cv, &ld->mu, &ts);
 }
 
-static int should_stop(lcm_loader *ld) { return ld->stop || lcm_group_aborted(ld->run->group); }
+/* Read with or without ld->mu: loader_main checks it between steps, outside the lock. */
+static int should_stop(lcm_loader *ld) { return atomic_load(&ld->stop) || lcm_group_aborted(ld->run->group); }
 
 /* The global step's micro-batches, and this rank's share of them into free slots. */
 static int load_step(lcm_loader *ld) {
@@ -170,8 +171,8 @@ void lcm_loader_release(lcm_loader *ld, int n) {
 
 void lcm_loader_stop(lcm_loader *ld) {
     if (ld->started) {
-        pthread_mutex_lock(&ld->mu);
-        ld->stop = 1;
+        pthread_mutex_lock(&ld->mu); /* under the lock: the loader never misses the wake-up */
+        atomic_store(&ld->stop, 1);
         pthread_cond_broadcast(&ld->cv);
         pthread_mutex_unlock(&ld->mu);
         pthread_join(ld->thread, NULL);

@@ -84,7 +84,8 @@ typedef struct lcm_loader {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pthread_t thread;
-    int started, stop, failed;
+    int started, failed;
+    atomic_int stop;       /* set by lcm_loader_stop; read by the loader thread with and without mu */
     lcm_error err;
 } lcm_loader;
 
