@@ -5,7 +5,7 @@
 #   - only process 0 writes (one log, one metrics file, one summary);
 #   - a run stopped at a step and resumed under mpirun equals the uninterrupted one;
 #   - SIGTERM to process 1 alone stops every process after the same step, with a checkpoint, and the
-#     resumed run equals the uninterrupted one;
+#     resumed run equals one that was never stopped (same max_steps, so the same schedule);
 #   - a process killed (SIGKILL) or stopped (SIGSTOP, a hung node) ends the whole run within the
 #     watchdog's timeout, with one line naming the process, node and ranks (the hang) or mpirun's
 #     line naming the rank (the death); the last checkpoint still loads;
@@ -140,8 +140,16 @@ signal_to_one_process_stops_all() {
   last=$(grep '"loss"' "$run/metrics.jsonl" | grep -v split | tail -n 1 | sed 's/^{"step":\([0-9]*\),.*/\1/')
   [ "$(basename "$(newest_checkpoint "$run")")" = "$(printf 'step_%09d' "$last")" ] ||
     { echo "  newest checkpoint $(newest_checkpoint "$run") is not the last step $last" >&2; return 1; }
-  # resumed to the reference's length when it stopped before it: the same bits
-  if [ "$last" -lt "$STEPS" ]; then mtrain 2 "$run" cpu:2 && same_result "$tmp/one" "$run"; fi
+  # Resumed for two more steps, it has the bits of a run that was never stopped: one process, the same
+  # max_steps (the learning-rate schedule follows it), stopped by trainer.stop_at_step after those steps.
+  to=$((last + 2))
+  mtrain 2 "$run" cpu:2 trainer.max_steps=100000 trainer.stop_at_step=$to &&
+    train "$tmp/sigref" cpu:4 trainer.max_steps=100000 trainer.stop_at_step=$to || return 1
+  steps=$STEPS STEPS=$to
+  echo "  stopped after step $last; compared at step $to" >&2
+  same_result "$tmp/sigref" "$run"
+  rc=$? STEPS=$steps
+  return $rc
 }
 
 # The newest checkpoint of RUN loads (lcm eval verifies every tensor's checksum).
