@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdatomic.h>
@@ -13,9 +14,11 @@
 #include <unistd.h>
 
 /* The temporary files of the atomic writes in progress, for a signal handler to remove. A slot is
- * FREE, then CLAIMED while its path is copied in, then READY; only READY slots are read by the
- * handler. More writes at once than slots: the extra ones are simply not tracked. */
-enum { TMP_FREE, TMP_CLAIMED, TMP_READY };
+ * FREE, then CLAIMED while its path is copied in, then READY; the handler reads only READY slots, and
+ * holds one REMOVING while it unlinks the path, so that the owner cannot free it (and another write
+ * claim it and copy a new path in) under the handler. More writes at once than slots: the extra ones
+ * are simply not tracked. */
+enum { TMP_FREE, TMP_CLAIMED, TMP_READY, TMP_REMOVING };
 #define TMP_SLOTS 64
 static struct {
     atomic_int state;
@@ -35,13 +38,28 @@ static int tmp_track(const char *tmp) {
 }
 
 static void tmp_untrack(lcm_afile *af) {
-    if (af->slot > 0) atomic_store(&tmp_files[af->slot - 1].state, TMP_FREE);
+    if (af->slot > 0) {
+        /* READY -> FREE; while a handler on another thread holds it REMOVING, wait (an unlink). A
+         * handler on this thread runs to its end before this thread goes on, so it never waits here. */
+        atomic_int *state = &tmp_files[af->slot - 1].state;
+        int expected = TMP_READY;
+        while (!atomic_compare_exchange_weak(state, &expected, TMP_FREE)) {
+            if (expected != TMP_REMOVING && expected != TMP_READY) break; /* not ours (cannot happen) */
+            expected = TMP_READY;
+            sched_yield();
+        }
+    }
     af->slot = 0;
 }
 
 void lcm_afile_remove_all_tmp(void) {
-    for (int i = 0; i < TMP_SLOTS; i++)
-        if (atomic_load(&tmp_files[i].state) == TMP_READY) unlink(tmp_files[i].path);
+    for (int i = 0; i < TMP_SLOTS; i++) {
+        int expected = TMP_READY;
+        if (atomic_compare_exchange_strong(&tmp_files[i].state, &expected, TMP_REMOVING)) {
+            unlink(tmp_files[i].path);
+            atomic_store(&tmp_files[i].state, TMP_READY);
+        }
+    }
 }
 
 int lcm_afile_open(lcm_afile *af, const char *path, lcm_error *err) {

@@ -554,16 +554,15 @@ int lcm_run_workers(lcm_run *run, lcm_error *err) {
     run->sigmask_saved = 0;
     watch_workers(run, started);
     if (run->abandoned) {
-        /* Threads that ended are joined; the hung ones (and their loaders, which end on the abort) are
-         * detached: nothing waits for them, and the process ends next. */
+        /* Threads that ended are joined; the hung ones are detached: nothing waits for them, and the
+         * process ends next. A hung worker's loader is left alone: the worker may be joining it. */
         for (int r = 0; r < started; r++) {
             lcm_worker *w = &run->workers[r];
             if (atomic_load(&w->done)) {
                 pthread_join(w->thread, NULL);
                 continue;
             }
-            pthread_detach(w->thread);
-            if (w->loader.started) pthread_detach(w->loader.thread);
+            pthread_detach(w->thread); /* its loader is its own to join, should it ever return */
         }
         *err = *lcm_group_abort_reason(run->group);
         return err->code ? (int)err->code : LCM_ERR_INTERNAL;
@@ -594,6 +593,13 @@ void lcm_run_free(lcm_run *run) {
     free(run->init_m);
     free(run->init_v);
     free(run->config_text);
+    /* Checkpoint staging is freed here, once every worker is joined, not by each worker: in a sharded
+     * run the other ranks copy into rank 0's, and after an abort rank 0 may leave before they finish. */
+    for (int r = 0; run->workers && r < run->local_n; r++) {
+        free(run->workers[r].host_master);
+        free(run->workers[r].host_m);
+        free(run->workers[r].host_v);
+    }
     free(run->workers);
 }
 
@@ -693,15 +699,17 @@ int lcm_train(const lcm_config *cfg, lcm_train_summary *sum, lcm_error *err) {
         lcm_signals_stop_mode(1);
         rc = lcm_run_workers(run, err);
         lcm_signals_stop_mode(0);
+        if (run->abandoned) {
+            /* The thread left behind still uses the run, the log and the lock, and may yet write the
+             * summary: read none of it; the process must end. */
+            sum->threads_left = 1;
+            return rc;
+        }
         if (!rc && sum->interrupted && !sum->stop_at_step_reached)
             lcm_info("stopped by %s after step %" PRId64 ", with a checkpoint; the same command resumes",
                      lcm_stop_signal() == SIGTERM ? "SIGTERM" : lcm_stop_signal() == SIGINT ? "SIGINT"
                      : lcm_mpi_size() > 1 ? "a signal to another process" : "a signal", sum->final_step);
         if (!sum->checkpoint[0] && ckpt[0]) snprintf(sum->checkpoint, sizeof sum->checkpoint, "%s", ckpt);
-    }
-    if (run->abandoned) { /* the thread still uses the run, the log and the lock: the process must end */
-        sum->threads_left = 1;
-        return rc;
     }
     lcm_signals_restore();
     if (run->metrics) {

@@ -467,10 +467,7 @@ static int train_prepare(lcm_worker *w, lcm_error *err) {
 }
 
 static void train_release(lcm_worker *w) {
-    lcm_loader_stop(&w->loader);
-    free(w->host_master);
-    free(w->host_m);
-    free(w->host_v);
+    lcm_loader_stop(&w->loader); /* the checkpoint staging is freed by lcm_run_free, after the join */
 }
 
 const lcm_worker_loop lcm_train_loop = {train_prepare, train_loop, train_release};
