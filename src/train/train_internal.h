@@ -127,7 +127,13 @@ struct lcm_worker {
     atomic_llong beats;
     atomic_int phase;
     atomic_int done;
+    /* Who ends the loader thread: LCM_LOADER_NONE until it runs, LIVE once started (loader.thread is then
+     * set), REAPED once the worker has stopped and joined it or the main thread, leaving a hung worker
+     * behind, has detached it. The one that moves LIVE to REAPED does it, so it is done once. */
+    atomic_int loader_state;
 };
+
+enum { LCM_LOADER_NONE, LCM_LOADER_LIVE, LCM_LOADER_REAPED };
 
 static inline void lcm_worker_beat(lcm_worker *w, lcm_phase phase) {
     atomic_store_explicit(&w->phase, (int)phase, memory_order_relaxed);

@@ -554,15 +554,19 @@ int lcm_run_workers(lcm_run *run, lcm_error *err) {
     run->sigmask_saved = 0;
     watch_workers(run, started);
     if (run->abandoned) {
-        /* Threads that ended are joined; the hung ones are detached: nothing waits for them, and the
-         * process ends next. A hung worker's loader is left alone: the worker may be joining it. */
+        /* Threads that ended are joined; the hung ones and their loaders are detached: nothing waits
+         * for them, and the process ends next. */
         for (int r = 0; r < started; r++) {
             lcm_worker *w = &run->workers[r];
             if (atomic_load(&w->done)) {
                 pthread_join(w->thread, NULL);
                 continue;
             }
-            pthread_detach(w->thread); /* its loader is its own to join, should it ever return */
+            pthread_detach(w->thread);
+            /* Its loader ends on the abort; detached too, unless the worker is stopping it itself. */
+            int live = LCM_LOADER_LIVE;
+            if (atomic_compare_exchange_strong(&w->loader_state, &live, LCM_LOADER_REAPED))
+                pthread_detach(w->loader.thread);
         }
         *err = *lcm_group_abort_reason(run->group);
         return err->code ? (int)err->code : LCM_ERR_INTERNAL;

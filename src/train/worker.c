@@ -463,11 +463,17 @@ static int train_prepare(lcm_worker *w, lcm_error *err) {
         if (!w->host_master || !w->host_m || !w->host_v)
             return lcm_fail(err, LCM_ERR_NOMEM, "out of host memory for checkpoint staging (3 x %.2f GB)", bytes / 1e9);
     }
-    return lcm_loader_start(&w->loader, w->run, w->rank, w->be, err);
+    LCM_TRY(lcm_loader_start(&w->loader, w->run, w->rank, w->be, err));
+    atomic_store(&w->loader_state, LCM_LOADER_LIVE); /* after loader.thread is set: the main thread reads it */
+    return 0;
 }
 
 static void train_release(lcm_worker *w) {
-    lcm_loader_stop(&w->loader); /* the checkpoint staging is freed by lcm_run_free, after the join */
+    /* The checkpoint staging is freed by lcm_run_free, after the join. A loader the main thread has
+     * detached (it gave up on this worker, and the process is ending) is left as it is. */
+    int live = LCM_LOADER_LIVE;
+    if (atomic_compare_exchange_strong(&w->loader_state, &live, LCM_LOADER_REAPED) || live == LCM_LOADER_NONE)
+        lcm_loader_stop(&w->loader);
 }
 
 const lcm_worker_loop lcm_train_loop = {train_prepare, train_loop, train_release};
