@@ -1,6 +1,6 @@
 # run_compare.sh: shell functions shared by the tests that train, kill and resume runs
-# (test_fault_ckpt.sh, test_fault_run.sh, test_mpi.sh). Sourced, not run: tests/run.sh runs only
-# tests/test_*.sh. same_result uses the caller's $tmp (a scratch directory) and $STEPS.
+# (test_fault_ckpt.sh, test_fault_run.sh, test_mpi.sh, test_train_cli.sh). Sourced, not run: tests/run.sh
+# runs only tests/test_*.sh. same_result uses the caller's $tmp (a scratch directory) and $STEPS.
 
 # newest_checkpoint RUN: the newest committed checkpoint directory of RUN (none: empty)
 newest_checkpoint() { ls -d "$1"/checkpoints/step_* 2>/dev/null | grep -v '\.tmp$\|\.old$' | sort | tail -n 1; }

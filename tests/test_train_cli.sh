@@ -20,18 +20,7 @@ tiny="model.sonar_dim=16 model.model_dim=16 model.num_layers=2 model.num_heads=2
 data.max_seq_len=16 data.max_tokens=96 data.train=$tmp/data/train.lcmd data.valid=$tmp/data/valid.lcmd \
 trainer.log_every=1 trainer.validate_every=0 trainer.plot=false optim.warmup_steps=2 trainer.devices=cpu:2"
 
-# wait_for FILE LINES SECONDS: until FILE has LINES lines (or the time is up)
-wait_for() {
-  i=0
-  while [ "$i" -lt $(($3 * 10)) ]; do
-    [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ] && return 0
-    sleep 0.1
-    i=$((i + 1))
-  done
-  return 1
-}
-
-newest_checkpoint() { ls -d "$1"/checkpoints/step_* 2>/dev/null | grep -v '\.tmp$\|\.old$' | sort | tail -n 1; }
+. "$(dirname "$0")/run_compare.sh" # newest_checkpoint, wait_for
 
 sigterm_checkpoints_and_resume_continues() {
   run="$tmp/term"

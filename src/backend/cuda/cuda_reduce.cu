@@ -189,14 +189,6 @@ __global__ void mse_loss_kernel(float *partial, bf16 *dy, const float *y, const 
     if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
-__global__ void loss_finish_kernel(float *loss_sum, const float *partial, int np) {
-    __shared__ float shared[32];
-    float s = 0.0f;
-    for (int i = threadIdx.x; i < np; i += blockDim.x) s += partial[i];
-    s = block_sum(s, shared);
-    if (threadIdx.x == 0) *loss_sum = s;
-}
-
 void cuda_mse_loss(lcm_backend *be, void *dy, float *loss_sum, const float *y, const float *x,
                    const float *center, const float *scale, const int32_t *lens, int B, int T, int D,
                    float grad_scale) {
@@ -213,6 +205,6 @@ void cuda_mse_loss(lcm_backend *be, void *dy, float *loss_sum, const float *y, c
     mse_loss_kernel<<<blocks, LOSS_THREADS, 0, cb->compute>>>(partial, (bf16 *)dy, y, x, center, scale,
                                                              lens, B, T, D, grad_scale);
     cuda_check_launch(cb, op);
-    loss_finish_kernel<<<1, 1024, 0, cb->compute>>>(loss_sum, partial, blocks);
+    sum_partials_kernel<<<1, 1024, 0, cb->compute>>>(loss_sum, partial, blocks);
     cuda_check_launch(cb, op);
 }
